@@ -1,0 +1,68 @@
+"""The prepared-data layout every later stage reads, and deterministic saving.
+
+``<root>/pretrain`` and ``<root>/flan`` are Datasets; ``<root>/mmlu`` a DatasetDict of its splits;
+``<root>/bbh`` a DatasetDict with one split per task; ``<root>/finetune/<task>`` a DatasetDict
+(train / validation / test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+
+ROLES = ("pretrain", "flan", "mmlu", "bbh", "finetune")
+
+
+def content_hash(ds: datasets.Dataset) -> str:
+    """sha256 of a dataset's rows and schema (Arrow IPC bytes): equal data, equal hash."""
+    if ds._indices is not None:
+        ds = ds.flatten_indices()
+    sink = pa.BufferOutputStream()
+    table = ds.data.table.combine_chunks()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def _deterministic(ds: datasets.Dataset) -> datasets.Dataset:
+    # datasets gives in-memory datasets a random fingerprint, which lands in state.json and would
+    # change DVC's hash of identical data: use the content hash instead
+    ds = ds.flatten_indices() if ds._indices is not None else ds
+    ds._fingerprint = content_hash(ds)[:16]
+    return ds
+
+
+def save(obj, path: Path) -> None:
+    """``save_to_disk`` of a Dataset, a DatasetDict or ``{task: DatasetDict}``, byte-deterministic."""
+    path = Path(path)
+    if isinstance(obj, datasets.Dataset):
+        _deterministic(obj).save_to_disk(str(path))
+    elif isinstance(obj, datasets.DatasetDict):
+        datasets.DatasetDict({k: _deterministic(v) for k, v in obj.items()}).save_to_disk(str(path))
+    elif isinstance(obj, dict):
+        for task in sorted(obj):
+            save(obj[task], path / task)
+    else:
+        raise TypeError(f"cannot save {type(obj).__name__} at {path}")
+
+
+def load(root: Path, role: str):
+    """Read one role back: Dataset, DatasetDict, or ``{task: DatasetDict}`` for finetune."""
+    root = Path(root)
+    if role == "finetune":
+        return {p.name: datasets.load_from_disk(str(p)) for p in sorted((root / role).iterdir())
+                if p.is_dir()}
+    return datasets.load_from_disk(str(root / role))
+
+
+def summarize(obj, prefix: str) -> dict[str, int]:
+    """Row counts as flat metrics: ``{"<prefix>.<split>.rows": n}``."""
+    if isinstance(obj, datasets.Dataset):
+        return {f"{prefix}.rows": len(obj)}
+    out: dict[str, int] = {}
+    for key in sorted(obj):
+        out.update(summarize(obj[key], f"{prefix}.{key}"))
+    return out

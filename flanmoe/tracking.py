@@ -1,0 +1,102 @@
+"""MLflow, in one place: the only module of the project that imports ``mlflow``.
+
+Default store: ``mlruns.db`` (SQLite) in the working directory plus ``mlartifacts/`` beside it;
+``MLFLOW_TRACKING_URI`` points elsewhere (e.g. ``http://127.0.0.1:5000``). A pipeline run (``make run``,
+a Prefect flow) opens a parent run and exports its id as ``FLANMOE_PARENT_RUN_ID``; every stage run is
+then a child of it, tagged ``stage`` (and ``arch``, ``scenario``, ``task`` where they apply).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from flanmoe.env import apply_offline_env
+
+PARENT_ENV = "FLANMOE_PARENT_RUN_ID"
+_MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+
+
+def _artifact_location() -> str | None:
+    uri = tracking_uri()
+    # a local store keeps artifacts beside it; a server decides for itself
+    return (Path.cwd() / "mlartifacts").as_uri() if uri.startswith(("sqlite:", "file:", "/")) else None
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment ``name``, created if missing (with our local artifact folder)."""
+    apply_offline_env()
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location())
+    except mlflow.exceptions.MlflowException:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+class StageRun:
+    """A live MLflow run: what a stage logs goes through here."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self._client = MlflowClient()
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        items = [(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), _MAX_PARAMS_PER_CALL):
+            mlflow.log_params(dict(items[i:i + _MAX_PARAMS_PER_CALL]))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if clean:
+            mlflow.log_metrics(clean, step=step)
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
+
+    def log_dict(self, obj: dict, artifact_file: str) -> None:
+        mlflow.log_dict(obj, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+@contextlib.contextmanager
+def start_run(run_name: str, experiment: str, tags: Mapping[str, object] | None = None,
+              parent_run_id: str | None = None) -> Iterator[StageRun]:
+    """Open a run (a child of ``parent_run_id`` or of ``$FLANMOE_PARENT_RUN_ID`` if set).
+
+    The run ends FINISHED, or FAILED if the body raises.
+    """
+    exp_id = ensure_experiment(experiment)
+    parent = parent_run_id or os.environ.get(PARENT_ENV) or None
+    run_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags,
+                          parent_run_id=parent) as run:
+        yield StageRun(run.info.run_id)
+
+
+def search_runs(experiment: str, filter_string: str = "") -> list[dict]:
+    """Runs of ``experiment`` as plain dicts: ``run_id``, ``status``, ``params``, ``metrics``, ``tags``."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string=filter_string)
+    return [{"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+             "params": dict(r.data.params), "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)}
+            for r in runs]

@@ -1,0 +1,1 @@
+"""DVC stages: one thin module each (``python -m stages.<name>``) over the ``flanmoe`` library."""

@@ -1,0 +1,143 @@
+"""What every stage does the same way: validate params, write outputs atomically, write metrics JSON,
+log one MLflow run tagged with the git commit and the DVC hashes of the stage's inputs.
+
+This module knows the pipeline's file layout and dvc.yaml; the ``flanmoe`` library does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from flanmoe.env import apply_offline_env
+
+apply_offline_env()  # before anything imports datasets / huggingface_hub
+
+import yaml  # noqa: E402
+
+from flanmoe.config import Params, flatten, load_params_or_exit  # noqa: E402
+
+DATA = Path("data")
+METRICS = Path("metrics")
+_IGNORED_NAMES = {"__pycache__", ".DS_Store"}  # mirrors .dvcignore
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Stop the stage with one clear error line (exit status 2: bad input, nothing written)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dvc_md5(path: Path) -> str:
+    """The hash DVC records for ``path`` in dvc.lock: md5 of a file, or ``<md5>.dir`` of a directory."""
+    path = Path(path)
+    if path.is_file():
+        return _file_md5(path)
+    entries = []
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if p.is_file() and not (set(rel.parts) & _IGNORED_NAMES) and p.suffix != ".pyc":
+            entries.append({"md5": _file_md5(p), "relpath": rel.as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    blob = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(blob).hexdigest() + ".dir"
+
+
+def stage_deps(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """The ``deps`` dvc.yaml declares for ``stage`` (``foreach`` stages: pass ``name@key``)."""
+    if not dvc_yaml.is_file():
+        return []
+    spec = yaml.safe_load(dvc_yaml.read_text()).get("stages", {})
+    name, _, _key = stage.partition("@")
+    entry = spec.get(name, {})
+    entry = entry.get("do", entry)  # foreach/matrix body; templated deps are skipped below
+    return [d for d in entry.get("deps", []) if isinstance(d, str) and "${" not in d]
+
+
+def input_hashes(stage: str) -> dict[str, str]:
+    """``{"dvc.dep.<path>": md5}`` for the data deps of ``stage`` that exist (code deps are skipped:
+    the git commit covers them)."""
+    out = {}
+    for dep in stage_deps(stage):
+        p = Path(dep)
+        if p.exists() and p.suffix != ".py" and not str(dep).startswith(("flanmoe", "stages")):
+            out[f"dvc.dep.{dep}"] = dvc_md5(p)
+    return out
+
+
+def git_commit() -> str | None:
+    """HEAD's commit, with ``-dirty`` when tracked files have uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``final``; on success it replaces ``final``,
+    on failure it is removed, so a failed stage leaves nothing half-written."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def load_params() -> Params:
+    """Validate the whole params.yaml (exit 2 with dotted keys on any error)."""
+    return load_params_or_exit(os.environ.get("FLANMOE_PARAMS", "params.yaml"))
+
+
+@contextlib.contextmanager
+def tracked_run(stage: str, params: Params, sections: list[str],
+                tags: dict[str, object] | None = None) -> Iterator[object]:
+    """An MLflow run for one stage: flattened params of ``sections``, tags ``stage``, git commit and
+    the DVC hashes of the stage's data inputs; the stage's wall time is logged as ``stage_seconds``."""
+    from flanmoe import tracking  # mlflow is slow to import: only once validation passed
+
+    run_tags = {"stage": stage.partition("@")[0], "variant": stage.partition("@")[2] or None,
+                "git_commit": git_commit(), **input_hashes(stage), **(tags or {})}
+    name = stage if "@" not in stage else stage.replace("@", ":")
+    with tracking.start_run(name, params.base.experiment, tags=run_tags) as run:
+        run.log_params({k: v for s in sections for k, v in flatten(getattr(params, s), f"{s}.").items()})
+        t0 = time.perf_counter()
+        yield run
+        run.log_metrics({"stage_seconds": time.perf_counter() - t0})

@@ -1,0 +1,83 @@
+"""Stage `prepare`: every source of params.yaml `prepare` -> Arrow datasets under data/prepared/.
+
+All sources are read and checked first; only then is anything written, into a temporary folder that
+replaces data/prepared/ at the end. A missing file or column stops the stage (exit 2) with the source
+and the file or column named.
+"""
+
+from __future__ import annotations
+
+import time
+
+from stages.common import DATA, METRICS, atomic_dir, fail, load_params, tracked_run, write_json
+
+from flanmoe.data import prepared  # noqa: I001  (stages.common sets the offline switches first)
+from flanmoe.data.sources import SourceError, cap, check_columns, load_source
+
+OUT = DATA / "prepared"
+
+
+def _embedded_part(suite, role: str, max_examples: int | None, seed: int):
+    """One role of the embedded suite, schema-checked and capped like any other source."""
+    import datasets
+
+    def checked(ds: datasets.Dataset, where: str) -> datasets.Dataset:
+        check_columns(ds, role, where)
+        return cap(ds, max_examples, seed)
+
+    obj = getattr(suite, role)
+    if isinstance(obj, datasets.Dataset):  # pretrain, flan
+        return checked(obj, "embedded")
+    if role == "finetune":  # {task: DatasetDict}
+        return {task: datasets.DatasetDict({s: checked(ds, f"embedded {task} {s}") for s, ds in dd.items()})
+                for task, dd in obj.items()}
+    # mmlu: its splits; bbh: one split per task
+    return datasets.DatasetDict({k: checked(ds, f"embedded {k}") for k, ds in obj.items()})
+
+
+def load_all(params) -> dict:
+    """Read every source (the embedded suite is built once, if any source uses it)."""
+    p, seed = params.prepare, params.base.seed
+    suite = None
+    if any(getattr(p, role).kind == "embedded" for role in prepared.ROLES):
+        from flanmoe.data.embedded import build_suite
+
+        suite = build_suite(p.embedded)
+    data = {}
+    for role in prepared.ROLES:
+        spec = getattr(p, role)
+        if spec.kind == "embedded":
+            data[role] = _embedded_part(suite, role, spec.max_examples, seed)
+        else:
+            data[role] = load_source(role, spec, seed)
+    return data
+
+
+def main() -> None:
+    params = load_params()
+    t0 = time.perf_counter()
+    try:
+        data = load_all(params)
+    except SourceError as e:
+        fail(str(e))
+    load_s = time.perf_counter() - t0
+    with atomic_dir(OUT) as tmp:
+        for role, obj in data.items():
+            prepared.save(obj, tmp / role)
+    metrics = {"load_seconds": round(load_s, 3)}
+    for role, obj in data.items():
+        metrics.update(prepared.summarize(obj, role))
+    metrics["pretrain.text_mb"] = round(sum(len(t.encode()) for t in data["pretrain"]["text"]) / 1e6, 3)
+    metrics["flan.tasks"] = len(set(data["flan"]["task_name"]))
+    write_json(METRICS / "prepare.json", metrics)
+    kinds = {role: getattr(params.prepare, role).kind for role in prepared.ROLES}
+    with tracked_run("prepare", params, ["base", "prepare"],
+                     tags={f"source.{r}": k for r, k in kinds.items()}) as run:
+        run.log_metrics(metrics)
+        run.log_dict({"outputs": {role: prepared.summarize(obj, role) for role, obj in data.items()}},
+                     "prepare_summary.json")
+    print(f"prepare: wrote {OUT} ({', '.join(f'{k}={v}' for k, v in metrics.items() if k.endswith('rows'))})")
+
+
+if __name__ == "__main__":
+    main()

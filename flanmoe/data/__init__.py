@@ -1,0 +1,1 @@
+"""Data: sources, embedded suite, tokenizer, span corruption and packing."""

@@ -1,0 +1,410 @@
+"""The tokenize stage's library: tokenizer, T5 span-corrupted packed pretraining data, (inputs, targets)
+pairs for instruction tuning and fine-tuning, evaluation sets passed through.
+
+Entry point: ``tokenize_prepared(prepared_dir, out_dir, cfg) -> stats``. Output layout (all written
+with ``flanmoe.data.prepared.save``, byte-deterministic):
+
+- ``tokenizer.json``
+- ``pretrain``: Dataset, ``input_ids`` [input_length], ``labels`` [target_length], int32, padded with
+  pad id 0 (mask pad in the loss). Documents are concatenated with eos between them into one token
+  stream, cut into raw chunks of ``random_spans_helper`` length, each span-corrupted (T5).
+- ``flan``: Dataset, ``input_ids``, ``labels`` (variable length, truncated, each ending with eos),
+  ``task_source``, ``task_name``, ``template_type``; the raw text is dropped.
+- ``finetune/<task>``: DatasetDict (train/validation/test), ``input_ids``, ``labels`` plus all the
+  original columns (``inputs``, ``targets``, ``task_name``: the evaluation compares text).
+- ``mmlu``, ``bbh``: DatasetDicts copied with all their columns (prompts are rendered at evaluation).
+
+Atomicity: everything is written to ``<out_dir.parent>/.<out_dir.name>.tmp-<pid>`` and renamed onto
+``out_dir`` at the end (a previous ``out_dir`` is replaced); on error the temp dir is removed.
+
+Text is encoded with ``encode_special_tokens=True``: a literal ``<extra_id_0>`` or ``</s>`` in the
+data is tokenized as text, so corpus text can never inject sentinels or eos.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import xxhash
+from pydantic import Field, model_validator
+from tokenizers import Tokenizer
+
+from flanmoe.data import prepared
+from flanmoe.data.span_corruption import (
+    corrupted_lengths,
+    noise_span_counts,
+    random_spans_helper,
+    random_spans_noise_mask,
+    span_corrupt_batch,
+)
+from flanmoe.data.tokenizer import EOS_ID, FIRST_SENTINEL_ID, PAD_ID, load_tokenizer, train_tokenizer
+from flanmoe.params_base import StrictModel
+
+BLOCK = 64  # raw chunks per random block: the unit seeded by (seed, block index)
+
+
+class TokenizeConfig(StrictModel):
+    """Stage `tokenize`: tokenizer, span corruption and truncation lengths."""
+
+    kind: Literal["bpe", "unigram"] = "bpe"  # byte-level BPE (exact round trip) or unigram (T5's kind)
+    vocab_size: int = Field(default=8000, ge=300, le=1_000_000)  # specials and sentinels included
+    num_sentinels: int = Field(default=100, ge=1, le=1000)  # <extra_id_0..n-1>, ids 3..n+2
+    tokenizer_path: str | None = None  # an existing tokenizer.json (file or dir); None = train one
+    tokenizer_train_mb: float = Field(default=20.0, gt=0)  # MB of pretraining text to train it on
+    noise_density: float = Field(default=0.15, gt=0, lt=1)  # fraction of tokens masked (T5: 0.15)
+    mean_noise_span_length: float = Field(default=3.0, ge=1)  # mean masked span length (T5: 3)
+    input_length: int = Field(default=128, ge=8, le=65536)  # encoder length of pretraining examples
+    target_length: int = Field(default=32, ge=4, le=65536)  # decoder length of pretraining examples
+    max_input_length: int = Field(default=512, ge=2, le=65536)  # instruction/finetune inputs truncation
+    max_target_length: int = Field(default=128, ge=2, le=65536)  # instruction/finetune targets truncation
+    num_proc: int = Field(default=1, ge=1, le=256)  # datasets.map processes (encode_batch is threaded)
+    batch_size: int = Field(default=1000, ge=1)  # rows per datasets.map batch
+    seed: int = Field(default=1234, ge=0)  # noise masks; output is independent of num_proc/batch_size
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenizeConfig:
+        if self.kind == "bpe" and self.vocab_size <= 3 + self.num_sentinels + 256:
+            raise ValueError(
+                f"vocab_size: byte-level BPE needs more than 3 + num_sentinels + 256 = "
+                f"{3 + self.num_sentinels + 256} (got {self.vocab_size})"
+            )
+        raw, targets = self.raw_and_target_lengths()
+        if targets > self.target_length:
+            raise ValueError(
+                f"target_length: span corruption of {raw} tokens (input_length {self.input_length}) "
+                f"gives {targets}-token targets; set target_length >= {targets}"
+            )
+        spans = noise_span_counts(raw, self.noise_density, self.mean_noise_span_length)[1]
+        if spans > self.num_sentinels:
+            raise ValueError(f"num_sentinels: {spans} noise spans per example need {spans} sentinels")
+        return self
+
+    def raw_and_target_lengths(self) -> tuple[int, int]:
+        """(raw chunk length before corruption, targets length after it, eos included)."""
+        return random_spans_helper(self.input_length, self.noise_density, self.mean_noise_span_length)
+
+
+def _fingerprint(*parts: str) -> str:
+    return xxhash.xxh64("\x00".join(parts).encode()).hexdigest()
+
+
+def _encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, each ending with eos (the post-processor adds it)."""
+    return [e.ids for e in tok.encode_batch(texts)]
+
+
+def get_tokenizer(prepared_dir: Path, cfg: TokenizeConfig) -> tuple[Tokenizer, dict]:
+    """Load ``cfg.tokenizer_path`` or train one on up to ``tokenizer_train_mb`` of pretraining text."""
+    t0 = time.perf_counter()
+    if cfg.tokenizer_path is not None:
+        tok = load_tokenizer(cfg.tokenizer_path, cfg.num_sentinels)
+        source, train_chars = str(cfg.tokenizer_path), 0
+    else:
+        ds = datasets.load_from_disk(str(Path(prepared_dir) / "pretrain"))
+        budget = int(cfg.tokenizer_train_mb * 1_000_000)
+        texts: list[str] = []
+        train_chars = 0
+        for batch in ds.select_columns(["text"]).iter(batch_size=1000):
+            for text in batch["text"]:
+                if train_chars >= budget:
+                    break
+                texts.append(text)
+                train_chars += len(text)
+        tok = train_tokenizer(texts, cfg.vocab_size, cfg.kind, cfg.num_sentinels, length=len(texts))
+        source = "trained"
+    tok.encode_special_tokens = True
+    return tok, {
+        "source": source,
+        "kind": cfg.kind if cfg.tokenizer_path is None else "loaded",
+        "vocab_size": tok.get_vocab_size(),
+        "train_chars": train_chars,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# ---------------------------------------------------------------- pretraining: stream, chunk, corrupt
+
+
+def _encode_docs(batch: dict, tok: Tokenizer) -> dict:
+    ids = _encode(tok, batch["text"])
+    lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.fromiter((t for x in ids for t in x), np.int32, int(offsets[-1]))
+    return {"ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))}
+
+
+def _corrupt_blocks(batch: dict, stream_path: str, cfg_json: str) -> dict:
+    cfg = TokenizeConfig.model_validate_json(cfg_json)
+    raw, _ = cfg.raw_and_target_lengths()
+    stream = np.load(stream_path, mmap_mode="r")
+    n_chunks = len(stream) // raw
+    inputs, labels = [], []
+    for block in batch["block"]:
+        lo, hi = block * BLOCK, min((block + 1) * BLOCK, n_chunks)
+        tokens = np.asarray(stream[lo * raw : hi * raw]).reshape(hi - lo, raw)
+        rng = np.random.default_rng([cfg.seed, block])
+        mask = random_spans_noise_mask(raw, cfg.noise_density, rng, cfg.mean_noise_span_length, batch=hi - lo)
+        x, y = span_corrupt_batch(tokens, mask, FIRST_SENTINEL_ID, EOS_ID)
+        inputs.append(np.pad(x, ((0, 0), (0, cfg.input_length - x.shape[1])), constant_values=PAD_ID))
+        labels.append(np.pad(y, ((0, 0), (0, cfg.target_length - y.shape[1])), constant_values=PAD_ID))
+    return {"input_ids": np.concatenate(inputs), "labels": np.concatenate(labels)}
+
+
+def tokenize_pretrain(
+    docs: datasets.Dataset, tok: Tokenizer, cfg: TokenizeConfig, work_dir: Path
+) -> tuple[datasets.Dataset, dict]:
+    """Encode ``docs["text"]`` into one eos-separated stream and span-corrupt fixed-length chunks.
+
+    Returns the Dataset (``input_ids`` [input_length], ``labels`` [target_length], int32) and stats.
+    ``work_dir`` holds the intermediate stream; the caller removes it.
+    """
+    t0 = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(tok.to_str(), cfg.model_dump_json())
+    encoded = docs.select_columns(["text"]).map(
+        _encode_docs,
+        batched=True,
+        batch_size=cfg.batch_size,
+        num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+        remove_columns=["text"],
+        fn_kwargs={"tok": tok},
+        features=datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))}),
+        cache_file_name=str(work_dir / "docs.arrow"),  # never next to prepared/ (another stage's outs)
+        load_from_cache_file=False,
+        new_fingerprint=fp + "-docs",
+        desc="encode pretraining text",
+    )
+    # the whole corpus as one flat stream; each document already ends with eos
+    column = encoded.data.table.column("ids")
+    n_tokens = sum(len(c.flatten()) for c in column.chunks)
+    stream_path = work_dir / "stream.npy"
+    stream = np.lib.format.open_memmap(stream_path, mode="w+", dtype=np.int32, shape=(n_tokens,))
+    pos = 0
+    for chunk in column.chunks:
+        flat = chunk.flatten().to_numpy()
+        stream[pos : pos + len(flat)] = flat
+        pos += len(flat)
+    stream.flush()
+    del stream
+    t_encode = time.perf_counter() - t0
+
+    raw, _ = cfg.raw_and_target_lengths()
+    n_chunks = n_tokens // raw
+    if n_chunks == 0:
+        raise ValueError(f"pretrain: {n_tokens} tokens is less than one {raw}-token chunk")
+    n_blocks = -(-n_chunks // BLOCK)
+    out = datasets.Dataset.from_dict({"block": np.arange(n_blocks)}).map(
+        _corrupt_blocks,
+        batched=True,
+        batch_size=max(1, cfg.batch_size // BLOCK),
+        num_proc=cfg.num_proc if cfg.num_proc > 1 and n_blocks > 1 else None,
+        remove_columns=["block"],
+        fn_kwargs={"stream_path": str(stream_path), "cfg_json": cfg.model_dump_json()},
+        features=datasets.Features(
+            {
+                "input_ids": datasets.Sequence(datasets.Value("int32"), length=cfg.input_length),
+                "labels": datasets.Sequence(datasets.Value("int32"), length=cfg.target_length),
+            }
+        ),
+        cache_file_name=str(work_dir / "pretrain.arrow"),
+        load_from_cache_file=False,
+        new_fingerprint=fp + "-pretrain",
+        desc="span corruption",
+    )
+    in_len, tg_len = corrupted_lengths(raw, cfg.noise_density, cfg.mean_noise_span_length)
+    input_nonpad = _count_nonpad(out, "input_ids")
+    label_nonpad = _count_nonpad(out, "labels")
+    n = len(out)
+    return out, {
+        "documents": len(docs),
+        "tokens": n_tokens,
+        "examples": n,
+        "raw_chunk_length": raw,
+        "input_length": cfg.input_length,
+        "target_length": cfg.target_length,
+        "corrupted_input_length": in_len,
+        "corrupted_target_length": tg_len,
+        "dropped_tokens": n_tokens - n_chunks * raw,  # the tail after the last full chunk
+        "input_efficiency": input_nonpad / (n * cfg.input_length),
+        "target_efficiency": label_nonpad / (n * cfg.target_length),
+        "packing_efficiency": (input_nonpad + label_nonpad) / (n * (cfg.input_length + cfg.target_length)),
+        "truncation_rate": 0.0,  # packing cuts documents across chunks but drops no token but the tail
+        "encode_seconds": t_encode,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _count_nonpad(ds: datasets.Dataset, column: str) -> int:
+    # padding is the only place pad id 0 occurs (text is encoded with encode_special_tokens)
+    col = ds.data.table.column(column)
+    return int(sum(np.count_nonzero(c.flatten().to_numpy() != PAD_ID) for c in col.chunks))
+
+
+# ---------------------------------------------------------------- (inputs, targets) pairs
+
+
+def _truncate(ids: list[list[int]], max_len: int) -> tuple[list[list[int]], list[bool], list[int]]:
+    """Cut each sequence to ``max_len`` keeping its final eos; also return truncated flags and raw lengths."""
+    lengths = [len(x) for x in ids]
+    cut = [x if len(x) <= max_len else x[: max_len - 1] + [EOS_ID] for x in ids]
+    return cut, [n > max_len for n in lengths], lengths
+
+
+def _encode_pairs(batch: dict, tok: Tokenizer, max_input_length: int, max_target_length: int) -> dict:
+    inputs, in_cut, in_len = _truncate(_encode(tok, batch["inputs"]), max_input_length)
+    labels, tg_cut, tg_len = _truncate(_encode(tok, batch["targets"]), max_target_length)
+    return {
+        "input_ids": inputs,
+        "labels": labels,
+        "_input_truncated": in_cut,
+        "_target_truncated": tg_cut,
+        "_raw_input_tokens": in_len,
+        "_raw_target_tokens": tg_len,
+    }
+
+
+def tokenize_pairs(
+    ds: datasets.Dataset, tok: Tokenizer, cfg: TokenizeConfig, work_file: Path, keep_text: bool
+) -> tuple[datasets.Dataset, dict]:
+    """Encode ``inputs``/``targets`` into ``input_ids``/``labels`` (truncated, eos-terminated).
+
+    Keeps the other columns; drops ``inputs``/``targets`` unless ``keep_text``. Returns the dataset
+    and its stats (examples, tokens after truncation, truncation rates, tokens lost to truncation).
+    """
+    t0 = time.perf_counter()
+    work_file.parent.mkdir(parents=True, exist_ok=True)
+    feats = dict(ds.features)
+    if not keep_text:
+        feats.pop("inputs"), feats.pop("targets")
+    ids = datasets.Sequence(datasets.Value("int32"))
+    feats.update(input_ids=ids, labels=ids, _input_truncated=datasets.Value("bool"))
+    feats.update(_target_truncated=datasets.Value("bool"))
+    feats.update(_raw_input_tokens=datasets.Value("int64"), _raw_target_tokens=datasets.Value("int64"))
+    out = ds.map(
+        _encode_pairs,
+        batched=True,
+        batch_size=cfg.batch_size,
+        num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > cfg.batch_size else None,
+        remove_columns=[] if keep_text else ["inputs", "targets"],
+        fn_kwargs={
+            "tok": tok,
+            "max_input_length": cfg.max_input_length,
+            "max_target_length": cfg.max_target_length,
+        },
+        features=datasets.Features(feats),
+        cache_file_name=str(work_file),
+        load_from_cache_file=False,
+        new_fingerprint=_fingerprint(tok.to_str(), cfg.model_dump_json(), ds._fingerprint, str(keep_text)),
+        desc=f"encode {work_file.stem}",
+    )
+    t = out.data.table
+    n = len(out)
+
+    def total(col: str) -> int:
+        return int(sum(np.sum(c.to_numpy(zero_copy_only=False)) for c in t.column(col).chunks))
+
+    in_tok = int(sum(len(c.flatten()) for c in t.column("input_ids").chunks))
+    tg_tok = int(sum(len(c.flatten()) for c in t.column("labels").chunks))
+    raw_tok = total("_raw_input_tokens") + total("_raw_target_tokens")
+    in_cut, tg_cut = total("_input_truncated"), total("_target_truncated")
+    either = (
+        int(
+            np.count_nonzero(
+                np.asarray(out["_input_truncated"], bool) | np.asarray(out["_target_truncated"], bool)
+            )
+        )
+        if n
+        else 0
+    )
+    out = out.remove_columns(
+        ["_input_truncated", "_target_truncated", "_raw_input_tokens", "_raw_target_tokens"]
+    )
+    stats = {
+        "examples": n,
+        "input_tokens": in_tok,
+        "target_tokens": tg_tok,
+        "tokens": in_tok + tg_tok,
+        "input_truncation_rate": in_cut / n if n else 0.0,
+        "target_truncation_rate": tg_cut / n if n else 0.0,
+        "truncation_rate": either / n if n else 0.0,  # examples with inputs or targets cut
+        "truncated_tokens": raw_tok - in_tok - tg_tok,
+        "seconds": time.perf_counter() - t0,
+    }
+    return out, stats
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Put ``tmp`` at ``out_dir``, replacing an old one (old moved aside first, then removed)."""
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
+    """Tokenize every prepared role under ``prepared_dir`` into ``out_dir`` (layout: module docstring).
+
+    ``prepared/pretrain`` is required; ``flan``, ``finetune``, ``mmlu`` and ``bbh`` are processed when
+    present. Written atomically (temp dir + rename). Returns the stats dict: ``tokenizer``,
+    ``pretrain`` (tokens, examples, packing efficiency, ...), ``flan`` and ``finetune.<task>.<split>``
+    (examples, tokens, truncation rates), ``mmlu``/``bbh`` ``<split>.examples``, ``seconds``.
+    """
+    t0 = time.perf_counter()
+    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
+    if not (prepared_dir / "pretrain").is_dir():
+        raise FileNotFoundError(f"no prepared pretraining corpus at {prepared_dir / 'pretrain'}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    work = tmp / "_work"
+    try:
+        tok, tok_stats = get_tokenizer(prepared_dir, cfg)
+        tok.save(str(tmp / "tokenizer.json"))
+        stats: dict = {"tokenizer": tok_stats}
+
+        docs = datasets.load_from_disk(str(prepared_dir / "pretrain"))
+        pre, stats["pretrain"] = tokenize_pretrain(docs, tok, cfg, work / "pretrain")
+        prepared.save(pre, tmp / "pretrain")
+
+        if (prepared_dir / "flan").is_dir():
+            flan = datasets.load_from_disk(str(prepared_dir / "flan"))
+            flan_tok, stats["flan"] = tokenize_pairs(flan, tok, cfg, work / "flan.arrow", keep_text=False)
+            prepared.save(flan_tok, tmp / "flan")
+
+        if (prepared_dir / "finetune").is_dir():
+            stats["finetune"] = {}
+            for task_dir in sorted(p for p in (prepared_dir / "finetune").iterdir() if p.is_dir()):
+                dd = datasets.load_from_disk(str(task_dir))
+                splits, task_stats = {}, {}
+                for split in sorted(dd):
+                    work_file = work / "finetune" / f"{task_dir.name}.{split}.arrow"
+                    splits[split], task_stats[split] = tokenize_pairs(dd[split], tok, cfg, work_file, True)
+                prepared.save(datasets.DatasetDict(splits), tmp / "finetune" / task_dir.name)
+                stats["finetune"][task_dir.name] = task_stats
+
+        for role in ("mmlu", "bbh"):
+            if (prepared_dir / role).is_dir():
+                dd = datasets.load_from_disk(str(prepared_dir / role))
+                prepared.save(dd, tmp / role)
+                stats[role] = {split: {"examples": len(dd[split])} for split in sorted(dd)}
+
+        del docs, pre
+        shutil.rmtree(work, ignore_errors=True)
+        stats["seconds"] = time.perf_counter() - t0
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return stats

@@ -31,7 +31,6 @@ from typing import Literal
 
 import datasets
 import numpy as np
-import pyarrow as pa
 import xxhash
 from pydantic import Field, model_validator
 from tokenizers import Tokenizer
@@ -134,10 +133,10 @@ def get_tokenizer(prepared_dir: Path, cfg: TokenizeConfig) -> tuple[Tokenizer, d
 
 def _encode_docs(batch: dict, tok: Tokenizer) -> dict:
     ids = _encode(tok, batch["text"])
-    lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    values = np.fromiter((t for x in ids for t in x), np.int32, int(offsets[-1]))
-    return {"ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))}
+    offsets = np.cumsum([len(x) for x in ids])
+    values = np.fromiter((t for x in ids for t in x), np.int32, int(offsets[-1]) if len(ids) else 0)
+    # a list of numpy arrays becomes an Arrow list column in one copy (no per-int Python objects)
+    return {"ids": np.split(values, offsets[:-1])}
 
 
 def _corrupt_blocks(batch: dict, stream_path: str, cfg_json: str) -> dict:

@@ -17,13 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from flanmoe.env import apply_offline_env
+import yaml
 
-apply_offline_env()  # before anything imports datasets / huggingface_hub
-
-import yaml  # noqa: E402
-
-from flanmoe.config import Params, flatten, load_params_or_exit  # noqa: E402
+from flanmoe.config import Params, flatten, load_params_or_exit
 
 DATA = Path("data")
 METRICS = Path("metrics")

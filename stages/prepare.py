@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
-from stages.common import DATA, METRICS, atomic_dir, fail, load_params, tracked_run, write_json
-
-from flanmoe.data import prepared  # noqa: I001  (stages.common sets the offline switches first)
+from flanmoe.data import prepared
 from flanmoe.data.sources import SourceError, cap, check_columns, load_source
+from stages.common import DATA, METRICS, atomic_dir, fail, load_params, tracked_run, write_json
 
 OUT = DATA / "prepared"
 

@@ -102,8 +102,10 @@ def _load_split(spec: SourceSpec, role: str, split: str, config: str | None,
     except FileNotFoundError as e:
         raise SourceError(f"source '{role}': not found: {path} ({e})") from e
     except Exception as e:  # the hub offline, a corrupt file: name what failed
+        hint = (" (the project runs offline: HF_HUB_OFFLINE=0 to reach the hub, or point `path` at a "
+                "local copy)") if "offline" in str(e).lower() else ""
         raise SourceError(f"source '{role}' ({path}, config {name!r}, split {split!r}): "
-                          f"{type(e).__name__}: {e}") from e
+                          f"{type(e).__name__}: {e}{hint}") from e
 
 
 def check_columns(ds: datasets.Dataset, role: str, where: str) -> None:

@@ -1,0 +1,1 @@
+"""Orchestration over dvc.yaml: `make run` (pipelines.repro) and, later, the Prefect flows."""

@@ -1,0 +1,42 @@
+"""Stage `tokenize`: data/prepared -> data/tokenized (tokenizer.json + token-id datasets).
+
+Trains the tokenizer on the pretraining corpus (or loads `tokenize.tokenizer_path`), span-corrupts
+and packs the corpus, tokenizes instruction and fine-tuning pairs, keeps the evaluation sets as they
+are. Stats go to metrics/tokenize.json and MLflow; tokenizer.json is logged as an artifact.
+"""
+
+from __future__ import annotations
+
+from flanmoe.config import flatten
+from stages.common import DATA, METRICS, fail, load_params, tracked_run, write_json
+
+PREPARED = DATA / "prepared"
+OUT = DATA / "tokenized"
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params.tokenize
+    if not (PREPARED / "pretrain").is_dir():
+        fail(f"{PREPARED / 'pretrain'} not found: run the prepare stage first (dvc repro prepare)")
+    from flanmoe.data.tokenize import tokenize_prepared
+    from flanmoe.data.tokenizer import load_tokenizer
+
+    if cfg.tokenizer_path is not None:  # a given tokenizer must exist and carry our special tokens
+        try:
+            load_tokenizer(cfg.tokenizer_path, cfg.num_sentinels)
+        except (OSError, ValueError) as e:
+            fail(f"tokenize.tokenizer_path ({cfg.tokenizer_path}): {e}")
+    stats = tokenize_prepared(PREPARED, OUT, cfg)
+    metrics = {k: v for k, v in flatten(stats).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    write_json(METRICS / "tokenize.json", stats)
+    with tracked_run("tokenize", params, ["base", "tokenize"]) as run:
+        run.log_metrics(metrics)
+        run.log_artifact(OUT / "tokenizer.json")
+    pre = stats.get("pretrain", {})
+    print(f"tokenize: wrote {OUT} (pretrain packing efficiency "
+          f"{pre.get('packing_efficiency', float('nan')):.3f}, {stats.get('seconds', 0):.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Params validation: the shipped params.yaml, and one clear dotted-key error per class of mistake."""
+
+import subprocess
+
+import pytest
+import yaml
+
+from flanmoe.config import ParamsError, load_params, parse_params
+
+
+def _shipped(repo_root) -> dict:
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def test_shipped_params_validate(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    assert params.prepare.pretrain.kind == "embedded"
+    # every section of the file is a section of the model (and the reverse: no silent defaults)
+    assert set(_shipped(repo_root)) == set(type(params).model_fields)
+
+
+def _error(data) -> list[str]:
+    with pytest.raises(ParamsError) as info:
+        parse_params(data, "params.yaml")
+    return info.value.lines
+
+
+def _with(repo_root, dotted: str, value) -> dict:
+    data = _shipped(repo_root)
+    node = data
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(("dotted", "value", "expected"), [
+    # unknown key (a typo), at top level, in a section, and deep in a nested model
+    ("base.sede", 1, "base.sede: unknown key"),
+    ("pretrian", {}, "pretrian: unknown key"),
+    ("prepare.mmlu.max_exmaples", 5, "prepare.mmlu.max_exmaples: unknown key"),
+    # wrong type
+    ("base.seed", "abc", "base.seed: Input should be a valid integer"),
+    ("prepare.flan.kind", "s3", "prepare.flan.kind: Input should be 'embedded', 'hub' or 'local'"),
+    # out of range
+    ("base.seed", -1, "base.seed: Input should be greater than or equal to 0"),
+    ("prepare.bbh.max_examples", 0, "prepare.bbh.max_examples: Input should be greater than 0"),
+    # invalid combination
+    ("prepare.mmlu", {"kind": "hub"}, "prepare.mmlu.path: required with kind 'hub'"),
+    ("prepare.pretrain", {"kind": "embedded", "path": "x.jsonl"},
+     "prepare.pretrain.path: not used with kind 'embedded'"),
+])
+def test_bad_params_name_the_dotted_key(repo_root, dotted, value, expected):
+    lines = _error(_with(repo_root, dotted, value))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(expected), lines
+
+
+def test_section_models_report_their_own_keys(repo_root):
+    # the tokenize and embedded sections come from their own modules: same error format
+    lines = _error(_with(repo_root, "tokenize.vocab_size", -5))
+    assert lines[0].startswith("tokenize.vocab_size: "), lines
+    lines = _error(_with(repo_root, "prepare.embedded.seeed", 1))
+    assert lines == ["prepare.embedded.seeed: unknown key"]
+
+
+def test_not_a_mapping_and_bad_files(tmp_path):
+    assert _error([1, 2]) == ["<root>: must be a mapping of sections, got list"]
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("base: {seed: [1,\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+@pytest.mark.parametrize("stage", ["prepare", "tokenize"])
+def test_stage_exits_2_before_writing_anything(tmp_path, repo_root, python, stage):
+    data = _with(repo_root, "prepare.embedded.seed", "not-a-seed")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    proc = subprocess.run([python, "-m", f"stages.{stage}"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "prepare.embedded.seed: Input should be a valid integer" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no data/, metrics/, mlruns.db

@@ -1,0 +1,83 @@
+"""Stage `prepare` end to end: layout, determinism, MLflow record, and nothing half-written on errors."""
+
+import json
+import os
+
+import datasets
+import pytest
+
+from flanmoe import tracking
+from flanmoe.data import prepared
+from stages.common import dvc_md5
+from tests.stage_helpers import FT_TASKS, TINY_EMBEDDED, local_sources, run_stage, write_params
+
+
+def test_local_sources_layout_metrics_and_mlflow(tmp_path):
+    write_params(tmp_path, prepare=local_sources())
+    run_stage("prepare", tmp_path)
+    out = tmp_path / "data" / "prepared"
+    assert sorted(p.name for p in out.iterdir()) == sorted(prepared.ROLES)
+    assert datasets.load_from_disk(str(out / "pretrain")).num_rows == 3
+    mmlu = prepared.load(out, "mmlu")
+    assert set(mmlu) == {"dev", "validation", "test"} and mmlu["test"].num_rows == 3
+    assert set(prepared.load(out, "bbh")) == {"boolean_expressions", "word_sorting"}
+    ft = prepared.load(out, "finetune")
+    assert sorted(ft) == sorted(FT_TASKS) and ft["copy"]["train"].num_rows == 2
+    metrics = json.loads((tmp_path / "metrics" / "prepare.json").read_text())
+    assert metrics["flan.rows"] == 4 and metrics["mmlu.test.rows"] == 3
+    assert metrics["finetune.sentiment.validation.rows"] == 1
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    try:
+        runs = tracking.search_runs("flan-moe", "tags.stage = 'prepare'")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    assert len(runs) == 1 and runs[0]["status"] == "FINISHED"
+    run = runs[0]
+    assert run["params"]["prepare.mmlu.kind"] == "local"
+    assert run["params"]["base.seed"] == "1234"
+    assert run["metrics"]["flan.rows"] == 4.0
+    assert run["tags"]["source.flan"] == "local"
+    assert run["tags"]["git_commit"]
+
+
+def test_same_params_same_bytes(tmp_path):
+    # the embedded suite (tiny) plus local sources: two runs give identical files, hash for hash
+    sources = local_sources() | {"pretrain": {"kind": "embedded"}, "mmlu": {"kind": "embedded"}}
+    hashes = []
+    for name in ("a", "b"):
+        work = tmp_path / name
+        work.mkdir()
+        write_params(work, prepare={**sources, "embedded": TINY_EMBEDDED})
+        run_stage("prepare", work)
+        hashes.append({role: dvc_md5(work / "data" / "prepared" / role) for role in prepared.ROLES})
+    assert hashes[0] == hashes[1]
+    # and another seed gives other data
+    work = tmp_path / "c"
+    work.mkdir()
+    write_params(work, prepare={**sources, "embedded": {**TINY_EMBEDDED, "seed": 99}})
+    run_stage("prepare", work)
+    assert dvc_md5(work / "data" / "prepared" / "pretrain") != hashes[0]["pretrain"]
+
+
+@pytest.mark.parametrize(("role", "spec", "message"), [
+    ("mmlu", {"kind": "local", "path": "/nonexistent/mmlu/{split}.jsonl"},
+     "source 'mmlu': file not found: /nonexistent/mmlu/test.jsonl"),
+    ("flan", "BAD_COLUMN", "source 'flan'"),
+])
+def test_bad_source_exits_2_and_leaves_nothing(tmp_path, role, spec, message):
+    if spec == "BAD_COLUMN":
+        bad = tmp_path / "flan.jsonl"
+        bad.write_text(json.dumps({"inputs": "a", "targets": "b"}) + "\n")
+        spec = {"kind": "local", "path": str(bad)}
+        message = "source 'flan' (" + str(bad) + " split train): missing required column 'task_source'"
+    write_params(tmp_path, prepare=local_sources() | {role: spec})
+    # an earlier good output must survive a failed run untouched
+    (tmp_path / "data" / "prepared").mkdir(parents=True)
+    (tmp_path / "data" / "prepared" / "marker").write_text("old")
+    proc = run_stage("prepare", tmp_path, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["prepared"]
+    assert [p.name for p in (tmp_path / "data" / "prepared").iterdir()] == ["marker"]
+    assert not (tmp_path / "metrics").exists()

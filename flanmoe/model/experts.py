@@ -1,0 +1,108 @@
+"""Experts: E gated-GELU FFNs as stacked weights, computed in one grouped operation.
+
+Input is a buffer ``[N, d_model]`` sorted by expert plus ``tokens_per_expert`` ``[E]``
+(contiguous segments, see ``dispatch.py``). Two interchangeable kernels:
+
+- ``grouped_mm``: ``torch._grouped_mm`` segment matmul (no padding). Its CPU backward is not
+  usable in torch 2.13, so ``_GroupedMM`` supplies one (two more grouped matmuls). float32/bf16/fp16
+  only, and rows must be 16-byte aligned (d_model, d_ff multiples of 4 in float32).
+- ``bmm``: scatter rows into a zero-padded ``[E, max_tokens, d]`` buffer and use ``torch.bmm``;
+  works for every dtype (float64 tests) at the cost of padding to the busiest expert.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ExpertsBackend = Literal["auto", "grouped_mm", "bmm"]
+
+
+class _GroupedMM(torch.autograd.Function):
+    """``y[rows of e] = x[rows of e] @ w[e]`` with the backward written in grouped matmuls."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, offs: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, w, offs)
+        return torch._grouped_mm(x, w, offs=offs)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):  # type: ignore[override]
+        x, w, offs = ctx.saved_tensors
+        dy = dy.contiguous()
+        dx = torch._grouped_mm(dy, w.transpose(-1, -2), offs=offs) if ctx.needs_input_grad[0] else None
+        dw = torch._grouped_mm(x.t(), dy, offs=offs) if ctx.needs_input_grad[1] else None
+        return dx, dw, None
+
+
+def grouped_mm(x: Tensor, w: Tensor, offs: Tensor) -> Tensor:
+    """Segment matmul: ``x`` ``[N, a]``, ``w`` ``[E, a, b]``, ``offs`` ``[E]`` int32 segment ends -> ``[N, b]``."""
+    return _GroupedMM.apply(x, w, offs)
+
+
+def _grouped_mm_ok(x: Tensor, *widths: int) -> bool:
+    if not hasattr(torch, "_grouped_mm") or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    return all((w * x.element_size()) % 16 == 0 for w in widths)
+
+
+class GroupedExperts(nn.Module):
+    """E gated-GELU FFNs: ``wo[e]( gelu(x wi_0[e]) * (x wi_1[e]) )``, no biases (T5.1.1).
+
+    Weights: ``wi_0``, ``wi_1`` ``[E, d_model, d_ff]``, ``wo`` ``[E, d_ff, d_model]``.
+    ``dropout`` is expert dropout on the hidden units (Switch fine-tuning used 0.4).
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        d_model: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        backend: ExpertsBackend = "auto",
+        init_std: float = 1.0,
+    ):
+        super().__init__()
+        self.num_experts, self.d_model, self.d_ff = num_experts, d_model, d_ff
+        self.backend = backend
+        self.dropout = nn.Dropout(dropout)
+        self.wi_0 = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
+        self.wi_1 = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
+        self.wo = nn.Parameter(torch.empty(num_experts, d_ff, d_model))
+        self.reset_parameters(init_std)
+
+    def reset_parameters(self, factor: float = 1.0) -> None:
+        """T5 init: ``N(0, factor / sqrt(fan_in))``."""
+        nn.init.normal_(self.wi_0, std=factor * self.d_model**-0.5)
+        nn.init.normal_(self.wi_1, std=factor * self.d_model**-0.5)
+        nn.init.normal_(self.wo, std=factor * self.d_ff**-0.5)
+
+    def forward(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
+        """``x`` ``[N, d_model]`` sorted by expert, ``tokens_per_expert`` ``[E]`` -> ``[N, d_model]``."""
+        use_gmm = self.backend == "grouped_mm" or (
+            self.backend == "auto" and _grouped_mm_ok(x, self.d_model, self.d_ff)
+        )
+        if use_gmm:
+            return self._forward_grouped_mm(x, tokens_per_expert)
+        return self._forward_bmm(x, tokens_per_expert)
+
+    def _ffn(self, h0: Tensor, h1: Tensor) -> Tensor:
+        return self.dropout(F.gelu(h0, approximate="tanh") * h1)
+
+    def _forward_grouped_mm(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
+        offs = torch.cumsum(tokens_per_expert, 0).to(torch.int32)
+        h = self._ffn(grouped_mm(x, self.wi_0, offs), grouped_mm(x, self.wi_1, offs))
+        return grouped_mm(h, self.wo, offs)
+
+    def _forward_bmm(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
+        E, N = self.num_experts, x.shape[0]
+        cap = int(tokens_per_expert.max()) if N > 0 else 0
+        expert_of_row = torch.repeat_interleave(torch.arange(E, device=x.device), tokens_per_expert)
+        starts = torch.cumsum(tokens_per_expert, 0) - tokens_per_expert
+        slot = torch.arange(N, device=x.device) - starts[expert_of_row]
+        padded = x.new_zeros(E, cap, x.shape[-1]).index_put((expert_of_row, slot), x)  # [E, C, d]
+        h = self._ffn(torch.bmm(padded, self.wi_0), torch.bmm(padded, self.wi_1))  # [E, C, f]
+        return torch.bmm(h, self.wo)[expert_of_row, slot]  # padding rows are never read back

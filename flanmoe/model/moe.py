@@ -1,0 +1,98 @@
+"""The MoE layer: Router -> Dispatcher -> Experts -> Dispatcher.combine, plus its aux losses.
+
+It replaces the FFN of every ``moe_every``-th block. One call routes one group: all tokens of the
+batch given to it (padding excluded through ``mask``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from flanmoe.model.config import MoEConfig, RouterName
+from flanmoe.model.dispatch import LocalDispatcher, TokenDispatcher
+from flanmoe.model.experts import ExpertsBackend, GroupedExperts
+from flanmoe.model.router import ExpertChoiceRouter, Router, RouterStats, TokenChoiceTopKRouter
+
+
+@dataclass
+class MoEAux:
+    """What one MoE layer returns besides its output."""
+
+    loss: Tensor  # weighted aux loss: load_balance_coef * load_balance + z_loss_coef * z_loss
+    load_balance_loss: Tensor  # unweighted Switch load-balancing loss
+    z_loss: Tensor  # unweighted router z-loss
+    stats: RouterStats
+
+
+def build_router(name: RouterName, cfg: MoEConfig, d_model: int) -> Router:
+    """The router class for ``name`` with the settings of ``cfg``."""
+    common = dict(jitter=cfg.router_jitter, fp32=cfg.router_fp32)
+    if name == "expert_choice":
+        return ExpertChoiceRouter(d_model, cfg.num_experts, capacity=cfg.expert_choice_capacity, **common)
+    k = cfg.k_for(name)
+    assert k is not None
+    return TokenChoiceTopKRouter(
+        d_model,
+        cfg.num_experts,
+        k=k,
+        capacity_factor=(cfg.capacity_factor_train, cfg.capacity_factor_eval),
+        min_capacity=cfg.min_capacity,
+        dropless=cfg.dropless,
+        normalize_gates=cfg.normalize_gates,
+        **common,
+    )
+
+
+class MoELayer(nn.Module):
+    """Sparse FFN: ``[B, S, d_model]`` -> ``[B, S, d_model]`` and an ``MoEAux``.
+
+    ``router``, ``experts`` and ``dispatcher`` are swappable parts; an expert-parallel setup replaces
+    ``dispatcher`` (and shards ``experts``) after construction.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        experts: GroupedExperts,
+        load_balance_coef: float = 0.01,
+        z_loss_coef: float = 0.0,
+        dispatcher: TokenDispatcher | None = None,
+    ):
+        super().__init__()
+        self.router = router
+        self.experts = experts
+        self.dispatcher = dispatcher or LocalDispatcher()
+        self.load_balance_coef = load_balance_coef
+        self.z_loss_coef = z_loss_coef
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: MoEConfig,
+        router: RouterName,
+        d_model: int,
+        d_ff: int,
+        init_std: float = 1.0,
+        backend: ExpertsBackend = "auto",
+    ) -> MoELayer:
+        """An MoE layer with router ``router`` and the experts/loss settings of ``cfg``."""
+        experts = GroupedExperts(cfg.num_experts, d_model, d_ff, cfg.expert_dropout, backend, init_std)
+        layer = cls(
+            build_router(router, cfg, d_model), experts, cfg.load_balance_coef, cfg.resolved_z_loss_coef
+        )
+        nn.init.normal_(layer.router.gate.weight, std=init_std * d_model**-0.5)
+        return layer
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, MoEAux]:
+        """``x`` ``[B, S, d]`` (or ``[T, d]``), ``mask`` same leading shape, bool, False = padding."""
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])
+        flat_mask = mask.reshape(-1).bool() if mask is not None else None
+        routing = self.router(tokens, flat_mask)
+        expert_in, per_expert, ctx = self.dispatcher.dispatch(tokens, routing)
+        expert_out = self.experts(expert_in, per_expert)
+        y = self.dispatcher.combine(expert_out, ctx).reshape(shape)
+        loss = self.load_balance_coef * routing.load_balance_loss + self.z_loss_coef * routing.z_loss
+        return y, MoEAux(loss, routing.load_balance_loss, routing.z_loss, routing.stats)

@@ -1,0 +1,261 @@
+"""Routers: decide which expert(s) each token of a group goes to, with what weight.
+
+A router turns a group of tokens ``[tokens, d_model]`` into a ``Routing``: a list of kept
+(token, expert, gate) assignments **sorted by expert** (so a dispatcher can cut it into contiguous
+per-expert segments), the number of tokens per expert, auxiliary losses and statistics.
+
+- ``TokenChoiceTopKRouter``: each token picks its top-k experts (switch: k=1, gshard/st_moe: k=2).
+  Each expert keeps at most ``capacity`` assignments; first choices of all tokens take priority over
+  second choices (GShard), then earlier tokens first. Dropped tokens pass through the residual.
+- ``ExpertChoiceRouter``: each expert picks its top-c tokens of the whole group (Zhou et al. 2022).
+  It sees every token of the group, future ones included, so it is for the encoder only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class RouterStats:
+    """Per-layer routing statistics for logging (detached tensors)."""
+
+    tokens_per_expert: Tensor  # [E] kept assignments per expert
+    expert_fraction: Tensor  # [E] share of kept assignments per expert (sums to 1)
+    num_tokens: int  # real (unmasked) tokens in the group
+    dropped_tokens: int  # real tokens routed to no expert (only the residual carries them)
+    dropped_assignments: int  # (token, expert) choices over capacity
+    dropped_fraction: float  # dropped_tokens / num_tokens
+    entropy: float  # mean over tokens of the router distribution's entropy (nats)
+
+
+@dataclass
+class Routing:
+    """Kept assignments of one group, sorted by expert.
+
+    ``token_idx``/``expert_idx``/``gates`` are ``[assignments]``; ``tokens_per_expert`` is ``[E]``
+    and sums to the number of assignments. ``load_balance_loss`` and ``z_loss`` are scalars
+    (unweighted; the MoE layer applies the coefficients).
+    """
+
+    token_idx: Tensor
+    expert_idx: Tensor
+    gates: Tensor
+    tokens_per_expert: Tensor
+    num_tokens: int
+    load_balance_loss: Tensor
+    z_loss: Tensor
+    stats: RouterStats
+
+
+def expert_capacity(
+    num_tokens: int, num_experts: int, k: int, capacity_factor: float, min_capacity: int
+) -> int:
+    """Slots per expert: ``ceil(capacity_factor * tokens * k / experts)``, at least ``min_capacity``."""
+    cap = math.ceil(capacity_factor * num_tokens * k / num_experts)
+    return max(cap, min_capacity)
+
+
+def router_z_loss(logits: Tensor, mask: Tensor | None) -> Tensor:
+    """ST-MoE router z-loss: mean over tokens of ``logsumexp(logits)^2``. ``logits`` ``[T, E]``."""
+    z = torch.logsumexp(logits, dim=-1) ** 2
+    return _masked_mean(z, mask)
+
+
+def load_balance_loss(probs: Tensor, expert_idx: Tensor, mask: Tensor | None) -> Tensor:
+    """Switch load-balancing loss ``E * sum_e f_e * P_e`` (before capacity, as in T5X/Flaxformer).
+
+    ``probs`` ``[T, E]`` router probabilities; ``expert_idx`` ``[T, k]`` chosen experts.
+    ``f_e`` = fraction of tokens with ``e`` among their choices, ``P_e`` = mean probability of ``e``.
+    Equals 1 for a uniform top-1 router (k for top-k).
+    """
+    num_experts = probs.shape[-1]
+    chosen = torch.zeros_like(probs).scatter_(1, expert_idx, 1.0)  # [T, E] 1 where e is chosen
+    if mask is not None:
+        m = mask.to(probs.dtype)[:, None]
+        denom = m.sum().clamp_min(1)
+        f = (chosen * m).sum(0) / denom
+        p = (probs * m).sum(0) / denom
+    else:
+        f, p = chosen.mean(0), probs.mean(0)
+    return num_experts * (f * p).sum()
+
+
+def _masked_mean(v: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return v.mean()
+    m = mask.to(v.dtype)
+    return (v * m).sum() / m.sum().clamp_min(1)
+
+
+def _entropy(probs: Tensor, mask: Tensor | None) -> float:
+    ent = -(probs * torch.log(probs.clamp_min(1e-20))).sum(-1)
+    return float(_masked_mean(ent, mask))
+
+
+class Router(nn.Module):
+    """Base: a linear gate ``[d_model] -> [E]`` logits, optional jitter and float32 computation."""
+
+    def __init__(self, d_model: int, num_experts: int, jitter: float = 0.0, fp32: bool = True):
+        super().__init__()
+        self.num_experts = num_experts
+        self.jitter = jitter
+        self.fp32 = fp32
+        self.gate = nn.Linear(d_model, num_experts, bias=False)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Router logits ``[T, E]`` for tokens ``x`` ``[T, d_model]``."""
+        if self.training and self.jitter > 0:  # Switch: multiplicative noise on the router input
+            x = x * torch.empty_like(x).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+        if self.fp32 and x.dtype != torch.float64:  # selective precision: softmax in float32
+            return F.linear(x.float(), self.gate.weight.float())
+        return self.gate(x)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TokenChoiceTopKRouter(Router):
+    """Each token picks its top-k experts; experts keep at most ``capacity`` of them.
+
+    ``capacity_factor`` is ``(train, eval)``; ``module.training`` picks one. ``dropless`` keeps every
+    assignment. ``normalize_gates`` rescales the k gates of a token to sum to 1 (only for k > 1).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        k: int,
+        capacity_factor: tuple[float, float] = (1.25, 2.0),
+        min_capacity: int = 4,
+        dropless: bool = False,
+        normalize_gates: bool = True,
+        jitter: float = 0.0,
+        fp32: bool = True,
+    ):
+        super().__init__(d_model, num_experts, jitter, fp32)
+        self.k = k
+        self.capacity_factor = capacity_factor
+        self.min_capacity = min_capacity
+        self.dropless = dropless
+        self.normalize_gates = normalize_gates
+
+    def capacity(self, num_tokens: int) -> int | None:
+        """Slots per expert for a group of ``num_tokens`` (``None`` when dropless)."""
+        if self.dropless:
+            return None
+        cf = self.capacity_factor[0] if self.training else self.capacity_factor[1]
+        return expert_capacity(num_tokens, self.num_experts, self.k, cf, self.min_capacity)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:
+        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding (never routed)."""
+        T, E, k = x.shape[0], self.num_experts, self.k
+        logits = self.logits(x)
+        probs = logits.softmax(dim=-1)  # [T, E]
+        top_p, top_e = probs.topk(k, dim=-1)  # [T, k]
+        gates = top_p / top_p.sum(-1, keepdim=True) if (self.normalize_gates and k > 1) else top_p
+        lb = load_balance_loss(probs, top_e, mask)
+        zl = router_z_loss(logits, mask)
+
+        # Rank-major flattening: all first choices come before all second choices (GShard priority).
+        flat_e = top_e.t().reshape(-1)  # [k*T]
+        if mask is not None:  # padding goes to a sentinel expert E that keeps nothing
+            flat_e = flat_e.masked_fill(~mask.repeat(k), E)
+        flat_tok = torch.arange(T, device=x.device).repeat(k)
+        flat_g = gates.t().reshape(-1)
+        sorted_e, order = torch.sort(flat_e, stable=True)  # stable: keeps the priority order per expert
+        counts = torch.bincount(flat_e, minlength=E + 1)  # [E+1], last = padding
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(flat_e.numel(), device=x.device) - starts[sorted_e]  # slot within its expert
+        cap = self.capacity(T if mask is None else int(mask.sum()))
+        keep = sorted_e < E
+        if cap is not None:
+            keep &= pos < cap
+        order = order[keep]
+        token_idx, expert_idx, kept_gates = flat_tok[order], sorted_e[keep], flat_g[order]
+        per_expert = counts[:E] if cap is None else counts[:E].clamp(max=cap)
+
+        num_real = T if mask is None else int(mask.sum())
+        routed = torch.zeros(T, dtype=torch.bool, device=x.device)
+        routed[token_idx] = True
+        dropped_tokens = num_real - int(routed.sum())
+        stats = _stats(
+            per_expert, num_real, dropped_tokens, num_real * k - int(per_expert.sum()), probs, mask
+        )
+        return Routing(token_idx, expert_idx, kept_gates, per_expert, T, lb, zl, stats)
+
+
+class ExpertChoiceRouter(Router):
+    """Each expert picks its top-c tokens of the group, ``c = capacity * tokens / experts``.
+
+    Tokens may go to several experts or to none (dropped). No load-balancing loss is needed (each
+    expert gets exactly c tokens); the z-loss is returned for use if its coefficient is set.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_experts: int,
+        capacity: float = 2.0,
+        jitter: float = 0.0,
+        fp32: bool = True,
+    ):
+        super().__init__(d_model, num_experts, jitter, fp32)
+        self.capacity_factor = capacity
+
+    def capacity(self, num_tokens: int) -> int:
+        """Tokens each expert takes from a group of ``num_tokens`` (at most all of them)."""
+        return max(1, min(num_tokens, math.ceil(self.capacity_factor * num_tokens / self.num_experts)))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:
+        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding (never kept)."""
+        T, E = x.shape[0], self.num_experts
+        logits = self.logits(x)
+        probs = logits.softmax(dim=-1)  # [T, E]: token-to-expert affinities
+        num_real = T if mask is None else int(mask.sum())
+        c = self.capacity(max(num_real, 1))
+        scores = probs.t()  # [E, T]
+        if mask is not None:  # padding scores below every real token (probs >= 0)
+            scores = scores.masked_fill(~mask[None, :], -1.0)
+        gates, token_idx = scores.topk(c, dim=-1)  # [E, c]: each expert's chosen tokens, expert-major
+        expert_idx = torch.arange(E, device=x.device).repeat_interleave(c)
+        token_idx, gates = token_idx.reshape(-1), gates.reshape(-1)
+        per_expert = torch.full((E,), c, dtype=torch.long, device=x.device)
+        if mask is not None:  # a group with fewer real tokens than c: drop the padding picks
+            keep = mask[token_idx]
+            token_idx, gates, expert_idx = token_idx[keep], gates[keep], expert_idx[keep]
+            per_expert = torch.bincount(expert_idx, minlength=E)
+        routed = torch.zeros(T, dtype=torch.bool, device=x.device)
+        routed[token_idx] = True
+        dropped_tokens = num_real - int(routed.sum())
+        zero = logits.new_zeros(())
+        stats = _stats(per_expert, num_real, dropped_tokens, 0, probs, mask)
+        return Routing(token_idx, expert_idx, gates, per_expert, T, zero, router_z_loss(logits, mask), stats)
+
+
+def _stats(
+    per_expert: Tensor,
+    num_real: int,
+    dropped_tokens: int,
+    dropped_assign: int,
+    probs: Tensor,
+    mask: Tensor | None,
+) -> RouterStats:
+    with torch.no_grad():
+        per_expert = per_expert.detach()
+        total = per_expert.sum().clamp_min(1)
+        return RouterStats(
+            tokens_per_expert=per_expert,
+            expert_fraction=per_expert.double() / total,
+            num_tokens=num_real,
+            dropped_tokens=dropped_tokens,
+            dropped_assignments=dropped_assign,
+            dropped_fraction=dropped_tokens / max(num_real, 1),
+            entropy=_entropy(probs.detach(), mask),
+        )

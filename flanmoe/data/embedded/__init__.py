@@ -1,0 +1,125 @@
+"""The embedded offline data suite: built deterministically from a seed, in the real schemas.
+
+``build_suite(EmbeddedConfig())`` returns the pretraining corpus (C4 schema), the FLAN-like
+instruction mixture (FLAN schema), the held-out MMLU- and BBH-schema suites and single-task
+fine-tuning sets. Held-out tasks never appear in the mixture or the corpus (see ``HELDOUT_TASKS``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+from pydantic import Field, model_validator
+
+from flanmoe.data.embedded.bbh import BBH_TASKS, build_bbh
+from flanmoe.data.embedded.corpus import build_corpus
+from flanmoe.data.embedded.families import FAMILIES, GenContext
+from flanmoe.data.embedded.families.translation import build_lexicon
+from flanmoe.data.embedded.finetune import FINETUNE_TASKS, build_finetune
+from flanmoe.data.embedded.heldout_mmlu import MMLU_SUBJECTS, build_mmlu
+from flanmoe.data.embedded.mixture import TEMPLATE_TYPES, build_mixture
+from flanmoe.data.embedded.world import build_world
+from flanmoe.params_base import StrictModel
+
+# family name -> category, in mixture order
+INSTRUCTION_FAMILIES: dict[str, str] = {f.name: f.category for f in FAMILIES}
+CATEGORIES: tuple[str, ...] = tuple(dict.fromkeys(INSTRUCTION_FAMILIES.values()))
+# held-out suite -> its task names; none of them is an instruction family
+HELDOUT_TASKS: dict[str, tuple[str, ...]] = {
+    "mmlu": MMLU_SUBJECTS,
+    "bbh": tuple(BBH_TASKS),
+    "finetune": tuple(FINETUNE_TASKS),
+}
+assert not set(INSTRUCTION_FAMILIES) & {t for ts in HELDOUT_TASKS.values() for t in ts}
+
+
+class EmbeddedConfig(StrictModel):
+    """Options of the embedded suite (params.yaml ``prepare.embedded``)."""
+
+    seed: int = 1234  # the whole suite is a function of this seed: same seed -> same bytes
+    pretrain_mb: float = Field(default=5.0, gt=0)  # pretraining corpus size, MB of UTF-8 text (1e6 bytes)
+    real_fraction: float = Field(default=0.25, ge=0, le=1)  # share of shipped English (pydoc, docstrings)
+    task_fraction: float = Field(default=0.25, ge=0, le=1)  # share of instruction-free family raw material
+    world_size: int = Field(default=30, ge=4)  # cities, people, animals, elements each (countries: half)
+    flan_per_family: int = Field(default=400, gt=0)  # examples per instruction family
+    fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
+    fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples
+    options_fraction: float = Field(default=0.5, ge=0, le=1)  # share of examples with OPTIONS (*_opt)
+    mmlu_per_subject: int = Field(default=40, gt=0)  # test questions per MMLU-style subject
+    mmlu_val_per_subject: int = Field(default=10, ge=0)  # validation questions per subject (dev is 5)
+    bbh_per_task: int = Field(default=50, gt=0)  # examples per BBH-style task (split test)
+    bbh_steps: int = Field(default=2, ge=1, le=8)  # BBH difficulty: operations / swaps-free steps per example
+    finetune_train: int = Field(default=1000, gt=0)  # train examples per fine-tuning task
+    finetune_eval: int = Field(default=100, gt=0)  # validation and test examples per fine-tuning task
+    max_operand: int = Field(default=20, ge=3)  # arithmetic difficulty: largest operand
+    list_len: int = Field(default=4, ge=3, le=10)  # sequence difficulty: longest list
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbeddedConfig:
+        if self.real_fraction + self.task_fraction > 1:
+            raise ValueError("task_fraction: real_fraction + task_fraction must be at most 1")
+        return self
+
+
+@dataclass
+class EmbeddedSuite:
+    """Every dataset of the suite, in the schemas of the real sources."""
+
+    pretrain: datasets.Dataset  # text, timestamp, url (allenai/c4)
+    flan: datasets.Dataset  # inputs, targets, task_source, task_name, template_type
+    mmlu: datasets.DatasetDict  # dev, validation, test: question, subject, choices, answer (cais/mmlu)
+    bbh: dict[str, datasets.Dataset]  # task -> input, target (lukaemon/bbh, split test)
+    finetune: dict[str, datasets.DatasetDict]  # task -> train/validation/test: inputs, targets, task_name
+
+
+_MMLU_FEATURES = datasets.Features(
+    {
+        "question": datasets.Value("string"),
+        "subject": datasets.Value("string"),
+        "choices": datasets.Sequence(datasets.Value("string")),
+        "answer": datasets.Value("int64"),
+    }
+)
+
+
+def _strings(cols: dict[str, list]) -> datasets.Dataset:
+    """A dataset of string columns (explicit features, so empty columns keep their type)."""
+    return datasets.Dataset.from_dict(
+        cols, features=datasets.Features({k: datasets.Value("string") for k in cols})
+    )
+
+
+def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
+    """Generate the whole suite from ``cfg`` (deterministic, offline, a few seconds at defaults)."""
+    world = build_world(cfg.seed, cfg.world_size)
+    ctx = GenContext(world, build_lexicon(cfg.seed), cfg.max_operand, cfg.list_len)
+    corpus = build_corpus(ctx, cfg.seed, int(cfg.pretrain_mb * 1e6), cfg.real_fraction, cfg.task_fraction)
+    flan = build_mixture(
+        ctx, cfg.seed, cfg.flan_per_family, cfg.fewshot_k, cfg.fewshot_fraction, cfg.options_fraction
+    )
+    mmlu = build_mmlu(world, cfg.seed, cfg.mmlu_per_subject, cfg.mmlu_val_per_subject)
+    bbh = build_bbh(cfg.seed, cfg.bbh_per_task, cfg.bbh_steps)
+    finetune = build_finetune(world, cfg.seed, cfg.finetune_train, cfg.finetune_eval, cfg.max_operand)
+    return EmbeddedSuite(
+        pretrain=_strings(corpus),
+        flan=_strings(flan),
+        mmlu=datasets.DatasetDict(
+            {s: datasets.Dataset.from_dict(c, features=_MMLU_FEATURES) for s, c in mmlu.items()}
+        ),
+        bbh={t: _strings(c) for t, c in bbh.items()},
+        finetune={
+            t: datasets.DatasetDict({s: _strings(c) for s, c in d.items()}) for t, d in finetune.items()
+        },
+    )
+
+
+__all__ = [
+    "CATEGORIES",
+    "HELDOUT_TASKS",
+    "INSTRUCTION_FAMILIES",
+    "TEMPLATE_TYPES",
+    "EmbeddedConfig",
+    "EmbeddedSuite",
+    "build_suite",
+]

@@ -1,0 +1,175 @@
+"""The pretraining corpus in the C4 schema (``text``, ``timestamp``, ``url``).
+
+Three parts, shuffled together: real English that ships with Python (``pydoc_data`` topics and
+standard-library docstrings, read with ``ast``, never imported), prose about the generated world
+(its facts in varied phrasing, the Zorbic lexicon, unit facts), and the instruction families'
+raw material stated as plain sentences without instructions.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import pathlib
+import random
+import sysconfig
+from collections.abc import Iterator
+
+from flanmoe.data.embedded import vocab
+from flanmoe.data.embedded.families import FAMILIES, GenContext
+from flanmoe.data.embedded.world import RELATIONS, Entity, World, state
+
+C4_COLUMNS = ("text", "timestamp", "url")
+UNIT_FACTS = (
+    ("week", "days", 7),
+    ("day", "hours", 24),
+    ("hour", "minutes", 60),
+    ("minute", "seconds", 60),
+    ("year", "months", 12),
+    ("dozen", "eggs", 12),
+    ("meter", "centimeters", 100),
+    ("kilogram", "grams", 1000),
+)
+_CONNECTIVES = (
+    "",
+    "",
+    "",
+    "It is well known that ",
+    "Records show that ",
+    "As every traveller learns, ",
+    "According to the old books, ",
+    "Visitors often note that ",
+    "In short, ",
+)
+_UNIT_PHRASES = ("A {u} has {n} {v}.", "There are {n} {v} in a {u}.", "One {u} is {n} {v}.")
+_LEXICON_PHRASES = (
+    "The Zorbic word for {e} is {z}.",
+    "In Zorbic, {e} is {z}.",
+    "{z} means {e} in Zorbic.",
+    "Speakers of Zorbic say {z} for {e}.",
+)
+
+
+def _nbytes(s: str) -> int:
+    return len(s.encode("utf-8"))
+
+
+def real_english_docs() -> Iterator[tuple[str, str]]:
+    """(text, url) of English text shipped with Python: pydoc topics, then stdlib docstrings.
+
+    Sorted keys and file names; sources are parsed with ``ast``, so nothing is imported.
+    """
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield topics[key].strip(), f"https://docs.python.org/3/reference/{key}.html"
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        docs = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= 200:  # short docstrings are mostly signatures, not prose
+                    docs.append(doc.strip())
+        if docs:
+            yield "\n\n".join(docs), f"https://docs.python.org/3/library/{path.stem}.html"
+
+
+def _entity_article(ent: Entity, world: World, rng: random.Random) -> str:
+    """An encyclopedia-style paragraph: the entity's facts, plus facts of entities linked to it."""
+    facts = [(r, ent) for r in RELATIONS if r.kind == ent.kind]
+    names = {e.name: e for es in world.entities.values() for e in es}
+    for attr in ent.attrs.values():  # follow links (capital, hometown, pet, discoverer) one hop
+        if attr in names and rng.random() < 0.5:
+            linked = names[attr]
+            facts += rng.sample([(r, linked) for r in RELATIONS if r.kind == linked.kind], 2)
+    rng.shuffle(facts)
+    sents = [rng.choice(_CONNECTIVES) + state(r, e, rng) for r, e in facts]
+    sents = [s[0].upper() + s[1:] for s in sents]
+    return f"{ent.name}\n\n" + " ".join(sents)
+
+
+def _lexicon_doc(lexicon: dict[str, str], rng: random.Random) -> str:
+    words = rng.sample(sorted(lexicon), min(len(lexicon), rng.randint(8, 16)))
+    lines = [rng.choice(_LEXICON_PHRASES).format(e=w, z=lexicon[w]) for w in words]
+    return "A short Zorbic glossary.\n\n" + " ".join(s[0].upper() + s[1:] for s in lines)
+
+
+def _units_doc(rng: random.Random) -> str:
+    facts = rng.sample(UNIT_FACTS, rng.randint(3, len(UNIT_FACTS)))
+    lines = [
+        rng.choice(_UNIT_PHRASES).format(
+            u=u, v=v, n=rng.choice((str(n), vocab.number_to_words(n)) if n < 100 else (str(n),))
+        )
+        for u, v, n in facts
+    ]
+    return vocab.fix_articles(" ".join(lines))
+
+
+def world_docs(world: World, lexicon: dict[str, str], rng: random.Random) -> Iterator[tuple[str, str]]:
+    """An endless stream of (text, url) documents about the world, cycling over its entities."""
+    ents = [e for kind in sorted(world.entities) for e in world.entities[kind]]
+    i = 0
+    while True:
+        order = list(ents)
+        rng.shuffle(order)
+        for ent in order:
+            i += 1
+            yield (
+                _entity_article(ent, world, rng),
+                f"https://encyclopedia.embedded/wiki/{ent.name.replace(' ', '_')}",
+            )
+            if i % 10 == 0:
+                yield _lexicon_doc(lexicon, rng), f"https://zorbic.embedded/glossary/{i}"
+            if i % 25 == 0:
+                yield _units_doc(rng), f"https://facts.embedded/units/{i}"
+
+
+def task_docs(ctx: GenContext, rng: random.Random) -> Iterator[tuple[str, str]]:
+    """An endless stream of (text, url) documents of instruction-free family raw material."""
+    i = 0
+    while True:
+        for fam in FAMILIES:
+            i += 1
+            lines = [
+                vocab.fix_articles(fam.plain_text(fam.generate(rng, ctx))) for _ in range(rng.randint(6, 14))
+            ]
+            sep = "\n\n" if fam.category == "reading_comprehension" else "\n"
+            yield sep.join(lines), f"https://exercises.embedded/{fam.name}/{i}"
+
+
+def _take(stream: Iterator[tuple[str, str]], budget: int) -> list[tuple[str, str]]:
+    out, used = [], 0
+    for text, url in stream:
+        if used >= budget:
+            break
+        out.append((text, url))
+        used += _nbytes(text)
+    return out
+
+
+def build_corpus(
+    ctx: GenContext, seed: int, total_bytes: int, real_fraction: float, task_fraction: float
+) -> dict[str, list[str]]:
+    """C4-schema columns of about ``total_bytes`` UTF-8 bytes of text, documents shuffled.
+
+    ``real_fraction`` of the bytes is shipped English (less if Python ships less), ``task_fraction``
+    family raw material, and the rest world prose.
+    """
+    rng = random.Random(f"corpus-{seed}")
+    real = _take(real_english_docs(), int(real_fraction * total_bytes))
+    tasks = _take(task_docs(ctx, rng), int(task_fraction * total_bytes))
+    used = sum(_nbytes(t) for t, _ in real + tasks)
+    world = _take(world_docs(ctx.world, ctx.lexicon, rng), max(0, total_bytes - used))
+    docs = real + tasks + world
+    rng.shuffle(docs)
+    start = dt.datetime(2019, 1, 1, tzinfo=dt.timezone.utc)
+    stamps = [
+        (start + dt.timedelta(seconds=rng.randrange(2 * 365 * 86400))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for _ in docs
+    ]
+    return {"text": [t for t, _ in docs], "timestamp": stamps, "url": [u for _, u in docs]}

@@ -1,0 +1,101 @@
+"""Single-task fine-tuning sets (train / validation / test) for held-out tasks, FLAN columns.
+
+None of these tasks is an instruction family; each is within reach: its knowledge is in the corpus
+(fact_verification, entity_typing) or its skill combines trained ones (list_sum, acronym).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from flanmoe.data.embedded import vocab
+from flanmoe.data.embedded.world import RELATIONS, World, state
+
+FINETUNE_COLUMNS = ("inputs", "targets", "task_name")
+Generator = Callable[[random.Random, World, int], tuple[str, str]]
+
+
+def fact_verification(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+    """'Claim: The capital of X is Y. Is the claim true or false?' -> 'true' / 'false'."""
+    rel = rng.choice(RELATIONS)
+    ent = rng.choice(world.of(rel.kind))
+    true = rng.random() < 0.5
+    if not true:  # the same relation with another entity's value
+        wrong = [v for v in world.values(rel.kind, rel.attr) if v != ent.attrs[rel.attr]]
+        ent = type(ent)(ent.kind, ent.name, {**ent.attrs, rel.attr: rng.choice(wrong)})
+    claim = state(rel, ent, rng)
+    tmpl = rng.choice(("Claim: {c}\nIs the claim true or false?", "True or false? {c}"))
+    return tmpl.format(c=claim), "true" if true else "false"
+
+
+def list_sum(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+    """'Add up all of these numbers: 3, 5, 1' -> '9'."""
+    nums = [rng.randint(0, max(3, max_operand // 2)) for _ in range(rng.randint(3, 4))]
+    tmpl = rng.choice(("Add up all of these numbers: {l}", "What is the total of {l}?"))
+    return tmpl.format(l=", ".join(map(str, nums))), str(sum(nums))
+
+
+_KINDS = ("country", "city", "person", "animal", "element")
+
+
+def entity_typing(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+    """'What kind of thing is Toluma: a country, a city, a person, an animal or an element?' -> 'city'."""
+    kind = rng.choice(_KINDS)
+    ent = rng.choice(world.of(kind))
+    tmpl = rng.choice(
+        (
+            "What kind of thing is {n}: a country, a city, a person, an animal or an element?",
+            "Is {n} a country, a city, a person, an animal or an element?",
+        )
+    )
+    return tmpl.format(n=ent.name), kind
+
+
+def acronym(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+    """'Make an acronym from the first letters of: big red dog' -> 'BRD'."""
+    words = rng.sample(vocab.WORDS, rng.randint(2, 4))
+    tmpl = rng.choice(("Make an acronym from the first letters of: {w}", 'Acronym of "{w}":'))
+    return tmpl.format(w=" ".join(words)), "".join(w[0] for w in words).upper()
+
+
+FINETUNE_TASKS: dict[str, Generator] = {
+    "fact_verification": fact_verification,
+    "list_sum": list_sum,
+    "entity_typing": entity_typing,
+    "acronym": acronym,
+}
+
+
+def build_finetune(
+    world: World, seed: int, n_train: int, n_eval: int, max_operand: int
+) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """Task -> split (train / validation / test) -> columns, inputs distinct across splits.
+
+    A task with fewer distinct inputs than asked (entity_typing on a small world) shrinks its
+    splits in proportion and repeats train rows up to ``n_train``.
+    """
+    out = {}
+    total = n_train + 2 * n_eval
+    for name, gen in FINETUNE_TASKS.items():
+        rng = random.Random(f"finetune-{seed}-{name}")
+        pool: dict[str, str] = {}
+        for _ in range(total * 20):
+            inp, tgt = gen(rng, world, max_operand)
+            pool.setdefault(inp, tgt)
+            if len(pool) == total:
+                break
+        rows = list(pool.items())
+        n_ev = n_eval if len(rows) == total else max(1, len(rows) * n_eval // total)
+        parts = {"test": rows[:n_ev], "validation": rows[n_ev : 2 * n_ev], "train": rows[2 * n_ev :]}
+        train = parts["train"]
+        parts["train"] = [train[i % len(train)] for i in range(n_train)] if train else []
+        out[name] = {
+            split: {
+                "inputs": [r[0] for r in parts[split]],
+                "targets": [r[1] for r in parts[split]],
+                "task_name": [name] * len(parts[split]),
+            }
+            for split in ("train", "validation", "test")
+        }
+    return out

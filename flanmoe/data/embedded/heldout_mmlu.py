@@ -1,0 +1,151 @@
+"""Held-out multiple-choice suite in the MMLU schema (``question``, ``subject``, ``choices``, ``answer``).
+
+Knowledge subjects ask the world relations no instruction family asks (their facts are only
+stated in the corpus); skill subjects combine trained skills in a new multiple-choice format.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from flanmoe.data.embedded import vocab
+from flanmoe.data.embedded.corpus import UNIT_FACTS
+from flanmoe.data.embedded.world import HELDOUT_RELATIONS, World
+
+MMLU_COLUMNS = ("question", "subject", "choices", "answer")
+KNOWLEDGE_SUBJECTS = tuple(sorted({r.subject for r in HELDOUT_RELATIONS if r.subject}))
+SKILL_SUBJECTS = ("elementary_mathematics", "lexicography", "measurement")
+MMLU_SUBJECTS = KNOWLEDGE_SUBJECTS + SKILL_SUBJECTS
+DEV_PER_SUBJECT = 5  # as in MMLU: 5 dev questions per subject for few-shot prompts
+_EXTRA_POOLS = {"state": ("plasma",)}  # so every question has 4 distinct choices
+
+Item = tuple[str, list[str], int]  # question, choices, answer index
+
+
+def _choices(rng: random.Random, answer: str, pool: list[str]) -> tuple[list[str], int]:
+    others = sorted({p for p in pool if p != answer})
+    opts = [answer] + rng.sample(others, 3)
+    rng.shuffle(opts)
+    return opts, opts.index(answer)
+
+
+def _knowledge_items(world: World, subject: str, rng: random.Random) -> list[Item]:
+    """Every (fact, phrasing) of a subject: facts shuffled, first phrasing of all facts first."""
+    facts = [(r, e) for r in HELDOUT_RELATIONS if r.subject == subject for e in world.of(r.kind)]
+    rng.shuffle(facts)
+    n_phr = max(len(r.questions) for r, _ in facts)
+    items = []
+    for k in range(n_phr):
+        for rel, ent in facts:
+            if k >= len(rel.questions):
+                continue
+            pool = world.values(rel.kind, rel.attr) + list(_EXTRA_POOLS.get(rel.attr, ()))
+            if rel.attr == "legs":
+                pool += list(vocab.LEG_COUNTS)
+            choices, ans = _choices(rng, ent.attrs[rel.attr], pool)
+            items.append((vocab.fix_articles(rel.questions[k].format(s=ent.name)), choices, ans))
+    return items
+
+
+def _num_choices(rng: random.Random, value: int, wrong: list[int]) -> tuple[list[str], int]:
+    pool = [str(w) for w in wrong if w != value] + [str(value + d) for d in (-3, -2, -1, 1, 2, 3)]
+    return _choices(rng, str(value), pool)
+
+
+def _math_item(rng: random.Random) -> Item:
+    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 9)
+    if rng.random() < 0.5:
+        q, v, wrong = f"What is {a} * {b} + {c}?", a * b + c, [a * (b + c), a + b + c]
+    else:
+        q, v, wrong = f"What is ({a} + {b}) * {c}?", (a + b) * c, [a + b * c, a + b + c]
+    return (q, *_num_choices(rng, v, wrong))
+
+
+def _lexicography_item(rng: random.Random) -> Item:
+    words = rng.sample(vocab.WORDS, 4)
+    kind = rng.randrange(4)
+    if kind == 0:  # the answer must be unique, so draw until exactly one word qualifies
+        target = words[0][-1]
+        q, ok = (
+            f"Which of the following words ends with the letter '{target}'?",
+            [w[-1] == target for w in words],
+        )
+    elif kind == 1:
+        target = words[0][0]
+        q, ok = (
+            f"Which of the following words begins with the letter '{target}'?",
+            [w[0] == target for w in words],
+        )
+    elif kind == 2:
+        n = len(words[0])
+        q, ok = f"Which of the following words has exactly {n} letters?", [len(w) == n for w in words]
+    else:
+        q, ok = (
+            "Which of the following words comes first in alphabetical order?",
+            [w == min(words) for w in words],
+        )
+    if sum(ok) != 1:
+        return _lexicography_item(rng)
+    order = list(range(4))
+    rng.shuffle(order)
+    return q, [words[i] for i in order], [ok[i] for i in order].index(True)
+
+
+def _measurement_item(rng: random.Random) -> Item:
+    unit, sub, per = rng.choice(UNIT_FACTS)
+    n = rng.randint(2, 5 if per < 100 else 3)
+    q = f"How many {sub} are in {n} {unit}s?"
+    return (q, *_num_choices(rng, n * per, [n + per, per, n * per + per]))
+
+
+SKILL_GENERATORS: dict[str, Callable[[random.Random], Item]] = {
+    "elementary_mathematics": _math_item,
+    "lexicography": _lexicography_item,
+    "measurement": _measurement_item,
+}
+
+
+def _skill_items(subject: str, rng: random.Random, n: int) -> list[Item]:
+    """Up to ``n`` items with distinct question text and choices (gives up after many repeats)."""
+    items, seen = [], set()
+    for _ in range(n * 20):
+        it = SKILL_GENERATORS[subject](rng)
+        key = (it[0], tuple(it[1]))
+        if key not in seen:
+            seen.add(key)
+            items.append(it)
+        if len(items) == n:
+            break
+    return items
+
+
+def build_mmlu(world: World, seed: int, n_test: int, n_val: int) -> dict[str, dict[str, list]]:
+    """Splits ``dev`` (5 per subject), ``validation`` and ``test`` as MMLU columns.
+
+    Knowledge subjects with fewer facts than asked reuse facts with another phrasing.
+    """
+    splits: dict[str, dict[str, list]] = {
+        s: {c: [] for c in MMLU_COLUMNS} for s in ("dev", "validation", "test")
+    }
+    for subject in MMLU_SUBJECTS:
+        rng = random.Random(f"mmlu-{seed}-{subject}")
+        need = DEV_PER_SUBJECT + n_val + n_test
+        if subject in KNOWLEDGE_SUBJECTS:
+            items = _knowledge_items(world, subject, rng)
+            items = (items * (need // max(1, len(items)) + 1))[:need]
+        else:
+            items = _skill_items(subject, rng, need)
+        parts = {
+            "dev": items[:DEV_PER_SUBJECT],
+            "validation": items[DEV_PER_SUBJECT : DEV_PER_SUBJECT + n_val],
+            "test": items[DEV_PER_SUBJECT + n_val :],
+        }
+        for split, its in parts.items():
+            for q, choices, ans in its:
+                cols = splits[split]
+                cols["question"].append(q)
+                cols["subject"].append(subject)
+                cols["choices"].append(choices)
+                cols["answer"].append(ans)
+    return splits

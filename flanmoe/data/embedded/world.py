@@ -1,0 +1,304 @@
+"""A small generated world: countries, cities, people, animals and invented elements with attributes.
+
+Its facts are stated in the pretraining corpus (``corpus.py``). Some relations are asked about by
+instruction families (``TRAINED_RELATIONS``); the others only by the held-out MMLU-style suite
+(``Relation.subject``), so instruction tuning teaches *how to answer* world questions and the
+held-out suite checks that this transfers to facts the model only read about.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from flanmoe.data.embedded import vocab
+
+
+@dataclass
+class Entity:
+    """One thing in the world: ``kind`` (country, city, ...), a unique ``name`` and ``attrs``."""
+
+    kind: str
+    name: str
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """An attribute of one kind, how to state it and how to ask it.
+
+    Templates use ``{s}`` (the entity) and ``{o}`` (the value). ``subject`` is the held-out MMLU
+    subject that asks about it, or ``None`` when instruction families ask about it.
+    """
+
+    kind: str
+    attr: str
+    statements: tuple[str, ...]
+    questions: tuple[str, ...]
+    subject: str | None = None
+
+
+RELATIONS: tuple[Relation, ...] = (
+    # --- trained: the instruction mixture asks these (category world_knowledge) ---
+    Relation(
+        "country",
+        "capital",
+        (
+            "The capital of {s} is {o}.",
+            "{o} is the capital city of {s}.",
+            "{s} is governed from its capital, {o}.",
+        ),
+        (
+            "What is the capital of {s}?",
+            "Name the capital city of {s}.",
+            "{s} has which city as its capital?",
+        ),
+    ),
+    Relation(
+        "country",
+        "continent",
+        (
+            "{s} is a country in {o}.",
+            "{s} lies on the continent of {o}.",
+            "The country of {s} is part of {o}.",
+        ),
+        ("On which continent is {s}?", "Which continent is {s} part of?", "{s} lies on what continent?"),
+    ),
+    Relation(
+        "city",
+        "country",
+        ("{s} is a city in {o}.", "The city of {s} lies in {o}.", "{s} belongs to {o}."),
+        (
+            "In which country is the city of {s}?",
+            "{s} is a city in which country?",
+            "Which country is {s} in?",
+        ),
+    ),
+    Relation(
+        "city",
+        "river",
+        (
+            "{s} lies on the river {o}.",
+            "The river {o} flows through {s}.",
+            "{s} was built on the banks of the {o}.",
+        ),
+        ("Which river flows through {s}?", "On what river does {s} lie?", "Name the river of {s}."),
+    ),
+    Relation(
+        "person",
+        "profession",
+        ("{s} is a {o}.", "{s} works as a {o}.", "By trade, {s} is a {o}."),
+        ("What is the profession of {s}?", "What does {s} do for a living?", "What is {s}'s job?"),
+    ),
+    Relation(
+        "person",
+        "hometown",
+        ("{s} was born in {o}.", "{s} grew up in the city of {o}.", "{s} comes from {o}."),
+        ("Where was {s} born?", "Which city does {s} come from?", "What is the hometown of {s}?"),
+    ),
+    Relation(
+        "animal",
+        "diet",
+        ("The {s} is a {o}.", "A {s} is a {o} by diet.", "Zoologists class the {s} as a {o}."),
+        (
+            "Is the {s} a herbivore, carnivore or omnivore?",
+            "What kind of eater is the {s}?",
+            "What is the diet class of the {s}?",
+        ),
+    ),
+    Relation(
+        "element",
+        "symbol",
+        (
+            "The chemical symbol of {s} is {o}.",
+            "{s} is written {o} in formulas.",
+            "Chemists abbreviate {s} as {o}.",
+        ),
+        (
+            "What is the symbol of {s}?",
+            "How do chemists abbreviate {s}?",
+            "Give the chemical symbol for {s}.",
+        ),
+    ),
+    # --- held out: only the MMLU-style suite asks these; the corpus states them ---
+    Relation(
+        "country",
+        "language",
+        ("People in {s} speak {o}.", "The language of {s} is {o}.", "{o} is spoken throughout {s}."),
+        ("Which language is spoken in {s}?", "What do people in {s} speak?"),
+        "world_geography",
+    ),
+    Relation(
+        "country",
+        "currency",
+        ("The currency of {s} is the {o}.", "In {s} people pay with the {o}.", "Shops in {s} take the {o}."),
+        ("What is the currency of {s}?", "Which money is used in {s}?"),
+        "world_geography",
+    ),
+    Relation(
+        "city",
+        "product",
+        (
+            "{s} is famous for its {o}.",
+            "The city of {s} is known for {o}.",
+            "Merchants of {s} sell fine {o}.",
+        ),
+        ("What is the city of {s} famous for?", "Which goods is {s} known for?"),
+        "world_geography",
+    ),
+    Relation(
+        "animal",
+        "habitat",
+        ("The {s} lives in the {o}.", "You can find the {s} in the {o}.", "The home of the {s} is the {o}."),
+        ("Where does the {s} live?", "What is the habitat of the {s}?"),
+        "zoology",
+    ),
+    Relation(
+        "animal",
+        "color",
+        ("The {s} is {o}.", "The fur of the {s} is {o}.", "A {s} has a {o} coat."),
+        ("What color is the {s}?", "Which color is the coat of the {s}?"),
+        "zoology",
+    ),
+    Relation(
+        "animal",
+        "legs",
+        ("The {s} has {o} legs.", "A {s} walks on {o} legs.", "Every {s} has {o} legs."),
+        ("How many legs does the {s} have?", "On how many legs does a {s} walk?"),
+        "zoology",
+    ),
+    Relation(
+        "element",
+        "color",
+        ("Pure {s} is {o}.", "{s} has a {o} color.", "A sample of {s} looks {o}."),
+        ("What color is pure {s}?", "Which color does a sample of {s} have?"),
+        "chemistry",
+    ),
+    Relation(
+        "element",
+        "state",
+        (
+            "{s} is a {o} at room temperature.",
+            "At room temperature {s} is a {o}.",
+            "{s} stays a {o} in a warm room.",
+        ),
+        ("In which state is {s} at room temperature?", "At room temperature, {s} is a what?"),
+        "chemistry",
+    ),
+    Relation(
+        "element",
+        "discoverer",
+        ("{s} was discovered by {o}.", "{o} discovered {s}.", "The element {s} was first found by {o}."),
+        ("Who discovered {s}?", "Which person first found the element {s}?"),
+        "chemistry",
+    ),
+    Relation(
+        "person",
+        "instrument",
+        ("{s} plays the {o}.", "In the evenings {s} plays the {o}.", "{s} is a fine {o} player."),
+        ("Which instrument does {s} play?", "What does {s} play in the evenings?"),
+        "biography",
+    ),
+    Relation(
+        "person",
+        "pet",
+        ("{s} keeps a {o} as a pet.", "The pet of {s} is a {o}.", "{s} owns a {o}."),
+        ("Which animal does {s} keep as a pet?", "What is the pet of {s}?"),
+        "biography",
+    ),
+)
+TRAINED_RELATIONS = tuple(r for r in RELATIONS if r.subject is None)
+HELDOUT_RELATIONS = tuple(r for r in RELATIONS if r.subject is not None)
+KINDS = ("country", "city", "person", "animal", "element")
+
+
+@dataclass
+class World:
+    """All entities by kind, in generation order (stable), plus a name index."""
+
+    entities: dict[str, list[Entity]]
+    pools: dict[str, list[str]]  # attr -> every invented value it may take (continent, language, ...)
+
+    def of(self, kind: str) -> list[Entity]:
+        """Entities of one kind."""
+        return self.entities[kind]
+
+    def values(self, kind: str, attr: str) -> list[str]:
+        """Distinct values of ``attr`` over entities of ``kind`` and its pool, sorted (distractors)."""
+        return sorted({e.attrs[attr] for e in self.entities[kind]} | set(self.pools.get(attr, ())))
+
+    def facts(self) -> list[tuple[Relation, Entity]]:
+        """Every (relation, entity) pair the world defines."""
+        return [(r, e) for r in RELATIONS for e in self.entities[r.kind]]
+
+
+def build_world(seed: int, size: int) -> World:
+    """Generate the world: ``size`` cities, people, animals and elements, ``size // 2`` countries."""
+    rng = random.Random(f"world-{seed}")
+    names = vocab.NameMaker(rng)
+    n_countries = max(4, size // 2)
+    continents = [names.make(2, 3, "ia") for _ in range(5)]
+    languages = [names.make(2, 2, "ish") for _ in range(max(4, n_countries // 2))]
+    currencies = [names.make(2, 2).lower() for _ in range(max(4, n_countries // 2))]
+    rivers = [names.make(2, 2) for _ in range(max(4, size // 3))]
+    countries = [Entity("country", names.make()) for _ in range(n_countries)]
+    cities = [Entity("city", names.make()) for _ in range(max(size, n_countries))]
+    people = [Entity("person", f"{rng.choice(vocab.FIRST_NAMES)} {names.make(2, 3)}") for _ in range(size)]
+    animals = [Entity("animal", names.make().lower()) for _ in range(size)]
+    elements = [Entity("element", names.make(2, 2, "ium")) for _ in range(size)]
+    for i, c in enumerate(countries):
+        c.attrs = {
+            "capital": cities[i].name,
+            "continent": rng.choice(continents),
+            "language": rng.choice(languages),
+            "currency": rng.choice(currencies),
+        }
+    for i, c in enumerate(cities):
+        # the first n_countries cities are the capitals, so capital and country agree
+        country = countries[i] if i < n_countries else rng.choice(countries)
+        c.attrs = {
+            "country": country.name,
+            "river": rng.choice(rivers),
+            "product": rng.choice(vocab.PRODUCTS),
+        }
+    for a in animals:
+        a.attrs = {
+            "diet": rng.choice(vocab.DIETS),
+            "habitat": rng.choice(vocab.HABITATS),
+            "color": rng.choice(vocab.COLORS),
+            "legs": rng.choice(vocab.LEG_COUNTS),
+        }
+    symbols: set[str] = set()
+    for e in elements:
+        sym = e.name[0] + rng.choice("abcdefghklmnprstvxz")
+        while sym in symbols:
+            sym = e.name[0] + rng.choice("abcdefghklmnprstvxz")
+        symbols.add(sym)
+        e.attrs = {
+            "symbol": sym,
+            "color": rng.choice(vocab.COLORS),
+            "state": rng.choice(vocab.STATES),
+            "discoverer": rng.choice(people).name,
+        }
+    for p in people:
+        p.attrs = {
+            "profession": rng.choice(vocab.PROFESSIONS),
+            "hometown": rng.choice(cities).name,
+            "instrument": rng.choice(vocab.INSTRUMENTS),
+            "pet": rng.choice(animals).name,
+        }
+    entities = {
+        "country": countries,
+        "city": cities,
+        "person": people,
+        "animal": animals,
+        "element": elements,
+    }
+    pools = {"continent": continents, "language": languages, "currency": currencies, "river": rivers}
+    return World(entities, pools)
+
+
+def state(rel: Relation, ent: Entity, rng: random.Random) -> str:
+    """One sentence stating ``rel`` of ``ent``, in a randomly chosen phrasing."""
+    s = rng.choice(rel.statements).format(s=ent.name, o=ent.attrs[rel.attr])
+    return vocab.fix_articles(s[0].upper() + s[1:])

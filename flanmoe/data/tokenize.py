@@ -23,6 +23,7 @@ data is tokenized as text, so corpus text can never inject sentinels or eos.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -96,7 +97,9 @@ def _fingerprint(*parts: str) -> str:
 
 def _encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, each ending with eos (the post-processor adds it)."""
-    return [e.ids for e in tok.encode_batch(texts)]
+    # encode_batch_fast (tokenizers >= 0.21) skips the character offsets we never use: ~20% faster
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    return [e.ids for e in encode(texts)]
 
 
 def get_tokenizer(prepared_dir: Path, cfg: TokenizeConfig) -> tuple[Tokenizer, dict]:
@@ -134,7 +137,7 @@ def get_tokenizer(prepared_dir: Path, cfg: TokenizeConfig) -> tuple[Tokenizer, d
 def _encode_docs(batch: dict, tok: Tokenizer) -> dict:
     ids = _encode(tok, batch["text"])
     offsets = np.cumsum([len(x) for x in ids])
-    values = np.fromiter((t for x in ids for t in x), np.int32, int(offsets[-1]) if len(ids) else 0)
+    values = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(offsets[-1]) if len(ids) else 0)
     # a list of numpy arrays becomes an Arrow list column in one copy (no per-int Python objects)
     return {"ids": np.split(values, offsets[:-1])}
 

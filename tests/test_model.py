@@ -1,0 +1,173 @@
+"""Backbone: config presets, T5.1.1 shapes, loss, padding, causality, KV-cache generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from flanmoe.model.config import ModelConfig, arch_presets, model_config_for_arch
+from flanmoe.model.layers import relative_position_bucket
+from flanmoe.model.moe import MoELayer
+from flanmoe.model.transformer import build_model
+
+V = 97
+SMALL = dict(d_model=32, d_ff=48, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=2)
+
+
+def tiny_model(moe: dict | None = None, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{**SMALL, **kw}, moe=moe)
+    return build_model(cfg, V).double().eval()
+
+
+def batch(seed: int = 0, B: int = 3, S: int = 9, T: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(3, V, (B, S), generator=g)
+    x[0, 6:] = 0  # padding
+    y = torch.randint(3, V, (B, T), generator=g)
+    y[1, 4:] = -100
+    return x, y
+
+
+def test_base_preset_matches_t5_v1_1_base_param_count() -> None:
+    # google/t5-v1_1-base: 247,577,856 parameters (untied embeddings, vocab 32128); tolerance 0.1%.
+    with torch.device("meta"):
+        model = build_model(ModelConfig(preset="base"), vocab_size=32128)
+        tied = build_model(ModelConfig(preset="base", tie_embeddings=True), vocab_size=32128)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 247_577_856) <= 0.001 * 247_577_856
+    assert n - sum(p.numel() for p in tied.parameters()) == 32128 * 768
+
+
+def test_preset_fields_and_overrides() -> None:
+    cfg = ModelConfig(preset="tiny", d_model=64)
+    assert cfg.d_model == 64 and cfg.d_ff == 512 and cfg.num_encoder_layers == 2
+    with pytest.raises(ValidationError, match="d_model"):
+        ModelConfig(preset=None)
+    with pytest.raises(ValidationError):
+        ModelConfig(preset="tiny", hidden=3)  # unknown keys are errors
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_model(ModelConfig())
+
+
+def test_arch_presets_build() -> None:
+    assert set(arch_presets()) == {"dense", "switch", "gshard", "expert_choice", "st_moe"}
+    for arch in arch_presets():
+        cfg = model_config_for_arch(arch, **SMALL, moe={"num_experts": 4} if arch != "dense" else None)
+        model = build_model(cfg, V)
+        routers = {
+            n.split(".blocks")[0]: type(m.router).__name__
+            for n, m in model.named_modules()
+            if isinstance(m, MoELayer)
+        }
+        if arch == "expert_choice":
+            assert routers == {"encoder": "ExpertChoiceRouter", "decoder": "TokenChoiceTopKRouter"}
+        assert (arch == "dense") == (not routers)
+
+
+@pytest.mark.parametrize("moe_every,expected", [(2, [1, 3]), (4, [3]), (1, [0, 1, 2, 3])])
+def test_moe_every_places_layers(moe_every: int, expected: list[int]) -> None:
+    model = tiny_model({"num_experts": 2, "moe_every": moe_every}, num_encoder_layers=4, num_decoder_layers=4)
+    for stack in (model.encoder, model.decoder):
+        assert [i for i, b in enumerate(stack.blocks) if b.is_moe] == expected
+
+
+def test_relative_position_buckets_t5_values() -> None:
+    rel = torch.tensor([0, -1, 1, -7, 8, -20, 20, -200, 200])
+    bi = relative_position_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128)
+    # 16 buckets per direction, exact below 8, then 8 + floor(log(n/8)/log(16) * 8); future +16.
+    assert bi.tolist() == [0, 1, 17, 7, 24, 10, 26, 15, 31]
+    causal = relative_position_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128)
+    # 32 buckets for the past only, exact below 16; future keys share bucket 0 (and are masked).
+    assert causal.tolist() == [0, 1, 0, 7, 0, 17, 0, 31, 0]  # 16 + floor(log(20/16) / log(8) * 16) = 17
+
+
+def test_loss_ignores_minus_100_and_pad() -> None:
+    model = tiny_model()
+    x, y = batch()
+    y[2, 5] = 0  # pad label: ignored too
+    out = model(x, labels=y)
+    keep = (y != -100) & (y != 0)
+    manual = F.cross_entropy(out.logits[keep], y[keep])
+    torch.testing.assert_close(out.lm_loss, manual)
+    assert out.aux_loss == 0 and out.loss == out.lm_loss and out.router_stats == {}
+
+
+def test_moe_output_has_aux_and_stats() -> None:
+    model = tiny_model({"num_experts": 4, "router": "st_moe"})
+    model.train()
+    x, y = batch()
+    out = model(x, labels=y)
+    assert set(out.router_stats) == {"encoder.1", "decoder.1"}
+    enc = out.router_stats["encoder.1"]
+    assert enc.num_tokens == int((x != 0).sum())  # padding is not routed
+    assert out.router_stats["decoder.1"].num_tokens == int(((y != -100) & (y != 0)).sum())
+    assert float(enc.expert_fraction.sum()) == pytest.approx(1.0)
+    expected = 2 * (0.01 * out.load_balance_loss + 1e-3 * out.z_loss)  # two layers; mean x 2 = sum
+    torch.testing.assert_close(out.aux_loss, expected.to(out.aux_loss.dtype))
+    torch.testing.assert_close(out.loss, out.lm_loss + out.aux_loss)
+    out.loss.backward()
+    gate = model.encoder.blocks[1].ffn.router.gate.weight
+    assert gate.grad is not None and gate.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("moe", [None, {"num_experts": 4, "router": "gshard", "dropless": True}])
+def test_encoder_ignores_padding(moe: dict | None) -> None:
+    model = tiny_model(moe)
+    x, _ = batch()
+    short = model.encode(x[:1, :6], None)
+    padded = model.encode(x[:1], x[:1] != 0)
+    torch.testing.assert_close(padded[:, :6], short)
+
+
+def test_decoder_is_causal() -> None:
+    model = tiny_model({"num_experts": 4, "router": "gshard", "dropless": True})
+    x, y = batch()
+    y2 = y.clone()
+    y2[:, 4:] = 5
+    a, b = model(x, labels=y.clamp_min(3)).logits, model(x, labels=y2.clamp_min(3)).logits
+    torch.testing.assert_close(a[:, :5], b[:, :5])  # logits up to position 4 see labels < 4 only
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+@pytest.mark.parametrize(
+    "moe",
+    [
+        None,
+        {"num_experts": 4, "router": "switch", "dropless": True},
+        {"num_experts": 4, "router": "expert_choice", "decoder_router": "gshard", "dropless": True},
+    ],
+)
+def test_kv_cache_generation_equals_uncached(moe: dict | None) -> None:
+    model = tiny_model(moe, seed=3)
+    x, _ = batch(seed=1)
+    cached = model.generate(x, max_new_tokens=8, eos_id=1)
+    full = model.generate(x, max_new_tokens=8, eos_id=1, use_cache=False)
+    assert cached.shape == (3, 8)
+    assert torch.equal(cached, full)
+    # Stronger than argmax: cached step logits equal the full decoder's logits at each position.
+    enc = model.encode(x, x != 0)
+    dec = torch.cat([torch.zeros(3, 1, dtype=torch.long), cached[:, :-1]], dim=1)
+    ref = model.decode(dec, enc, x != 0)
+    cache = model.new_cache()
+    steps = [model.decode(dec[:, t : t + 1], enc, x != 0, cache=cache) for t in range(dec.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, dim=1), ref)
+
+
+def test_generation_stops_at_eos_and_pads_after() -> None:
+    model = tiny_model(seed=4)
+    x, _ = batch(seed=2)
+    first = model.generate(x, max_new_tokens=1)[:, 0]
+    model.lm_head.weight.data[1] = model.lm_head.weight.data[first[0]] * 1.5  # row 0 emits eos (id 1) first
+    out = model.generate(x, max_new_tokens=6, eos_id=1)
+    assert out[0, 0] == 1 and (out[0, 1:] == 0).all()
+
+
+def test_param_groups_for_freezing() -> None:
+    model = tiny_model({"num_experts": 2})
+    groups = {model.param_group(n) for n, _ in model.named_parameters()}
+    assert groups == {"router", "experts", "dense"}
+    assert model.param_group("encoder.blocks.1.ffn.router.gate.weight") == "router"
+    assert model.param_group("encoder.blocks.1.ffn.experts.wi_0") == "experts"

@@ -208,7 +208,7 @@ def tracking_shuffled_objects_three_objects(rng: random.Random, steps: int) -> t
     objs = rng.sample(pool, 3)
     held = dict(zip(people, objs, strict=True))
     start = ", ".join(f"{p} {has.format(x=o)}" for p, o in zip(people[:2], objs, strict=False))
-    start += f", and Claire {has.format(x=objs[2])}"
+    start = vocab.fix_articles(start + f", and Claire {has.format(x=objs[2])}")
     swaps = []
     for _ in range(3):  # the real task always has three swaps
         a, b = rng.sample(people, 2)

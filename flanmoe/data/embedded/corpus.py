@@ -20,15 +20,24 @@ from flanmoe.data.embedded.families import FAMILIES, GenContext
 from flanmoe.data.embedded.world import RELATIONS, Entity, World, state
 
 C4_COLUMNS = ("text", "timestamp", "url")
+# (unit, its plural, smaller unit, how many): stated in the corpus, asked by MMLU "measurement"
 UNIT_FACTS = (
-    ("week", "days", 7),
-    ("day", "hours", 24),
-    ("hour", "minutes", 60),
-    ("minute", "seconds", 60),
-    ("year", "months", 12),
-    ("dozen", "eggs", 12),
-    ("meter", "centimeters", 100),
-    ("kilogram", "grams", 1000),
+    ("week", "weeks", "days", 7),
+    ("day", "days", "hours", 24),
+    ("hour", "hours", "minutes", 60),
+    ("minute", "minutes", "seconds", 60),
+    ("year", "years", "months", 12),
+    ("dozen", "dozen", "eggs", 12),
+    ("meter", "meters", "centimeters", 100),
+    ("kilogram", "kilograms", "grams", 1000),
+    ("centimeter", "centimeters", "millimeters", 10),
+    ("decade", "decades", "years", 10),
+    ("century", "centuries", "years", 100),
+    ("fortnight", "fortnights", "days", 14),
+    ("pair", "pairs", "socks", 2),
+    ("kilometer", "kilometers", "meters", 1000),
+    ("liter", "liters", "milliliters", 1000),
+    ("score", "scores", "things", 20),
 )
 _CONNECTIVES = (
     "",
@@ -88,8 +97,7 @@ def _entity_article(ent: Entity, world: World, rng: random.Random) -> str:
             linked = names[attr]
             facts += rng.sample([(r, linked) for r in RELATIONS if r.kind == linked.kind], 2)
     rng.shuffle(facts)
-    sents = [rng.choice(_CONNECTIVES) + state(r, e, rng) for r, e in facts]
-    sents = [s[0].upper() + s[1:] for s in sents]
+    sents = [state(r, e, rng, rng.choice(_CONNECTIVES)) for r, e in facts]
     return f"{ent.name}\n\n" + " ".join(sents)
 
 
@@ -105,7 +113,7 @@ def _units_doc(rng: random.Random) -> str:
         rng.choice(_UNIT_PHRASES).format(
             u=u, v=v, n=rng.choice((str(n), vocab.number_to_words(n)) if n < 100 else (str(n),))
         )
-        for u, v, n in facts
+        for u, _, v, n in facts
     ]
     return vocab.fix_articles(" ".join(lines))
 

@@ -298,7 +298,10 @@ def build_world(seed: int, size: int) -> World:
     return World(entities, pools)
 
 
-def state(rel: Relation, ent: Entity, rng: random.Random) -> str:
-    """One sentence stating ``rel`` of ``ent``, in a randomly chosen phrasing."""
-    s = rng.choice(rel.statements).format(s=ent.name, o=ent.attrs[rel.attr])
+def state(rel: Relation, ent: Entity, rng: random.Random, lead: str = "") -> str:
+    """One sentence stating ``rel`` of ``ent`` in a random phrasing, after the lead-in ``lead``."""
+    t = rng.choice(rel.statements)
+    if lead and not t.startswith("{"):  # 'Records show that the ...', but names keep their capital
+        t = t[0].lower() + t[1:]
+    s = lead + t.format(s=ent.name, o=ent.attrs[rel.attr])
     return vocab.fix_articles(s[0].upper() + s[1:])

@@ -60,8 +60,8 @@ def passage(rng: random.Random, n_people: int = 3) -> tuple[str, list[dict[str, 
 
 _TEMPLATES = (
     "{p}\n\nBased on the passage, {q}",
-    "Read the text and answer the question.\n\n{p}\n\nQuestion: {q}",
-    "{p}\nQ: {q}\nA:",
+    "Read the text and answer the question.\n\n{p}\n\nQuestion: {Q}",
+    "{p}\nQ: {Q}\nA:",
 )
 
 
@@ -77,9 +77,9 @@ def _reading_family(name: str, question: str, answer_key: str) -> None:
         if answer_key == "count":
             pool += [str(who["count"] + 1), str(max(0, who["count"] - 1))]
         q = question.format(**who)
-        return Example({"p": text, "q": q}, ans, make_options(rng, ans, pool))
+        return Example({"p": text, "q": q, "Q": q[0].upper() + q[1:]}, ans, make_options(rng, ans, pool))
 
-    fam(name, _TEMPLATES, "{p} Question: {q} Answer: {answer}.")(gen)
+    fam(name, _TEMPLATES, "{p} Question: {Q} Answer: {answer}.")(gen)
 
 
 _reading_family("passage_where", "where does {name} live?", "town")
@@ -88,7 +88,7 @@ _reading_family("passage_count", "how many {pet}s does {name} have?", "count")
 _reading_family("passage_who", "who is the {job}?", "name")
 
 
-@fam("passage_yes_no", _TEMPLATES, "{p} Question: {q} Answer: {answer}.")
+@fam("passage_yes_no", _TEMPLATES, "{p} Question: {Q} Answer: {answer}.")
 def _passage_yes_no(rng: random.Random, ctx: GenContext) -> Example:
     text, people = passage(rng)
     who = rng.choice(people)
@@ -96,4 +96,5 @@ def _passage_yes_no(rng: random.Random, ctx: GenContext) -> Example:
         town, ans = who["town"], "yes"
     else:
         town, ans = rng.choice([t for t in TOWNS if t != who["town"]]), "no"
-    return Example({"p": text, "q": f"does {who['name']} live in {town}?"}, ans, ("yes", "no"))
+    q = f"does {who['name']} live in {town}?"
+    return Example({"p": text, "q": q, "Q": q[0].upper() + q[1:]}, ans, ("yes", "no"))

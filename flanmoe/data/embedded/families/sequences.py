@@ -179,7 +179,7 @@ def _position(rng: random.Random, ctx: GenContext) -> Example:
     "{n} days after {d} comes {answer}.",
 )
 def _weekday(rng: random.Random, ctx: GenContext) -> Example:
-    i, n = rng.randrange(7), rng.randint(1, 6)
+    i, n = rng.randrange(7), rng.randint(2, 6)
     ans = vocab.WEEKDAYS[(i + n) % 7]
     return Example({"d": vocab.WEEKDAYS[i], "n": str(n)}, ans, make_options(rng, ans, vocab.WEEKDAYS))
 
@@ -211,7 +211,7 @@ def _date_format(rng: random.Random, ctx: GenContext) -> Example:
     "{n} days after {d} is {answer}.",
 )
 def _date_add(rng: random.Random, ctx: GenContext) -> Example:
-    d, n = random_date(rng), rng.randint(1, 10)
+    d, n = random_date(rng), rng.randint(2, 10)
     ans = (d + dt.timedelta(days=n)).isoformat()
     pool = [(d + dt.timedelta(days=n + k)).isoformat() for k in (-2, -1, 1, 2)]
     return Example({"d": d.isoformat(), "n": str(n)}, ans, make_options(rng, ans, pool))

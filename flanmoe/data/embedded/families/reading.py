@@ -73,9 +73,14 @@ def _reading_family(name: str, question: str, answer_key: str) -> None:
         if answer_key == "name":  # 'who is the baker' must have one answer
             if sum(p["job"] == who["job"] for p in people) > 1:
                 return gen(rng, ctx)
-        pool = [str(p[answer_key]) for p in people]
-        if answer_key == "count":
-            pool += [str(who["count"] + 1), str(max(0, who["count"] - 1))]
+        pool = [str(p[answer_key]) for p in people]  # distractors from the passage first
+        extra = {
+            "town": TOWNS,
+            "job": vocab.PROFESSIONS,
+            "name": vocab.FIRST_NAMES,
+            "count": ("1", "2", "3", "4", "5"),
+        }
+        pool += rng.sample([x for x in extra[answer_key] if x not in pool], 2)
         q = question.format(**who)
         return Example({"p": text, "q": q, "Q": q[0].upper() + q[1:]}, ans, make_options(rng, ans, pool))
 

@@ -83,7 +83,10 @@ class TokenizeConfig(StrictModel):
             )
         spans = noise_span_counts(raw, self.noise_density, self.mean_noise_span_length)[1]
         if spans > self.num_sentinels:
-            raise ValueError(f"num_sentinels: {spans} noise spans per example need {spans} sentinels")
+            raise ValueError(
+                f"num_sentinels: {spans} noise spans per pretraining example need >= {spans} sentinels "
+                f"(got {self.num_sentinels})"
+            )
         return self
 
     def raw_and_target_lengths(self) -> tuple[int, int]:
@@ -286,9 +289,15 @@ def tokenize_pairs(
     if not keep_text:
         feats.pop("inputs"), feats.pop("targets")
     ids = datasets.Sequence(datasets.Value("int32"))
-    feats.update(input_ids=ids, labels=ids, _input_truncated=datasets.Value("bool"))
-    feats.update(_target_truncated=datasets.Value("bool"))
-    feats.update(_raw_input_tokens=datasets.Value("int64"), _raw_target_tokens=datasets.Value("int64"))
+    feats.update(input_ids=ids, labels=ids)
+    flags = ["_input_truncated", "_target_truncated", "_raw_input_tokens", "_raw_target_tokens"]
+    if len(ds) == 0:  # map would not add the new columns to an empty dataset
+        out = datasets.Dataset.from_dict({k: [] for k in feats}, features=datasets.Features(feats))
+        keys = ["examples", "input_tokens", "target_tokens", "tokens", "truncated_tokens"]
+        rates = ["input_truncation_rate", "target_truncation_rate", "truncation_rate", "seconds"]
+        return out, {**dict.fromkeys(keys, 0), **dict.fromkeys(rates, 0.0)}
+    feats.update({f: datasets.Value("bool") for f in flags[:2]})
+    feats.update({f: datasets.Value("int64") for f in flags[2:]})
     out = ds.map(
         _encode_pairs,
         batched=True,
@@ -306,39 +315,25 @@ def tokenize_pairs(
         new_fingerprint=_fingerprint(tok.to_str(), cfg.model_dump_json(), ds._fingerprint, str(keep_text)),
         desc=f"encode {work_file.stem}",
     )
-    t = out.data.table
+    col = {name: out.data.table.column(name).to_numpy() for name in flags}
     n = len(out)
-
-    def total(col: str) -> int:
-        return int(sum(np.sum(c.to_numpy(zero_copy_only=False)) for c in t.column(col).chunks))
-
-    in_tok = int(sum(len(c.flatten()) for c in t.column("input_ids").chunks))
-    tg_tok = int(sum(len(c.flatten()) for c in t.column("labels").chunks))
-    raw_tok = total("_raw_input_tokens") + total("_raw_target_tokens")
-    in_cut, tg_cut = total("_input_truncated"), total("_target_truncated")
-    either = (
-        int(
-            np.count_nonzero(
-                np.asarray(out["_input_truncated"], bool) | np.asarray(out["_target_truncated"], bool)
-            )
-        )
-        if n
-        else 0
-    )
-    out = out.remove_columns(
-        ["_input_truncated", "_target_truncated", "_raw_input_tokens", "_raw_target_tokens"]
-    )
+    in_tok = int(sum(len(c.flatten()) for c in out.data.table.column("input_ids").chunks))
+    tg_tok = int(sum(len(c.flatten()) for c in out.data.table.column("labels").chunks))
     stats = {
         "examples": n,
         "input_tokens": in_tok,
         "target_tokens": tg_tok,
         "tokens": in_tok + tg_tok,
-        "input_truncation_rate": in_cut / n if n else 0.0,
-        "target_truncation_rate": tg_cut / n if n else 0.0,
-        "truncation_rate": either / n if n else 0.0,  # examples with inputs or targets cut
-        "truncated_tokens": raw_tok - in_tok - tg_tok,
+        "input_truncation_rate": float(col["_input_truncated"].mean()),
+        "target_truncation_rate": float(col["_target_truncated"].mean()),
+        # examples with inputs or targets cut, and the tokens cut away
+        "truncation_rate": float((col["_input_truncated"] | col["_target_truncated"]).mean()),
+        "truncated_tokens": int(col["_raw_input_tokens"].sum() + col["_raw_target_tokens"].sum())
+        - in_tok
+        - tg_tok,
         "seconds": time.perf_counter() - t0,
     }
+    out = out.remove_columns(flags)
     return out, stats
 
 

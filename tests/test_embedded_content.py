@@ -119,3 +119,13 @@ def test_default_corpus_size_and_heldout_facts_stated_in_it():
             said = [t.format(s=ent.name, o=ent.attrs[rel.attr]).lower() for t in rel.statements]
             said = [re.sub(r"\ba (?=[aeiou])", "an ", s.rstrip(".")) for s in said]
             assert sum(low.count(s) for s in said) >= 5, (rel.attr, ent.name)
+
+
+def test_finetune_test_entities_unseen_in_train():
+    s = build_suite(EmbeddedConfig(pretrain_mb=0.01, flan_per_family=1, mmlu_per_subject=1, bbh_per_task=1))
+    pat = re.compile(r"^(?:What kind of thing is |Is )?(.+?)(?::| a country| is the name of)")
+    dd = s.finetune["entity_typing"]
+    names = {split: {pat.match(x).group(1) for x in dd[split]["inputs"]} for split in dd}
+    assert names["test"] and not names["test"] & names["train"] and not names["validation"] & names["train"]
+    facts = s.finetune["fact_verification"]
+    assert not set(facts["test"]["inputs"]) & set(facts["train"]["inputs"])

@@ -32,6 +32,23 @@ HELDOUT_TASKS: dict[str, tuple[str, ...]] = {
     "finetune": tuple(FINETUNE_TASKS),
 }
 assert not set(INSTRUCTION_FAMILIES) & {t for ts in HELDOUT_TASKS.values() for t in ts}
+# score of a uniform guess among a task's answers (0 where the answer is open-ended): report it
+# next to every score, as DESIGN.md asks
+CHANCE: dict[str, dict[str, float]] = {
+    "mmlu": dict.fromkeys(MMLU_SUBJECTS, 0.25),
+    "bbh": {
+        "boolean_expressions": 0.5,
+        "date_understanding": 0.2,
+        "dyck_languages": 0.0,
+        "multistep_arithmetic_two": 0.0,
+        "navigate": 0.5,
+        "object_counting": 0.0,
+        "tracking_shuffled_objects_three_objects": 1 / 3,
+        "word_sorting": 0.0,
+    },
+    "finetune": {"fact_verification": 0.5, "list_sum": 0.0, "entity_typing": 0.2, "acronym": 0.0},
+}
+assert all(set(CHANCE[k]) == set(HELDOUT_TASKS[k]) for k in CHANCE)
 
 
 class EmbeddedConfig(StrictModel):
@@ -116,6 +133,7 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
 
 __all__ = [
     "CATEGORIES",
+    "CHANCE",
     "HELDOUT_TASKS",
     "INSTRUCTION_FAMILIES",
     "TEMPLATE_TYPES",

@@ -13,33 +13,36 @@ from flanmoe.data.embedded import vocab
 from flanmoe.data.embedded.world import RELATIONS, World, state
 
 FINETUNE_COLUMNS = ("inputs", "targets", "task_name")
-Generator = Callable[[random.Random, World, int], tuple[str, str]]
+# (inputs, targets, group): rows of one group (one world fact, one entity) never straddle splits
+Generator = Callable[[random.Random, World, int], tuple[str, str, str]]
 
 
-def fact_verification(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+def fact_verification(rng: random.Random, world: World, max_operand: int) -> tuple[str, str, str]:
     """'Claim: The capital of X is Y. Is the claim true or false?' -> 'true' / 'false'."""
     rel = rng.choice(RELATIONS)
     ent = rng.choice(world.of(rel.kind))
+    group = f"{rel.kind}.{rel.attr}:{ent.name}"
     true = rng.random() < 0.5
     if not true:  # the same relation with another entity's value
         wrong = [v for v in world.values(rel.kind, rel.attr) if v != ent.attrs[rel.attr]]
         ent = type(ent)(ent.kind, ent.name, {**ent.attrs, rel.attr: rng.choice(wrong)})
     claim = state(rel, ent, rng)
     tmpl = rng.choice(("Claim: {c}\nIs the claim true or false?", "True or false? {c}"))
-    return tmpl.format(c=claim), "true" if true else "false"
+    return tmpl.format(c=claim), "true" if true else "false", group
 
 
-def list_sum(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+def list_sum(rng: random.Random, world: World, max_operand: int) -> tuple[str, str, str]:
     """'Add up all of these numbers: 3, 5, 1' -> '9'."""
     nums = [rng.randint(0, max(3, max_operand // 2)) for _ in range(rng.randint(3, 4))]
     tmpl = rng.choice(("Add up all of these numbers: {l}", "What is the total of {l}?"))
-    return tmpl.format(l=", ".join(map(str, nums))), str(sum(nums))
+    inputs = tmpl.format(l=", ".join(map(str, nums)))
+    return inputs, str(sum(nums)), inputs
 
 
 _KINDS = ("country", "city", "person", "animal", "element")
 
 
-def entity_typing(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+def entity_typing(rng: random.Random, world: World, max_operand: int) -> tuple[str, str, str]:
     """'What kind of thing is Toluma: a country, a city, a person, an animal or an element?' -> 'city'."""
     kind = rng.choice(_KINDS)
     ent = rng.choice(world.of(kind))
@@ -49,14 +52,15 @@ def entity_typing(rng: random.Random, world: World, max_operand: int) -> tuple[s
             "Is {n} a country, a city, a person, an animal or an element?",
         )
     )
-    return tmpl.format(n=ent.name), kind
+    return tmpl.format(n=ent.name), kind, ent.name
 
 
-def acronym(rng: random.Random, world: World, max_operand: int) -> tuple[str, str]:
+def acronym(rng: random.Random, world: World, max_operand: int) -> tuple[str, str, str]:
     """'Make an acronym from the first letters of: big red dog' -> 'BRD'."""
     words = rng.sample(vocab.WORDS, rng.randint(2, 4))
     tmpl = rng.choice(("Make an acronym from the first letters of: {w}", 'Acronym of "{w}":'))
-    return tmpl.format(w=" ".join(words)), "".join(w[0] for w in words).upper()
+    inputs = tmpl.format(w=" ".join(words))
+    return inputs, "".join(w[0] for w in words).upper(), inputs
 
 
 FINETUNE_TASKS: dict[str, Generator] = {
@@ -70,24 +74,31 @@ FINETUNE_TASKS: dict[str, Generator] = {
 def build_finetune(
     world: World, seed: int, n_train: int, n_eval: int, max_operand: int
 ) -> dict[str, dict[str, dict[str, list[str]]]]:
-    """Task -> split (train / validation / test) -> columns, inputs distinct across splits.
+    """Task -> split (train / validation / test) -> columns.
 
-    A task with fewer distinct inputs than asked (entity_typing on a small world) shrinks its
-    splits in proportion and repeats train rows up to ``n_train``.
+    Inputs are distinct, and a group (a world fact, an entity) falls in one split only, so a test
+    fact is known from the corpus, never from fine-tuning. A task with few distinct inputs
+    (entity_typing on a small world) keeps a quarter of them for each eval split and repeats train
+    rows up to ``n_train``.
     """
     out = {}
     total = n_train + 2 * n_eval
     for name, gen in FINETUNE_TASKS.items():
         rng = random.Random(f"finetune-{seed}-{name}")
-        pool: dict[str, str] = {}
+        groups: dict[str, list[tuple[str, str]]] = {}
+        seen: set[str] = set()
         for _ in range(total * 20):
-            inp, tgt = gen(rng, world, max_operand)
-            pool.setdefault(inp, tgt)
-            if len(pool) == total:
+            inputs, targets, group = gen(rng, world, max_operand)
+            if inputs not in seen:
+                seen.add(inputs)
+                groups.setdefault(group, []).append((inputs, targets))
+            if len(seen) == total:
                 break
-        rows = list(pool.items())
-        n_ev = n_eval if len(rows) == total else max(1, len(rows) * n_eval // total)
-        parts = {"test": rows[:n_ev], "validation": rows[n_ev : 2 * n_ev], "train": rows[2 * n_ev :]}
+        n_ev = min(n_eval, len(seen) // 4) if len(seen) < total else n_eval
+        parts: dict[str, list[tuple[str, str]]] = {"test": [], "validation": [], "train": []}
+        for rows in groups.values():  # whole groups, in order of first appearance
+            split = next((s for s in ("test", "validation") if len(parts[s]) < n_ev), "train")
+            parts[split] += rows
         train = parts["train"]
         parts["train"] = [train[i % len(train)] for i in range(n_train)] if train else []
         out[name] = {

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from flanmoe.data.span_corruption import span_uncorrupt
-from flanmoe.data.tokenize import TokenizeConfig, tokenize_pairs, tokenize_prepared
+from flanmoe.data.tokenize import TokenizeConfig, get_tokenizer, tokenize_pairs, tokenize_prepared
 from flanmoe.data.tokenizer import EOS_ID, load_tokenizer
 
 WORDS = "the a river stone city king queen moves north south east west of in on under over seven red".split()
@@ -150,3 +150,9 @@ def test_empty_pairs_split(tokenized: tuple[Path, dict], tmp_path: Path) -> None
     out, stats = tokenize_pairs(empty, tok, _cfg(), tmp_path / "e.arrow", keep_text=True)
     assert len(out) == 0 and {"input_ids", "labels", "inputs"} <= set(out.column_names)
     assert stats["examples"] == 0 and stats["truncation_rate"] == 0.0
+
+
+def test_tokenizer_train_budget(prepared_dir: Path) -> None:
+    _, stats = get_tokenizer(prepared_dir, _cfg(tokenizer_train_mb=0.01))
+    assert 10_000 <= stats["train_chars"] < 10_000 + max(map(len, _docs(400)))
+    assert stats["source"] == "trained" and stats["vocab_size"] <= 400

@@ -105,6 +105,19 @@ def _encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in encode(texts)]
 
 
+def _first_chars(ds: datasets.Dataset, budget: int) -> tuple[list[str], int]:
+    """The first documents of ``ds["text"]`` up to ``budget`` characters, and their total size."""
+    texts: list[str] = []
+    size = 0
+    for batch in ds.select_columns(["text"]).iter(batch_size=1000):
+        for text in batch["text"]:
+            if size >= budget:
+                return texts, size
+            texts.append(text)
+            size += len(text)
+    return texts, size
+
+
 def get_tokenizer(prepared_dir: Path, cfg: TokenizeConfig) -> tuple[Tokenizer, dict]:
     """Load ``cfg.tokenizer_path`` or train one on up to ``tokenizer_train_mb`` of pretraining text."""
     t0 = time.perf_counter()
@@ -114,14 +127,7 @@ def get_tokenizer(prepared_dir: Path, cfg: TokenizeConfig) -> tuple[Tokenizer, d
     else:
         ds = datasets.load_from_disk(str(Path(prepared_dir) / "pretrain"))
         budget = int(cfg.tokenizer_train_mb * 1_000_000)
-        texts: list[str] = []
-        train_chars = 0
-        for batch in ds.select_columns(["text"]).iter(batch_size=1000):
-            for text in batch["text"]:
-                if train_chars >= budget:
-                    break
-                texts.append(text)
-                train_chars += len(text)
+        texts, train_chars = _first_chars(ds, budget)
         tok = train_tokenizer(texts, cfg.vocab_size, cfg.kind, cfg.num_sentinels, length=len(texts))
         source = "trained"
     tok.encode_special_tokens = True

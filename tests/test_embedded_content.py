@@ -102,7 +102,7 @@ def test_mmlu_skill_answers_are_correct():
         if row["subject"] == "elementary_mathematics":
             assert ans == str(eval(q.removeprefix("What is ").removesuffix("?")))
         elif row["subject"] == "measurement":
-            n, plural = re.search(r"in (\d+) (\w+)\?", q).groups()
+            n, plural = re.search(r"(\d+) (\w+)(?:\?| make)", q).groups()
             assert int(ans) == int(n) * units[plural]
 
 

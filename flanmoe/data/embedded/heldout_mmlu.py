@@ -95,7 +95,7 @@ def _lexicography_item(rng: random.Random) -> Item:
 def _measurement_item(rng: random.Random) -> Item:
     _, units, sub, per = rng.choice(UNIT_FACTS)
     n = rng.randint(2, 9 if per < 100 else 4)
-    q = f"How many {sub} are in {n} {units}?"
+    q = rng.choice(("How many {s} are in {n} {u}?", "{n} {u} make how many {s}?")).format(s=sub, n=n, u=units)
     return (q, *_num_choices(rng, n * per, [n + per, per, n * per + per]))
 
 
@@ -107,12 +107,17 @@ SKILL_GENERATORS: dict[str, Callable[[random.Random], Item]] = {
 
 
 def _skill_items(subject: str, rng: random.Random, n: int) -> list[Item]:
-    """Up to ``n`` items with distinct question text (gives up after many repeats)."""
+    """Up to ``n`` distinct items (gives up after many repeats).
+
+    Distinct means another question text; for lexicography, whose questions are few ('ends with
+    the letter d'), another set of words.
+    """
     items, seen = [], set()
     for _ in range(n * 20):
         it = SKILL_GENERATORS[subject](rng)
-        if it[0] not in seen:  # one question text once, so dev and test never share a question
-            seen.add(it[0])
+        key = (it[0], tuple(sorted(it[1]))) if subject == "lexicography" else it[0]
+        if key not in seen:
+            seen.add(key)
             items.append(it)
         if len(items) == n:
             break

@@ -1,0 +1,94 @@
+"""The main job end to end on a copy of the repo: `python -m pipelines.repro` (what `make run` calls)
+runs `dvc repro` under one MLflow parent run; a second call is a no-op; dvc push works."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flanmoe import tracking
+from tests.stage_helpers import REPO, TINY_EMBEDDED, shipped_params
+
+pytestmark = pytest.mark.slow
+
+
+def _copy_repo(dest: Path) -> None:
+    """The files a clean clone would have (tracked + not-ignored), committed in a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for p in ("dvc.lock", "metrics"):  # start as a fresh clone of a repo that never ran would
+        shutil.rmtree(dest / p, ignore_errors=True) if (dest / p).is_dir() else (dest / p).unlink(missing_ok=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    work = tmp_path / "repo"
+    work.mkdir()
+    _copy_repo(work)
+    params = shipped_params()
+    params["prepare"]["embedded"] = {**params["prepare"].get("embedded", {}), **TINY_EMBEDDED}
+    params["tokenize"].update(vocab_size=600, num_sentinels=20)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return work, env
+
+
+def _repro(work: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.repro"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_make_run_path(workspace):
+    work, env = workspace
+    _repro(work, env)
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "tokenize"}
+    assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
+    assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
+
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    try:
+        runs = tracking.search_runs("flan-moe")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    parents = [r for r in runs if r["tags"].get("pipeline") == "dvc repro"]
+    assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
+    children = {r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]}
+    assert set(children) == {"prepare", "tokenize"}
+    # the stage's input hash tag is the hash DVC recorded for that dependency
+    dep = {d["path"]: d["md5"] for d in lock["stages"]["tokenize"]["deps"]}
+    assert children["tokenize"]["tags"]["dvc.dep.data/prepared"] == dep["data/prepared"]
+    assert children["tokenize"]["metrics"]["pretrain.packing_efficiency"] >= 0.95
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+    assert children["prepare"]["tags"]["git_commit"].startswith(head)
+
+    # second call: DVC has nothing to do, and no MLflow run is made
+    proc = _repro(work, env)
+    assert "up to date" in proc.stdout
+    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    try:
+        assert len(tracking.search_runs("flan-moe")) == len(runs)
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+
+    # the default remote works out of the box
+    push = subprocess.run([sys.executable, "-m", "dvc", "push", "-q"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert push.returncode == 0, push.stderr
+    assert any((work / ".dvcstore").rglob("*"))

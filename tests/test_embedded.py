@@ -135,3 +135,16 @@ def test_config_validation():
         EmbeddedConfig(pretrain_mb=0)
     with pytest.raises(ValidationError):
         EmbeddedConfig(pretrain_mbb=1.0)
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [{"world_size": 4}, {"list_len": 10, "bbh_steps": 8, "max_operand": 3}, {"fewshot_k": 5, "bbh_steps": 1}],
+)
+def test_difficulty_knobs_at_their_limits_still_build(knobs):
+    s = build_suite(EmbeddedConfig(**{**SMALL, **knobs}))
+    assert len(s.flan) == SMALL["flan_per_family"] * len(INSTRUCTION_FAMILIES)
+    assert all(len(ds) == SMALL["bbh_per_task"] for ds in s.bbh.values())
+    assert all(
+        len(dd["test"]) > 0 and len(dd["train"]) == SMALL["finetune_train"] for dd in s.finetune.values()
+    )

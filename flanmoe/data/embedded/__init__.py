@@ -112,7 +112,8 @@ def _strings(cols: dict[str, list]) -> datasets.Dataset:
 def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
     """Generate the whole suite from ``cfg`` (deterministic, offline, a few seconds at defaults)."""
     world = build_world(cfg.seed, cfg.world_size)
-    ctx = GenContext(world, build_lexicon(cfg.seed), cfg.max_operand, cfg.list_len)
+    world_names = {e.name.lower() for es in world.entities.values() for e in es}
+    ctx = GenContext(world, build_lexicon(cfg.seed, world_names), cfg.max_operand, cfg.list_len)
     corpus = build_corpus(ctx, cfg.seed, int(cfg.pretrain_mb * 1e6), cfg.real_fraction, cfg.task_fraction)
     flan = build_mixture(
         ctx, cfg.seed, cfg.flan_per_family, cfg.fewshot_k, cfg.fewshot_fraction, cfg.options_fraction

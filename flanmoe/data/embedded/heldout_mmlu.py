@@ -41,8 +41,6 @@ def _knowledge_items(world: World, subject: str, rng: random.Random) -> list[Ite
             if k >= len(rel.questions):
                 continue
             pool = world.values(rel.kind, rel.attr) + list(_EXTRA_POOLS.get(rel.attr, ()))
-            if rel.attr == "legs":
-                pool += list(vocab.LEG_COUNTS)
             choices, ans = _choices(rng, ent.attrs[rel.attr], pool)
             items.append((vocab.fix_articles(rel.questions[k].format(s=ent.name)), choices, ans))
     return items

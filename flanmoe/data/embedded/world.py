@@ -294,7 +294,25 @@ def build_world(seed: int, size: int) -> World:
         "animal": animals,
         "element": elements,
     }
-    pools = {"continent": continents, "language": languages, "currency": currencies, "river": rivers}
+    pools = {
+        "continent": continents,
+        "language": languages,
+        "currency": currencies,
+        "river": rivers,
+        "capital": [c.name for c in cities],
+        "country": [c.name for c in countries],
+        "hometown": [c.name for c in cities],
+        "pet": [a.name for a in animals],
+        "discoverer": [p.name for p in people],
+        "product": list(vocab.PRODUCTS),
+        "habitat": list(vocab.HABITATS),
+        "color": list(vocab.COLORS),
+        "legs": list(vocab.LEG_COUNTS),
+        "state": list(vocab.STATES),
+        "instrument": list(vocab.INSTRUMENTS),
+        "profession": list(vocab.PROFESSIONS),
+        "diet": list(vocab.DIETS),
+    }
     return World(entities, pools)
 
 

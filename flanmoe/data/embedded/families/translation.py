@@ -16,10 +16,13 @@ fam = registrar(FAMILIES, "translation")
 LEXICON_SIZE = 60
 
 
-def build_lexicon(seed: int) -> dict[str, str]:
-    """English word -> Zorbic word for ``LEXICON_SIZE`` common words (sorted, seed-determined)."""
+def build_lexicon(seed: int, reserved: set[str] | None = None) -> dict[str, str]:
+    """English word -> Zorbic word for ``LEXICON_SIZE`` common words (sorted, seed-determined).
+
+    ``reserved`` (lowercase world names) are never used as Zorbic words.
+    """
     rng = random.Random(f"zorbic-{seed}")
-    names = vocab.NameMaker(rng)
+    names = vocab.NameMaker(rng, reserved)
     english = sorted(rng.sample(vocab.WORDS, LEXICON_SIZE))
     return {w: names.make(1, 2).lower() for w in english}
 

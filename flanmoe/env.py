@@ -1,12 +1,13 @@
-"""Offline switches: the project never needs the network at run time.
+"""The environment the project runs in: offline switches, and quiet progress bars in logs.
 
-Import this (and call ``apply_offline_env``) before importing ``datasets``/``huggingface_hub``:
-they read these variables at import time.
+``flanmoe/__init__.py`` applies it on import, before anything imports ``datasets`` or
+``huggingface_hub`` (they read these variables at import time). A value the user set wins.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 OFFLINE_ENV: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
@@ -23,3 +24,5 @@ def apply_offline_env() -> None:
     """Set the offline switches unless the user already set them (an explicit value wins)."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():  # progress bars in a log file (DVC, CI) are noise
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

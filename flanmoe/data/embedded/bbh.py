@@ -16,6 +16,24 @@ BBH_COLUMNS = ("input", "target")
 Generator = Callable[[random.Random, int], tuple[str, str]]
 
 
+def balanced_answers(*answers: str) -> Callable[[Generator], Generator]:
+    """Draw the answer uniformly first, then generate until it comes out: a constant guess scores chance."""
+
+    def wrap(gen: Generator) -> Generator:
+        def balanced(rng: random.Random, steps: int) -> tuple[str, str]:
+            want = rng.choice(answers)
+            while True:
+                inp, tgt = gen(rng, steps)
+                if tgt == want:
+                    return inp, tgt
+
+        balanced.__doc__ = gen.__doc__
+        return balanced
+
+    return wrap
+
+
+@balanced_answers("True", "False")
 def boolean_expressions(rng: random.Random, steps: int) -> tuple[str, str]:
     """'not ( True ) and ( True ) is' -> 'False' (Python precedence, as in BBH)."""
 
@@ -95,6 +113,7 @@ def object_counting(rng: random.Random, steps: int) -> tuple[str, str]:
     return f"I have {listing}. How many {_COUNT_CATEGORIES[cat]} do I have?", str(total)
 
 
+@balanced_answers("Yes", "No")
 def navigate(rng: random.Random, steps: int) -> tuple[str, str]:
     """Do the instructions return to the start? -> 'Yes' / 'No' (both BBH variants)."""
     back = rng.random() < 0.5

@@ -30,7 +30,8 @@ def test_family_examples_render_and_answer_is_an_option(fam, ctx):
         assert ex.answer and ex.answer in ex.options and len(set(ex.options)) == len(ex.options) >= 2
         for t in fam.templates:
             assert not re.search(r"\{[A-Za-z_]+\}", render_input(t, ex, True))  # every field filled
-        assert ex.answer in fam.plain_text(ex)
+        if fam.category != "reading_comprehension":  # its raw material is the passage alone
+            assert ex.answer in fam.plain_text(ex)
 
 
 def test_codes():

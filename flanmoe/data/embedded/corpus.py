@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from flanmoe.data.embedded import vocab
 from flanmoe.data.embedded.families import FAMILIES, GenContext
-from flanmoe.data.embedded.world import RELATIONS, Entity, World, state
+from flanmoe.data.embedded.world import RELATIONS, Entity, Relation, World, state
 
 C4_COLUMNS = ("text", "timestamp", "url")
 # (unit, its plural, smaller unit, how many): stated in the corpus, asked by MMLU "measurement"
@@ -88,17 +88,34 @@ def real_english_docs() -> Iterator[tuple[str, str]]:
             yield "\n\n".join(docs), f"https://docs.python.org/3/library/{path.stem}.html"
 
 
-def _entity_article(ent: Entity, world: World, rng: random.Random) -> str:
-    """An encyclopedia-style paragraph: the entity's facts, plus facts of entities linked to it."""
-    facts = [(r, ent) for r in RELATIONS if r.kind == ent.kind]
+Fact = tuple[Relation, Entity]
+
+
+def _links(world: World) -> tuple[dict[str, Entity], dict[str, list[Fact]]]:
+    """Entities by name, and for each name the facts whose value it is (its incoming links)."""
     names = {e.name: e for es in world.entities.values() for e in es}
+    incoming: dict[str, list[Fact]] = {}
+    for rel, ent in world.facts():
+        if ent.attrs[rel.attr] in names:
+            incoming.setdefault(ent.attrs[rel.attr], []).append((rel, ent))
+    return names, incoming
+
+
+def _entity_article(
+    ent: Entity, names: dict[str, Entity], incoming: dict[str, list[Fact]], rng: random.Random
+) -> str:
+    """An encyclopedia-style paragraph: the entity's facts, a few facts that point to it (the
+    cities of a country, the owners of an animal), and some facts of entities it links to."""
+    facts = [(r, ent) for r in RELATIONS if r.kind == ent.kind]
+    into = incoming.get(ent.name, [])
+    facts += rng.sample(into, min(3, len(into)))
     for attr in ent.attrs.values():  # follow links (capital, hometown, pet, discoverer) one hop
         if attr in names and rng.random() < 0.5:
             linked = names[attr]
             facts += rng.sample([(r, linked) for r in RELATIONS if r.kind == linked.kind], 2)
     rng.shuffle(facts)
     sents = [state(r, e, rng, rng.choice(_CONNECTIVES)) for r, e in facts]
-    return f"{ent.name}\n\n" + " ".join(sents)
+    return f"{ent.name[0].upper()}{ent.name[1:]}\n\n" + " ".join(sents)
 
 
 def _lexicon_doc(lexicon: dict[str, str], rng: random.Random) -> str:
@@ -121,6 +138,7 @@ def _units_doc(rng: random.Random) -> str:
 def world_docs(world: World, lexicon: dict[str, str], rng: random.Random) -> Iterator[tuple[str, str]]:
     """An endless stream of (text, url) documents about the world, cycling over its entities."""
     ents = [e for kind in sorted(world.entities) for e in world.entities[kind]]
+    names, incoming = _links(world)
     i = 0
     while True:
         order = list(ents)
@@ -128,7 +146,7 @@ def world_docs(world: World, lexicon: dict[str, str], rng: random.Random) -> Ite
         for ent in order:
             i += 1
             yield (
-                _entity_article(ent, world, rng),
+                _entity_article(ent, names, incoming, rng),
                 f"https://encyclopedia.embedded/wiki/{ent.name.replace(' ', '_')}",
             )
             if i % 10 == 0:

@@ -109,7 +109,7 @@ def _topic(rng: random.Random, ctx: GenContext) -> Example:
 @fam(
     "is_palindrome",
     ('Is "{w}" a palindrome?', "Does {w} read the same forwards and backwards?", "Palindrome check: {w}"),
-    "Is {w} a palindrome? {answer}.",
+    "Palindrome test for {w}: {answer}.",
 )
 def _palindrome(rng: random.Random, ctx: GenContext) -> Example:
     if rng.random() < 0.5:
@@ -127,7 +127,7 @@ def _palindrome(rng: random.Random, ctx: GenContext) -> Example:
         "Is this bracket sequence properly closed: {s}",
         "Check whether every bracket is matched: {s}",
     ),
-    "The sequence {s} balanced: {answer}.",
+    "Bracket sequence {s}, balanced: {answer}.",
 )
 def _balanced(rng: random.Random, ctx: GenContext) -> Example:
     seq = balanced_sequence(rng, rng.randint(1, 3))

@@ -84,7 +84,7 @@ def _reading_family(name: str, question: str, answer_key: str) -> None:
         q = question.format(**who)
         return Example({"p": text, "q": q, "Q": q[0].upper() + q[1:]}, ans, make_options(rng, ans, pool))
 
-    fam(name, _TEMPLATES, "{p} Question: {Q} Answer: {answer}.")(gen)
+    fam(name, _TEMPLATES, "{p}")(gen)  # raw material: the passage, no question
 
 
 _reading_family("passage_where", "where does {name} live?", "town")
@@ -93,7 +93,7 @@ _reading_family("passage_count", "how many {pet}s does {name} have?", "count")
 _reading_family("passage_who", "who is the {job}?", "name")
 
 
-@fam("passage_yes_no", _TEMPLATES, "{p} Question: {Q} Answer: {answer}.")
+@fam("passage_yes_no", _TEMPLATES, "{p}")
 def _passage_yes_no(rng: random.Random, ctx: GenContext) -> Example:
     text, people = passage(rng)
     who = rng.choice(people)

@@ -135,7 +135,7 @@ def _letter_at(rng: random.Random, ctx: GenContext) -> Example:
         "In a dictionary, which word appears first, {a} or {b}?",
         "Alphabetically, which is earlier: {a}, {b}?",
     ),
-    "Alphabetically, {answer} comes before the other of {a} and {b}.",
+    "Of {a} and {b}, {answer} comes first in alphabetical order.",
 )
 def _alpha_first(rng: random.Random, ctx: GenContext) -> Example:
     a, b = rng.sample(vocab.WORDS, 2)

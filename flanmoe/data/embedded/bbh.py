@@ -106,8 +106,7 @@ def object_counting(rng: random.Random, steps: int) -> tuple[str, str]:
     for w in targets + distract:
         n = 1 if rng.random() < 0.7 else 2
         total += n if w in targets else 0
-        plural = w + ("es" if w.endswith(("sh", "ch", "o")) and w not in ("piano", "cello") else "s")
-        items.append(vocab.fix_articles(f"a {w}") if n == 1 else f"two {plural}")
+        items.append(vocab.fix_articles(f"a {w}") if n == 1 else f"two {vocab.plural(w)}")
     rng.shuffle(items)
     listing = items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", and " + items[-1]
     return f"I have {listing}. How many {_COUNT_CATEGORIES[cat]} do I have?", str(total)

@@ -24,16 +24,16 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
         "fish",
         "duck",
     ),
-    "fruit": ("apple", "banana", "peach", "plum", "grape", "orange", "lemon", "cherry", "mango", "pear"),
+    "fruit": ("apple", "banana", "peach", "plum", "grape", "melon", "lemon", "cherry", "mango", "pear"),
     "vegetable": (
         "carrot",
         "onion",
         "potato",
         "cabbage",
-        "garlic",
-        "celery",
+        "turnip",
+        "pepper",
         "yam",
-        "lettuce",
+        "cucumber",
         "cauliflower",
     ),
     "instrument": (
@@ -241,3 +241,17 @@ _A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")
 def fix_articles(text: str) -> str:
     """'a engineer' -> 'an engineer' (templates write 'a {o}' for any value)."""
     return _A_BEFORE_VOWEL.sub(lambda m: m.group(1) + "n ", text)
+
+
+_IRREGULAR_PLURALS = {"mouse": "mice", "fish": "fish", "piano": "pianos", "cello": "cellos"}
+
+
+def plural(noun: str) -> str:
+    """English plural of a pool noun: 'cherry' -> 'cherries', 'peach' -> 'peaches'."""
+    if noun in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[noun]
+    if noun.endswith("y") and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    if noun.endswith(("s", "sh", "ch", "x", "o")):
+        return noun + "es"
+    return noun + "s"

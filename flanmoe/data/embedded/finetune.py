@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 
 from flanmoe.data.embedded import vocab
-from flanmoe.data.embedded.world import RELATIONS, World, state
+from flanmoe.data.embedded.world import KINDS, RELATIONS, World, state
 
 FINETUNE_COLUMNS = ("inputs", "targets", "task_name")
 # (inputs, targets, group): rows of one group (one world fact, one entity) never straddle splits
@@ -39,12 +39,9 @@ def list_sum(rng: random.Random, world: World, max_operand: int) -> tuple[str, s
     return inputs, str(sum(nums)), inputs
 
 
-_KINDS = ("country", "city", "person", "animal", "element")
-
-
 def entity_typing(rng: random.Random, world: World, max_operand: int) -> tuple[str, str, str]:
     """'What kind of thing is Toluma: a country, a city, a person, an animal or an element?' -> 'city'."""
-    kind = rng.choice(_KINDS)
+    kind = rng.choice(KINDS)
     ent = rng.choice(world.of(kind))
     tmpl = rng.choice(
         (

@@ -143,7 +143,7 @@ RELATIONS: tuple[Relation, ...] = (
             "The city of {s} is known for {o}.",
             "Merchants of {s} sell fine {o}.",
         ),
-        ("What is the city of {s} famous for?", "Which goods is {s} known for?"),
+        ("What is the city of {s} famous for?", "What goods is {s} known for?"),
         "world_geography",
     ),
     Relation(
@@ -214,7 +214,7 @@ KINDS = ("country", "city", "person", "animal", "element")
 
 @dataclass
 class World:
-    """All entities by kind, in generation order (stable), plus a name index."""
+    """All entities by kind, in generation order (stable), and the value pools of their attributes."""
 
     entities: dict[str, list[Entity]]
     pools: dict[str, list[str]]  # attr -> every invented value it may take (continent, language, ...)

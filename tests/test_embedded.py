@@ -20,6 +20,7 @@ from flanmoe.data.embedded import (
     EmbeddedConfig,
     EmbeddedSuite,
     build_suite,
+    summarize,
 )
 from flanmoe.data.embedded.families import FAMILIES
 
@@ -148,3 +149,9 @@ def test_difficulty_knobs_at_their_limits_still_build(knobs):
     assert all(
         len(dd["test"]) > 0 and len(dd["train"]) == SMALL["finetune_train"] for dd in s.finetune.values()
     )
+
+
+def test_summarize(suite):
+    sizes = summarize(suite)
+    assert sizes["flan_families"] == len(INSTRUCTION_FAMILIES) and sizes["flan_categories"] == len(CATEGORIES)
+    assert sizes["mmlu_dev_rows"] == 5 * len(HELDOUT_TASKS["mmlu"]) and 0.05 <= sizes["pretrain_mb"] < 0.2

@@ -134,6 +134,22 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
     )
 
 
+def summarize(suite: EmbeddedSuite) -> dict[str, float]:
+    """Flat sizes of a suite (for a stage's metrics JSON): rows per part, corpus MB, families."""
+    out: dict[str, float] = {
+        "pretrain_docs": len(suite.pretrain),
+        "pretrain_mb": round(sum(len(t.encode("utf-8")) for t in suite.pretrain["text"]) / 1e6, 3),
+        "flan_rows": len(suite.flan),
+        "flan_families": len(set(suite.flan["task_name"])),
+        "flan_categories": len({INSTRUCTION_FAMILIES.get(t, t) for t in set(suite.flan["task_name"])}),
+    }
+    out.update({f"mmlu_{split}_rows": len(ds) for split, ds in suite.mmlu.items()})
+    out["bbh_rows"] = sum(len(ds) for ds in suite.bbh.values())
+    for split in ("train", "validation", "test"):
+        out[f"finetune_{split}_rows"] = sum(len(dd[split]) for dd in suite.finetune.values())
+    return out
+
+
 __all__ = [
     "CATEGORIES",
     "CHANCE",
@@ -143,4 +159,5 @@ __all__ = [
     "EmbeddedConfig",
     "EmbeddedSuite",
     "build_suite",
+    "summarize",
 ]

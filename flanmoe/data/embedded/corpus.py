@@ -78,8 +78,14 @@ def real_english_docs() -> Iterator[tuple[str, str]]:
             tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
         except (SyntaxError, ValueError):
             continue
+        # module, top-level definitions and methods (walking every expression node is slow)
+        nodes: list[ast.AST] = [tree]
+        for node in tree.body:
+            nodes.append(node)
+            if isinstance(node, ast.ClassDef):
+                nodes += node.body
         docs = []
-        for node in ast.walk(tree):
+        for node in nodes:
             if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                 doc = ast.get_docstring(node)
                 if doc and len(doc) >= 200:  # short docstrings are mostly signatures, not prose

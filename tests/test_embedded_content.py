@@ -13,7 +13,7 @@ from flanmoe.data.embedded.corpus import UNIT_FACTS, build_corpus
 from flanmoe.data.embedded.families import FAMILIES, GenContext
 from flanmoe.data.embedded.families.classification import BRACKETS
 from flanmoe.data.embedded.families.translation import build_lexicon, caesar, pig_latin
-from flanmoe.data.embedded.mixture import render_input
+from flanmoe.data.embedded.mixture import render
 from flanmoe.data.embedded.world import HELDOUT_RELATIONS, build_world
 
 
@@ -29,7 +29,10 @@ def test_family_examples_render_and_answer_is_an_option(fam, ctx):
         ex = fam.generate(rng, ctx)
         assert ex.answer and ex.answer in ex.options and len(set(ex.options)) == len(ex.options) >= 2
         for t in fam.templates:
-            assert not re.search(r"\{[A-Za-z_]+\}", render_input(t, ex, True))  # every field filled
+            for style in ("none", "dash", "letter"):
+                inputs, target = render(t, ex, style)
+                assert not re.search(r"\{[A-Za-z_]+\}", inputs)  # every field filled
+                assert target == ex.answer or f"\n{target} {ex.answer}" in inputs
         if fam.category != "reading_comprehension":  # its raw material is the passage alone
             assert ex.answer in fam.plain_text(ex)
 

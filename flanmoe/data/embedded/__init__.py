@@ -63,6 +63,9 @@ class EmbeddedConfig(StrictModel):
     fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
     fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples
     options_fraction: float = Field(default=0.5, ge=0, le=1)  # share of examples with OPTIONS (*_opt)
+    letter_fraction: float = Field(
+        default=0.3, ge=0, le=1
+    )  # of those, share with (A)-lettered options and letter targets
     mmlu_per_subject: int = Field(default=40, gt=0)  # test questions per MMLU-style subject
     mmlu_val_per_subject: int = Field(default=10, ge=0)  # validation questions per subject (dev is 5)
     bbh_per_task: int = Field(default=50, gt=0)  # examples per BBH-style task (split test)
@@ -116,7 +119,13 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
     ctx = GenContext(world, build_lexicon(cfg.seed, world_names), cfg.max_operand, cfg.list_len)
     corpus = build_corpus(ctx, cfg.seed, int(cfg.pretrain_mb * 1e6), cfg.real_fraction, cfg.task_fraction)
     flan = build_mixture(
-        ctx, cfg.seed, cfg.flan_per_family, cfg.fewshot_k, cfg.fewshot_fraction, cfg.options_fraction
+        ctx,
+        cfg.seed,
+        cfg.flan_per_family,
+        cfg.fewshot_k,
+        cfg.fewshot_fraction,
+        cfg.options_fraction,
+        cfg.letter_fraction,
     )
     mmlu = build_mmlu(world, cfg.seed, cfg.mmlu_per_subject, cfg.mmlu_val_per_subject)
     bbh = build_bbh(cfg.seed, cfg.bbh_per_task, cfg.bbh_steps)

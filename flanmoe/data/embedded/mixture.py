@@ -12,41 +12,62 @@ FLAN_COLUMNS = ("inputs", "targets", "task_source", "task_name", "template_type"
 TASK_SOURCE = "Embedded"
 
 
-def render_input(template: str, ex: Example, with_options: bool) -> str:
-    """One instruction: the template filled with the example, then FLAN's OPTIONS block if asked."""
+OPTION_STYLES = ("none", "dash", "letter")
+LETTERS = "ABCDEFGH"
+
+
+def render(template: str, ex: Example, style: str) -> tuple[str, str]:
+    """One instruction and its target.
+
+    ``style``: ``none`` (no options), ``dash`` (FLAN's ``OPTIONS:`` block of ``- option`` lines,
+    target the answer text) or ``letter`` (``Options:`` with ``(A) option`` lines, target the
+    letter ``(A)``, as in BBH's multiple-choice tasks).
+    """
     text = vocab.fix_articles(template.format(**ex.fields))
-    if with_options:
-        text += "\n\nOPTIONS:\n- " + "\n- ".join(ex.options)
-    return text
+    if style == "dash":
+        return text + "\n\nOPTIONS:\n- " + "\n- ".join(ex.options), ex.answer
+    if style == "letter":
+        lines = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(ex.options))
+        return f"{text}\nOptions:\n{lines}", f"({LETTERS[ex.options.index(ex.answer)]})"
+    return text, ex.answer
 
 
-def render_fewshot(template: str, shots: list[Example], query: Example, with_options: bool) -> str:
+def render_fewshot(template: str, shots: list[Example], query: Example, style: str) -> tuple[str, str]:
     """FLAN few-shot layout: ``input\\ntarget`` per exemplar, blank lines between, then the query."""
-    parts = [f"{render_input(template, s, with_options)}\n{s.answer}" for s in shots]
-    return "\n\n".join(parts + [render_input(template, query, with_options)])
+    parts = ["\n".join(render(template, s, style)) for s in shots]
+    inputs, target = render(template, query, style)
+    return "\n\n".join(parts + [inputs]), target
 
 
 def family_rows(
-    fam: Family, ctx: GenContext, seed: int, n: int, k: int, fewshot_fraction: float, options_fraction: float
+    fam: Family,
+    ctx: GenContext,
+    seed: int,
+    n: int,
+    k: int,
+    fewshot_fraction: float,
+    options_fraction: float,
+    letter_fraction: float,
 ) -> list[dict[str, str]]:
-    """``n`` FLAN rows of one family; each row draws its template and template type at random."""
+    """``n`` FLAN rows of one family; each row draws its template, template type and option style."""
     rng = random.Random(f"flan-{seed}-{fam.name}")
     rows = []
     for _ in range(n):
         template = rng.choice(fam.templates)
         fewshot = rng.random() < fewshot_fraction
         with_opt = rng.random() < options_fraction
+        style = ("letter" if rng.random() < letter_fraction else "dash") if with_opt else "none"
         ex = fam.generate(rng, ctx)
         if fewshot:
             shots = [fam.generate(rng, ctx) for _ in range(k)]
-            inputs = render_fewshot(template, shots, ex, with_opt)
+            inputs, target = render_fewshot(template, shots, ex, style)
         else:
-            inputs = render_input(template, ex, with_opt)
+            inputs, target = render(template, ex, style)
         ttype = ("fs_" if fewshot else "zs_") + ("opt" if with_opt else "noopt")
         rows.append(
             {
                 "inputs": inputs,
-                "targets": ex.answer,
+                "targets": target,
                 "task_source": TASK_SOURCE,
                 "task_name": fam.name,
                 "template_type": ttype,
@@ -56,11 +77,19 @@ def family_rows(
 
 
 def build_mixture(
-    ctx: GenContext, seed: int, per_family: int, k: int, fewshot_fraction: float, options_fraction: float
+    ctx: GenContext,
+    seed: int,
+    per_family: int,
+    k: int,
+    fewshot_fraction: float,
+    options_fraction: float,
+    letter_fraction: float,
 ) -> dict[str, list[str]]:
     """The whole instruction mixture as FLAN columns, rows shuffled across families."""
     rows = []
     for fam in FAMILIES:
-        rows += family_rows(fam, ctx, seed, per_family, k, fewshot_fraction, options_fraction)
+        rows += family_rows(
+            fam, ctx, seed, per_family, k, fewshot_fraction, options_fraction, letter_fraction
+        )
     random.Random(f"flan-order-{seed}").shuffle(rows)
     return {c: [r[c] for r in rows] for c in FLAN_COLUMNS}

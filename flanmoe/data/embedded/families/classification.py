@@ -140,7 +140,7 @@ def _balanced(rng: random.Random, ctx: GenContext) -> Example:
         )
     s = " ".join(seq)
     ok = _is_balanced(seq)
-    return Example({"s": s}, "yes" if ok else "no", ("yes", "no"))
+    return Example({"s": s}, "Yes" if ok else "No", ("Yes", "No"))  # BBH casing, as navigate
 
 
 def _is_balanced(seq: list[str]) -> bool:

@@ -98,8 +98,8 @@ def _passage_yes_no(rng: random.Random, ctx: GenContext) -> Example:
     text, people = passage(rng)
     who = rng.choice(people)
     if rng.random() < 0.5:
-        town, ans = who["town"], "yes"
+        town, ans = who["town"], "Yes"
     else:
-        town, ans = rng.choice([t for t in TOWNS if t != who["town"]]), "no"
+        town, ans = rng.choice([t for t in TOWNS if t != who["town"]]), "No"
     q = f"does {who['name']} live in {town}?"
-    return Example({"p": text, "q": q, "Q": q[0].upper() + q[1:]}, ans, ("yes", "no"))
+    return Example({"p": text, "q": q, "Q": q[0].upper() + q[1:]}, ans, ("Yes", "No"))

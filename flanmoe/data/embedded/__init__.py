@@ -63,15 +63,11 @@ class EmbeddedConfig(StrictModel):
     fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
     fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples
     options_fraction: float = Field(default=0.5, ge=0, le=1)  # share of examples with OPTIONS (*_opt)
-    letter_fraction: float = Field(
-        default=0.3, ge=0, le=1
-    )  # of those, share with (A)-lettered options and letter targets
+    letter_fraction: float = Field(default=0.3, ge=0, le=1)  # of *_opt: share with (A) options, letter target
     mmlu_per_subject: int = Field(default=40, gt=0)  # test questions per MMLU-style subject
     mmlu_val_per_subject: int = Field(default=10, ge=0)  # validation questions per subject (dev is 5)
     bbh_per_task: int = Field(default=50, gt=0)  # examples per BBH-style task (split test)
-    bbh_steps: int = Field(
-        default=2, ge=1, le=8
-    )  # BBH difficulty: operators, moves, words, bracket pairs per example
+    bbh_steps: int = Field(default=2, ge=1, le=8)  # BBH difficulty: operators, moves, words, brackets
     finetune_train: int = Field(default=1000, gt=0)  # train examples per fine-tuning task
     finetune_eval: int = Field(default=100, gt=0)  # validation and test examples per fine-tuning task
     max_operand: int = Field(default=20, ge=3)  # arithmetic difficulty: largest operand

@@ -66,6 +66,8 @@ FINETUNE_TASKS: dict[str, Generator] = {
     "entity_typing": entity_typing,
     "acronym": acronym,
 }
+# binary tasks whose answers are kept balanced, so a constant guess scores chance
+BALANCED = {"fact_verification": ("true", "false")}
 
 
 def build_finetune(
@@ -84,9 +86,14 @@ def build_finetune(
         rng = random.Random(f"finetune-{seed}-{name}")
         groups: dict[str, list[tuple[str, str]]] = {}
         seen: set[str] = set()
+        counts = dict.fromkeys(BALANCED.get(name, ()), 0)
         for _ in range(total * 20):
             inputs, targets, group = gen(rng, world, max_operand)
+            if counts and counts[targets] > min(counts.values()):
+                continue  # this answer is ahead: wait for the other one
             if inputs not in seen:
+                if counts:
+                    counts[targets] += 1
                 seen.add(inputs)
                 groups.setdefault(group, []).append((inputs, targets))
             if len(seen) == total:

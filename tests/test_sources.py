@@ -113,3 +113,17 @@ def test_cap_is_a_seeded_sample(fixtures):
 def test_source_spec_combinations(kw, key):
     with pytest.raises(ValidationError, match=f"{key}: "):
         SourceSpec(**kw)
+
+
+def test_empty_file_or_split_is_an_error(tmp_path):
+    (tmp_path / "flan.jsonl").write_text("")
+    with pytest.raises(SourceError, match=r"source 'flan': .*flan\.jsonl: file is empty"):
+        load_source("flan", SourceSpec(kind="local", path=str(tmp_path / "flan.jsonl")), seed=0)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(c, pa.string()) for c in SCHEMAS["flan"][0]])
+    pq.write_table(schema.empty_table(), tmp_path / "flan.parquet")
+    # datasets refuses a zero-row parquet itself: the error still names the source and the file
+    with pytest.raises(SourceError, match=r"source 'flan' \(.*flan\.parquet"):
+        load_source("flan", SourceSpec(kind="local", path=str(tmp_path / "flan.parquet")), seed=0)

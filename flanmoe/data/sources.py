@@ -86,6 +86,8 @@ def _load_split(spec: SourceSpec, role: str, split: str, config: str | None,
             if optional and "{split}" in (spec.path or ""):
                 return None
             raise SourceError(f"source '{role}': file not found: {p}")
+        if p.is_file() and p.stat().st_size == 0:
+            raise SourceError(f"source '{role}': {p}: file is empty")
         if builder is None and not p.is_dir():
             raise SourceError(f"source '{role}': {p}: unsupported file type "
                               f"(use {', '.join(sorted(_FILE_BUILDERS))} or a dataset directory)")
@@ -127,6 +129,8 @@ def cap(ds: datasets.Dataset, max_examples: int | None, seed: int) -> datasets.D
 def _finish(ds: datasets.Dataset, role: str, where: str, spec: SourceSpec, seed: int,
             task: str | None = None) -> datasets.Dataset:
     check_columns(ds, role, where)
+    if len(ds) == 0:  # datasets cannot load back an empty saved split; and it is surely a mistake
+        raise SourceError(f"source '{role}' ({where}): no rows")
     ds = ds.select_columns(list(SCHEMAS[role][0]) + (["task_name"] if role == "finetune"
                                                      and "task_name" in ds.column_names else []))
     if role == "finetune" and "task_name" not in ds.column_names:

@@ -1,0 +1,158 @@
+"""Forward+backward time of our MoE layer vs a dense FFN of equal active FLOPs, and vs Hugging Face's
+``SwitchTransformersSparseMLP``, on the same tokens (CPU).
+
+    python bench/moe_layer.py [--tokens 4096] [--repeats 7] [--threads 2] [--json out.json]
+
+Rows: router (top-1 / top-2) x E (8, 64). Columns, all medians over interleaved repeats:
+- dense: gated-GELU FFN with d_ff (top-1) or 2*d_ff (top-2): the same active FLOPs as the MoE layer;
+- ours: our MoE layer, dropless (every token through exactly k experts: the equal-FLOPs comparison),
+  including router, aux losses, dispatch and combine; ours/dense is the target ratio;
+- ours_cf: our layer with capacity factor 1.25 (tokens over capacity dropped);
+- hf: ``SwitchTransformersSparseMLP`` (top-1 only) with the same d_model, d_ff, E and capacity
+  factor 1.25. Its experts are 2-matmul ReLU FFNs (2/3 of our FLOPs per expert); hf/ours_cf > 1
+  means ours is faster despite doing more work.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: E402  (imports follow the sys.path fix below)
+import sys
+from pathlib import Path
+
+# Run as `python bench/x.py`: put the repo root, not bench/, first on the path (bench/tokenize.py
+# would shadow the stdlib module of that name).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import time
+
+import torch
+
+from flanmoe.model.config import MoEConfig
+from flanmoe.model.layers import GatedGeluFFN
+from flanmoe.model.moe import MoELayer
+
+
+def keep_freed_memory() -> None:
+    """glibc returns big freed blocks to the OS, so every step page-faults its tensors afresh; keep
+    blocks up to 32 MiB in the heap instead (same for every model measured here)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except OSError:  # not glibc
+        pass
+
+
+def hf_switch_layer(d_model: int, d_ff: int, num_experts: int, tokens: int, capacity_factor: float):
+    """HF's Switch MoE MLP (bench-only import)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import SwitchTransformersConfig
+    from transformers.models.switch_transformers.modeling_switch_transformers import (
+        SwitchTransformersSparseMLP,
+    )
+
+    cfg = SwitchTransformersConfig(
+        d_model=d_model,
+        d_ff=d_ff,
+        num_experts=num_experts,
+        expert_capacity=math.ceil(capacity_factor * tokens / num_experts),
+        router_jitter_noise=0.0,
+    )
+    return SwitchTransformersSparseMLP(cfg)
+
+
+def fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> float:
+    """Seconds for one forward + backward (aux loss included for our MoE layer)."""
+    for p in layer.parameters():
+        p.grad = None
+    x = x.detach().requires_grad_()
+    t0 = time.perf_counter()
+    out = layer(x)
+    if isinstance(out, tuple):  # ours: (y, MoEAux)
+        y, aux = out
+        loss = (y * grad).sum() + aux.loss
+    else:
+        loss = (out * grad).sum()
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--d-ff", type=int, default=1024)
+    ap.add_argument("--experts", type=int, nargs="+", default=[8, 64])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face layer")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    torch.manual_seed(0)
+    T, d, f = args.tokens, args.d_model, args.d_ff
+    x = torch.randn(1, T, d)
+    rows = []
+    for E in args.experts:
+        for name, k in (("switch", 1), ("gshard", 2)):
+            moe = dict(num_experts=E, router=name, min_capacity=0)
+            layers = {
+                "dense": GatedGeluFFN(d, k * f),
+                "ours": MoELayer.from_config(MoEConfig(**moe, dropless=True), name, d, f),
+                "ours_cf": MoELayer.from_config(MoEConfig(**moe, capacity_factor_train=1.25), name, d, f),
+            }
+            if k == 1 and not args.no_hf:
+                layers["hf"] = hf_switch_layer(d, f, E, T, 1.25)
+            grad = torch.randn(1, T, d)
+            times: dict[str, list[float]] = {n: [] for n in layers}
+            for layer in layers.values():  # warm-up
+                layer.train()
+                fwd_bwd(layer, x, grad)
+            order = list(layers)
+            for _ in range(args.repeats):  # interleaved, shuffled: load drifts hit every variant alike
+                random.shuffle(order)
+                for n in order:
+                    times[n].append(fwd_bwd(layers[n], x, grad))
+            med = {n: statistics.median(v) * 1e3 for n, v in times.items()}
+            row = {"router": name, "k": k, "experts": E, **{f"{n}_ms": round(v, 2) for n, v in med.items()}}
+            row["ours/dense"] = round(med["ours"] / med["dense"], 3)
+            row["ours_cf/dense"] = round(med["ours_cf"] / med["dense"], 3)
+            if "hf" in med:
+                row["hf/ours_cf"] = round(med["hf"] / med["ours_cf"], 2)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+    head = f"{'router':8} {'E':>3} {'dense ms':>9} {'ours ms':>8} {'ours/dense':>10} {'cf1.25 ms':>9} {'cf/dense':>8} {'hf ms':>8} {'hf/ours_cf':>10}"
+    print(
+        f"\nMoE layer fwd+bwd, {T} tokens, d_model {d}, d_ff {f}, {args.threads} threads, median of {args.repeats}"
+    )
+    print(head)
+    for r in rows:
+        hf = (
+            f"{r['hf_ms']:8.1f} {r['hf/ours_cf']:10.2f}"
+            if "hf_ms" in r
+            else f"{'n/a':>8} {'(top-1 only)':>10}"
+        )
+        print(
+            f"{r['router']:8} {r['experts']:>3} {r['dense_ms']:9.1f} {r['ours_ms']:8.1f} {r['ours/dense']:10.3f} "
+            f"{r['ours_cf_ms']:9.1f} {r['ours_cf/dense']:8.3f} {hf}"
+        )
+    if args.json:
+        meta = dict(tokens=T, d_model=d, d_ff=f, threads=args.threads, repeats=args.repeats)
+        meta.update(torch=torch.__version__, machine=platform.machine(), processor=platform.processor())
+        args.json.write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

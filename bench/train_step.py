@@ -1,0 +1,162 @@
+"""Tokens/s of a full training step (forward + backward + AdamW) of our MoE models vs Hugging Face's
+``SwitchTransformersForConditionalGeneration`` built from a config of the same shapes (random init,
+no download, HF_HUB_OFFLINE=1).
+
+    python bench/train_step.py [--presets tiny small] [--steps 6] [--quick] [--json out.json]
+
+Both: Switch top-1, E experts in every 2nd block of each stack, capacity factor 1.25, untied
+embeddings, no dropout, router z-loss and load-balancing loss on. Differences kept as they are: our
+FFNs/experts are T5.1.1 gated-GELU (3 matrices), HF's Switch experts are ReLU (2 matrices), so HF
+does less work per token; HF routes per sequence, ours per batch. tokens = input + target tokens.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: E402  (imports follow the sys.path fix below)
+import sys
+from pathlib import Path
+
+# Run as `python bench/x.py`: put the repo root, not bench/, first on the path (bench/tokenize.py
+# would shadow the stdlib module of that name).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from flanmoe.model.config import ModelConfig
+from flanmoe.model.flops import accounting
+from flanmoe.model.transformer import build_model
+
+
+def keep_freed_memory() -> None:
+    """glibc returns big freed blocks to the OS, so every step page-faults its tensors afresh; keep
+    blocks up to 32 MiB in the heap instead (same for every model measured here)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except OSError:  # not glibc
+        pass
+
+
+def hf_model(cfg: ModelConfig, vocab: int, enc_len: int, dec_len: int) -> torch.nn.Module:
+    """HF Switch Transformer with the shapes of ``cfg`` (bench-only import)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
+
+    moe = cfg.moe
+    assert moe is not None
+    hf_cfg = SwitchTransformersConfig(
+        vocab_size=vocab,
+        d_model=cfg.d_model,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
+        num_heads=cfg.num_heads,
+        num_layers=cfg.num_encoder_layers,
+        num_decoder_layers=cfg.num_decoder_layers,
+        num_sparse_encoder_layers=cfg.num_encoder_layers // moe.moe_every,
+        num_sparse_decoder_layers=cfg.num_decoder_layers // moe.moe_every,
+        num_experts=moe.num_experts,
+        expert_capacity=math.ceil(moe.capacity_factor_train * max(enc_len, dec_len) / moe.num_experts),
+        router_jitter_noise=0.0,
+        dropout_rate=0.0,
+        router_z_loss_coef=1e-3,
+        router_aux_loss_coef=moe.load_balance_coef,
+        tie_word_embeddings=False,
+        decoder_start_token_id=0,
+    )
+    return SwitchTransformersForConditionalGeneration(hf_cfg)
+
+
+def make_step(model: torch.nn.Module, hf: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)  # same optimizer for both
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        t0 = time.perf_counter()
+        if hf:
+            out = model(input_ids=x, attention_mask=x != 0, labels=y, output_router_logits=True)
+        else:
+            out = model(x, x != 0, labels=y)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--experts", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--enc-len", type=int, default=128)
+    ap.add_argument("--dec-len", type=int, default=32)
+    ap.add_argument("--vocab", type=int, default=8000, help="the project tokenizer's default size")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per model (after 2 warm-up steps)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="batch 8, 3 steps: about a minute")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.quick:
+        args.batch, args.steps = 8, 3
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    torch.manual_seed(0)
+    B, S, T, V = args.batch, args.enc_len, args.dec_len, args.vocab
+    rows = []
+    for preset in args.presets:
+        cfg = ModelConfig(preset=preset, moe={"num_experts": args.experts, "router": "switch"})
+        steps = {
+            "ours": make_step(build_model(cfg, V).train(), hf=False),
+            "hf": make_step(hf_model(cfg, V, S, T).train(), hf=True),
+        }
+        x = torch.randint(3, V, (B, S))
+        y = torch.randint(3, V, (B, T))
+        times: dict[str, list[float]] = {n: [] for n in steps}
+        for step in steps.values():  # warm-up: first steps pay lazy init and optimizer state allocation
+            for _ in range(2):
+                step(x, y)
+        for i in range(args.steps):  # interleaved
+            for n in list(steps) if i % 2 == 0 else list(steps)[::-1]:
+                times[n].append(steps[n](x, y))
+        tok = B * (S + T)
+        tps = {n: tok / statistics.median(v) for n, v in times.items()}
+        acct = accounting(cfg, V, S, T)
+        row = dict(
+            preset=preset,
+            params=acct.params,
+            active_params=acct.active_params,
+            train_flops_per_token=acct.train_flops_per_token,
+            ours_tokens_per_s=round(tps["ours"], 1),
+            hf_tokens_per_s=round(tps["hf"], 1),
+            speedup=round(tps["ours"] / tps["hf"], 2),
+        )
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"\nTraining step (fwd+bwd+AdamW), batch {B} x ({S} in + {T} out), vocab {V}, E={args.experts}, "
+          f"{args.threads} threads, median of {args.steps}")  # fmt: skip
+    print(f"{'preset':7} {'params':>10} {'GFLOP/tok':>9} {'ours tok/s':>10} {'hf tok/s':>9} {'ours/hf':>7}")
+    for r in rows:
+        print(
+            f"{r['preset']:7} {r['params']:>10,} {r['train_flops_per_token'] / 1e9:9.3f} "
+            f"{r['ours_tokens_per_s']:10.0f} {r['hf_tokens_per_s']:9.0f} {r['speedup']:7.2f}"
+        )
+    if args.json:
+        meta = dict(batch=B, enc_len=S, dec_len=T, vocab=V, experts=args.experts, threads=args.threads)
+        meta.update(steps=args.steps, torch=torch.__version__, machine=platform.machine())
+        args.json.write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -147,16 +147,23 @@ def main() -> None:
             ours_tokens_per_s=round(tps["ours"], 1),
             hf_tokens_per_s=round(tps["hf"], 1),
             speedup=round(tps["ours"] / tps["hf"], 2),
+            # HF's ReLU experts/FFNs have 2 of our 3 matrices: its FLOPs/token are ours minus 1/3 of the FFN part
+            hf_train_flops_per_token=3 * (acct.forward_flops_per_token - acct.breakdown["ffn"] / 3),
         )
+        row["flops_speedup"] = round(
+            row["speedup"] * acct.train_flops_per_token / row["hf_train_flops_per_token"], 2
+        )  # achieved FLOP/s ours / HF
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"\nTraining step (fwd+bwd+AdamW), batch {B} x ({S} in + {T} out), vocab {V}, E={args.experts}, "
           f"{args.threads} threads, median of {args.steps}")  # fmt: skip
-    print(f"{'preset':7} {'params':>10} {'GFLOP/tok':>9} {'ours tok/s':>10} {'hf tok/s':>9} {'ours/hf':>7}")
+    print(f"{'preset':7} {'params':>12} {'GFLOP/tok':>9} {'hf GFLOP/tok':>12} {'ours tok/s':>10} {'hf tok/s':>9} "
+          f"{'ours/hf tok/s':>13} {'ours/hf FLOP/s':>14}")  # fmt: skip
     for r in rows:
         print(
-            f"{r['preset']:7} {r['params']:>10,} {r['train_flops_per_token'] / 1e9:9.3f} "
-            f"{r['ours_tokens_per_s']:10.0f} {r['hf_tokens_per_s']:9.0f} {r['speedup']:7.2f}"
+            f"{r['preset']:7} {r['params']:>12,} {r['train_flops_per_token'] / 1e9:9.3f} "
+            f"{r['hf_train_flops_per_token'] / 1e9:12.3f} {r['ours_tokens_per_s']:10.0f} {r['hf_tokens_per_s']:9.0f} "
+            f"{r['speedup']:13.2f} {r['flops_speedup']:14.2f}"
         )
     if args.json:
         meta = dict(batch=B, enc_len=S, dec_len=T, vocab=V, experts=args.experts, threads=args.threads)

@@ -214,3 +214,16 @@ def test_gradcheck(router: str) -> None:
     y, aux_loss = f(x, *params)
     (y.square().sum() + aux_loss).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)  # router and experts
+
+
+def test_router_fp32_and_expert_dropout() -> None:
+    torch.manual_seed(6)
+    layer = MoELayer.from_config(MoEConfig(num_experts=E, dropless=True, expert_dropout=0.5), "switch", D, F)
+    layer = layer.to(torch.bfloat16)
+    x = torch.randn(16, D, dtype=torch.bfloat16)
+    assert layer.router.logits(x).dtype == torch.float32  # selective precision
+    layer.eval()
+    y_eval, _ = layer(x)
+    assert y_eval.dtype == torch.bfloat16 and torch.equal(y_eval, layer(x)[0])  # no dropout in eval
+    layer.train()
+    assert not torch.equal(layer(x)[0], y_eval)  # expert dropout active in training

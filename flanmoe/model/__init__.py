@@ -1,1 +1,37 @@
-"""T5.1.1-style encoder-decoder with MoE layers: config, modules, FLOPs accounting."""
+"""T5.1.1-style encoder-decoder with MoE layers: config, modules, FLOPs accounting.
+
+Entry points for the trainer and evaluation::
+
+    cfg = ModelConfig(preset="tiny", moe=arch_presets()["switch"])   # or model_config_for_arch("switch")
+    model = build_model(cfg, vocab_size=tokenizer_vocab)
+    out = model(input_ids, attention_mask, labels=labels)             # Seq2SeqOutput
+    out.loss.backward()                                               # lm_loss + aux_loss
+    ids = model.eval().generate(input_ids, attention_mask, max_new_tokens=32, eos_id=1)
+    acct = accounting(cfg, vocab_size, enc_len, dec_len)              # params, FLOPs/token
+"""
+
+from flanmoe.model.config import ModelConfig, MoEConfig, arch_presets, model_config_for_arch
+from flanmoe.model.flops import Accounting, accounting, active_param_count, dense_twin, param_count
+from flanmoe.model.moe import MoEAux, MoELayer
+from flanmoe.model.router import RouterStats
+from flanmoe.model.transformer import FlanMoEModel, KVCache, Seq2SeqOutput, build_model, shift_right
+
+__all__ = [
+    "Accounting",
+    "FlanMoEModel",
+    "KVCache",
+    "ModelConfig",
+    "MoEAux",
+    "MoEConfig",
+    "MoELayer",
+    "RouterStats",
+    "Seq2SeqOutput",
+    "accounting",
+    "active_param_count",
+    "arch_presets",
+    "build_model",
+    "dense_twin",
+    "model_config_for_arch",
+    "param_count",
+    "shift_right",
+]

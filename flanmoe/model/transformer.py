@@ -266,7 +266,8 @@ class FlanMoEModel(nn.Module):
         use_cache: bool = True,
     ) -> Tensor:
         """Greedy decoding: ``[B, S]`` -> generated ids ``[B, <= max_new_tokens]`` (no start token;
-        after a sequence's eos, pad). Stops early once every sequence has produced eos."""
+        after a sequence's eos, pad). Stops early once every sequence has produced eos. Call
+        ``model.eval()`` first (dropout, eval capacity factor)."""
         from flanmoe.model.generate import greedy_generate
 
         return greedy_generate(self, input_ids, attention_mask, max_new_tokens, eos_id, use_cache)

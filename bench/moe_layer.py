@@ -24,17 +24,15 @@ from pathlib import Path
 # would shadow the stdlib module of that name).
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import os
+from bench.cpu import prepare_cpu
 
-# Transparent huge pages for torch's CPU allocations (before torch is imported): a fresh 64 MiB
-# gradient of stacked expert weights otherwise costs ~16k page faults per step. Same for every
-# model measured here; THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+prepare_cpu()  # before torch is imported
 
 
 import argparse
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -45,19 +43,6 @@ import torch
 from flanmoe.model.config import MoEConfig
 from flanmoe.model.layers import GatedGeluFFN
 from flanmoe.model.moe import MoELayer
-
-
-def keep_freed_memory() -> None:
-    """glibc returns big freed blocks to the OS, so every step page-faults its tensors afresh; keep
-    blocks up to 32 MiB in the heap instead (same for every model measured here)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except OSError:  # not glibc
-        pass
 
 
 def hf_switch_layer(d_model: int, d_ff: int, num_experts: int, tokens: int, capacity_factor: float):
@@ -106,7 +91,6 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    keep_freed_memory()
     torch.manual_seed(0)
     T, d, f = args.tokens, args.d_model, args.d_ff
     x = torch.randn(1, T, d)

@@ -20,17 +20,15 @@ from pathlib import Path
 # would shadow the stdlib module of that name).
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import os
+from bench.cpu import prepare_cpu
 
-# Transparent huge pages for torch's CPU allocations (before torch is imported): a fresh 64 MiB
-# gradient of stacked expert weights otherwise costs ~16k page faults per step. Same for every
-# model measured here; THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+prepare_cpu()  # before torch is imported
 
 
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -40,19 +38,6 @@ import torch
 from flanmoe.model.config import ModelConfig
 from flanmoe.model.flops import accounting
 from flanmoe.model.transformer import build_model
-
-
-def keep_freed_memory() -> None:
-    """glibc returns big freed blocks to the OS, so every step page-faults its tensors afresh; keep
-    blocks up to 32 MiB in the heap instead (same for every model measured here)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except OSError:  # not glibc
-        pass
 
 
 def hf_model(cfg: ModelConfig, vocab: int, enc_len: int, dec_len: int) -> torch.nn.Module:
@@ -117,7 +102,6 @@ def main() -> None:
     if args.quick:
         args.batch, args.steps = 8, 3
     torch.set_num_threads(args.threads)
-    keep_freed_memory()
     torch.manual_seed(0)
     B, S, T, V = args.batch, args.enc_len, args.dec_len, args.vocab
     rows = []

@@ -43,8 +43,10 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
             if m:  # a cross-field check named the key it is about
                 path.append(m.group(1))
                 msg = m.group(2)
-        if e["type"] not in ("extra_forbidden", "missing") and "input" in e and not isinstance(
-            e["input"], dict | list
+        if (
+            e["type"] not in ("extra_forbidden", "missing")
+            and "input" in e
+            and not isinstance(e["input"], dict | list)
         ):
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"{'.'.join(p for p in path if p) or '<root>'}: {msg}")

@@ -57,10 +57,12 @@ class StageRun:
     def log_params(self, params: Mapping[str, object]) -> None:
         items = [(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_CALL):
-            mlflow.log_params(dict(items[i:i + _MAX_PARAMS_PER_CALL]))
+            mlflow.log_params(dict(items[i : i + _MAX_PARAMS_PER_CALL]))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        clean = {
+            k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         if clean:
             mlflow.log_metrics(clean, step=step)
 
@@ -75,8 +77,9 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def start_run(run_name: str, experiment: str, tags: Mapping[str, object] | None = None,
-              parent_run_id: str | None = None) -> Iterator[StageRun]:
+def start_run(
+    run_name: str, experiment: str, tags: Mapping[str, object] | None = None, parent_run_id: str | None = None
+) -> Iterator[StageRun]:
     """Open a run (a child of ``parent_run_id`` or of ``$FLANMOE_PARENT_RUN_ID`` if set).
 
     The run ends FINISHED, or FAILED if the body raises.
@@ -84,8 +87,9 @@ def start_run(run_name: str, experiment: str, tags: Mapping[str, object] | None 
     exp_id = ensure_experiment(experiment)
     parent = parent_run_id or os.environ.get(PARENT_ENV) or None
     run_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags,
-                          parent_run_id=parent) as run:
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=run_name, tags=run_tags, parent_run_id=parent
+    ) as run:
         yield StageRun(run.info.run_id)
 
 
@@ -97,6 +101,14 @@ def search_runs(experiment: str, filter_string: str = "") -> list[dict]:
     if exp is None:
         return []
     runs = client.search_runs([exp.experiment_id], filter_string=filter_string)
-    return [{"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-             "params": dict(r.data.params), "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)}
-            for r in runs]
+    return [
+        {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+            "tags": dict(r.data.tags),
+        }
+        for r in runs
+    ]

@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     from stages.common import git_commit
 
     name = time.strftime("repro-%Y%m%d-%H%M%S")
-    with tracking.start_run(name, params.base.experiment,
-                            tags={"pipeline": "dvc repro", "git_commit": git_commit()}) as run:
+    with tracking.start_run(
+        name, params.base.experiment, tags={"pipeline": "dvc repro", "git_commit": git_commit()}
+    ) as run:
         rc = _dvc("repro", *argv, env={**os.environ, tracking.PARENT_ENV: run.run_id})
         run.set_tags({"dvc.returncode": rc})
         if rc != 0:

@@ -80,10 +80,15 @@ def input_hashes(stage: str) -> dict[str, str]:
 def git_commit() -> str | None:
     """HEAD's commit, with ``-dirty`` when tracked files have uncommitted changes."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -117,20 +122,34 @@ def write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
+def without_timings(obj):
+    """``obj`` less every key ending in ``seconds``: metrics files tracked by git and DVC hold only
+    what the same params reproduce (timings go to MLflow)."""
+    if isinstance(obj, dict):
+        return {k: without_timings(v) for k, v in obj.items() if not str(k).endswith("seconds")}
+    return obj
+
+
 def load_params() -> Params:
     """Validate the whole params.yaml (exit 2 with dotted keys on any error)."""
     return load_params_or_exit(os.environ.get("FLANMOE_PARAMS", "params.yaml"))
 
 
 @contextlib.contextmanager
-def tracked_run(stage: str, params: Params, sections: list[str],
-                tags: dict[str, object] | None = None) -> Iterator[object]:
+def tracked_run(
+    stage: str, params: Params, sections: list[str], tags: dict[str, object] | None = None
+) -> Iterator[object]:
     """An MLflow run for one stage: flattened params of ``sections``, tags ``stage``, git commit and
     the DVC hashes of the stage's data inputs; the stage's wall time is logged as ``stage_seconds``."""
     from flanmoe import tracking  # mlflow is slow to import: only once validation passed
 
-    run_tags = {"stage": stage.partition("@")[0], "variant": stage.partition("@")[2] or None,
-                "git_commit": git_commit(), **input_hashes(stage), **(tags or {})}
+    run_tags = {
+        "stage": stage.partition("@")[0],
+        "variant": stage.partition("@")[2] or None,
+        "git_commit": git_commit(),
+        **input_hashes(stage),
+        **(tags or {}),
+    }
     name = stage if "@" not in stage else stage.replace("@", ":")
     with tracking.start_run(name, params.base.experiment, tags=run_tags) as run:
         run.log_params({k: v for s in sections for k, v in flatten(getattr(params, s), f"{s}.").items()})

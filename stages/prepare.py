@@ -11,7 +11,16 @@ import time
 
 from flanmoe.data import prepared
 from flanmoe.data.sources import SourceError, cap, check_columns, load_source
-from stages.common import DATA, METRICS, atomic_dir, fail, load_params, tracked_run, write_json
+from stages.common import (
+    DATA,
+    METRICS,
+    atomic_dir,
+    fail,
+    load_params,
+    tracked_run,
+    without_timings,
+    write_json,
+)
 
 OUT = DATA / "prepared"
 
@@ -28,8 +37,10 @@ def _embedded_part(suite, role: str, max_examples: int | None, seed: int):
     if isinstance(obj, datasets.Dataset):  # pretrain, flan
         return checked(obj, "embedded")
     if role == "finetune":  # {task: DatasetDict}
-        return {task: datasets.DatasetDict({s: checked(ds, f"embedded {task} {s}") for s, ds in dd.items()})
-                for task, dd in obj.items()}
+        return {
+            task: datasets.DatasetDict({s: checked(ds, f"embedded {task} {s}") for s, ds in dd.items()})
+            for task, dd in obj.items()
+        }
     # mmlu: its splits; bbh: one split per task
     return datasets.DatasetDict({k: checked(ds, f"embedded {k}") for k, ds in obj.items()})
 
@@ -68,13 +79,16 @@ def main() -> None:
         metrics.update(prepared.summarize(obj, role))
     metrics["pretrain.text_mb"] = round(sum(len(t.encode()) for t in data["pretrain"]["text"]) / 1e6, 3)
     metrics["flan.tasks"] = len(set(data["flan"]["task_name"]))
-    write_json(METRICS / "prepare.json", metrics)
+    write_json(METRICS / "prepare.json", without_timings(metrics))
     kinds = {role: getattr(params.prepare, role).kind for role in prepared.ROLES}
-    with tracked_run("prepare", params, ["base", "prepare"],
-                     tags={f"source.{r}": k for r, k in kinds.items()}) as run:
+    with tracked_run(
+        "prepare", params, ["base", "prepare"], tags={f"source.{r}": k for r, k in kinds.items()}
+    ) as run:
         run.log_metrics(metrics)
-        run.log_dict({"outputs": {role: prepared.summarize(obj, role) for role, obj in data.items()}},
-                     "prepare_summary.json")
+        run.log_dict(
+            {"outputs": {role: prepared.summarize(obj, role) for role, obj in data.items()}},
+            "prepare_summary.json",
+        )
     print(f"prepare: wrote {OUT} ({', '.join(f'{k}={v}' for k, v in metrics.items() if k.endswith('rows'))})")
 
 

@@ -8,7 +8,7 @@ are. Stats go to metrics/tokenize.json and MLflow; tokenizer.json is logged as a
 from __future__ import annotations
 
 from flanmoe.config import flatten
-from stages.common import DATA, METRICS, fail, load_params, tracked_run, write_json
+from stages.common import DATA, METRICS, fail, load_params, tracked_run, without_timings, write_json
 
 PREPARED = DATA / "prepared"
 OUT = DATA / "tokenized"
@@ -28,14 +28,18 @@ def main() -> None:
         except (OSError, ValueError) as e:
             fail(f"tokenize.tokenizer_path ({cfg.tokenizer_path}): {e}")
     stats = tokenize_prepared(PREPARED, OUT, cfg)
-    metrics = {k: v for k, v in flatten(stats).items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    write_json(METRICS / "tokenize.json", stats)
+    metrics = {
+        k: v for k, v in flatten(stats).items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    write_json(METRICS / "tokenize.json", without_timings(stats))
     with tracked_run("tokenize", params, ["base", "tokenize"]) as run:
         run.log_metrics(metrics)
         run.log_artifact(OUT / "tokenizer.json")
     pre = stats.get("pretrain", {})
-    print(f"tokenize: wrote {OUT} (pretrain packing efficiency "
-          f"{pre.get('packing_efficiency', float('nan')):.3f}, {stats.get('seconds', 0):.1f} s)")
+    print(
+        f"tokenize: wrote {OUT} (pretrain packing efficiency "
+        f"{pre.get('packing_efficiency', float('nan')):.3f}, {stats.get('seconds', 0):.1f} s)"
+    )
 
 
 if __name__ == "__main__":

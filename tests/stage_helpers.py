@@ -13,8 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 
 # the embedded suite at a size that builds in a second or two
-TINY_EMBEDDED = {"pretrain_mb": 0.05, "flan_per_family": 4, "fewshot_k": 1, "mmlu_per_subject": 4,
-                 "bbh_per_task": 4, "finetune_train": 8, "finetune_eval": 4}
+TINY_EMBEDDED = {
+    "pretrain_mb": 0.05,
+    "flan_per_family": 4,
+    "fewshot_k": 1,
+    "mmlu_per_subject": 4,
+    "bbh_per_task": 4,
+    "finetune_train": 8,
+    "finetune_eval": 4,
+}
 BBH_TASKS = ["boolean_expressions", "word_sorting"]
 FT_TASKS = ["sentiment", "copy"]
 
@@ -26,8 +33,12 @@ def local_sources() -> dict:
         "pretrain": {"kind": "local", "path": str(f / "c4_hub"), "name": "en"},
         "flan": {"kind": "local", "path": str(f / "flan" / "flan-sample.jsonl")},
         "mmlu": {"kind": "local", "path": str(f / "mmlu_hub"), "name": "all"},
-        "bbh": {"kind": "local", "path": str(f / "bbh") + "/{config}.json", "field": "examples",
-                "configs": BBH_TASKS},
+        "bbh": {
+            "kind": "local",
+            "path": str(f / "bbh") + "/{config}.json",
+            "field": "examples",
+            "configs": BBH_TASKS,
+        },
         "finetune": {"kind": "local", "path": str(f / "finetune_hub"), "configs": FT_TASKS},
     }
 
@@ -48,8 +59,9 @@ def write_params(workdir: Path, **sections) -> dict:
 def run_stage(stage: str, workdir: Path, check: bool = True, **env) -> subprocess.CompletedProcess:
     """``python -m stages.<stage>`` in ``workdir``, MLflow logging to a store inside it."""
     full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns.db'}", **env}
-    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=full_env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=full_env, capture_output=True, text=True
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

@@ -35,22 +35,28 @@ def _with(repo_root, dotted: str, value) -> dict:
     return data
 
 
-@pytest.mark.parametrize(("dotted", "value", "expected"), [
-    # unknown key (a typo), at top level, in a section, and deep in a nested model
-    ("base.sede", 1, "base.sede: unknown key"),
-    ("pretrian", {}, "pretrian: unknown key"),
-    ("prepare.mmlu.max_exmaples", 5, "prepare.mmlu.max_exmaples: unknown key"),
-    # wrong type
-    ("base.seed", "abc", "base.seed: Input should be a valid integer"),
-    ("prepare.flan.kind", "s3", "prepare.flan.kind: Input should be 'embedded', 'hub' or 'local'"),
-    # out of range
-    ("base.seed", -1, "base.seed: Input should be greater than or equal to 0"),
-    ("prepare.bbh.max_examples", 0, "prepare.bbh.max_examples: Input should be greater than 0"),
-    # invalid combination
-    ("prepare.mmlu", {"kind": "hub"}, "prepare.mmlu.path: required with kind 'hub'"),
-    ("prepare.pretrain", {"kind": "embedded", "path": "x.jsonl"},
-     "prepare.pretrain.path: not used with kind 'embedded'"),
-])
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        # unknown key (a typo), at top level, in a section, and deep in a nested model
+        ("base.sede", 1, "base.sede: unknown key"),
+        ("pretrian", {}, "pretrian: unknown key"),
+        ("prepare.mmlu.max_exmaples", 5, "prepare.mmlu.max_exmaples: unknown key"),
+        # wrong type
+        ("base.seed", "abc", "base.seed: Input should be a valid integer"),
+        ("prepare.flan.kind", "s3", "prepare.flan.kind: Input should be 'embedded', 'hub' or 'local'"),
+        # out of range
+        ("base.seed", -1, "base.seed: Input should be greater than or equal to 0"),
+        ("prepare.bbh.max_examples", 0, "prepare.bbh.max_examples: Input should be greater than 0"),
+        # invalid combination
+        ("prepare.mmlu", {"kind": "hub"}, "prepare.mmlu.path: required with kind 'hub'"),
+        (
+            "prepare.pretrain",
+            {"kind": "embedded", "path": "x.jsonl"},
+            "prepare.pretrain.path: not used with kind 'embedded'",
+        ),
+    ],
+)
 def test_bad_params_name_the_dotted_key(repo_root, dotted, value, expected):
     lines = _error(_with(repo_root, dotted, value))
     assert len(lines) == 1, lines

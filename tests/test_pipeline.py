@@ -18,15 +18,22 @@ pytestmark = pytest.mark.slow
 
 def _copy_repo(dest: Path) -> None:
     """The files a clean clone would have (tracked + not-ignored), committed in a fresh git repo."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in files:
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     for p in ("dvc.lock", "metrics"):  # start as a fresh clone of a repo that never ran would
-        shutil.rmtree(dest / p, ignore_errors=True) if (dest / p).is_dir() else (dest / p).unlink(missing_ok=True)
+        shutil.rmtree(dest / p, ignore_errors=True) if (dest / p).is_dir() else (dest / p).unlink(
+            missing_ok=True
+        )
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -42,14 +49,18 @@ def workspace(tmp_path):
     params["prepare"]["embedded"] = {**params["prepare"].get("embedded", {}), **TINY_EMBEDDED}
     params["tokenize"].update(vocab_size=600, num_sentinels=20)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     return work, env
 
 
 def _repro(work: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "pipelines.repro"], cwd=work, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.repro"], cwd=work, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
@@ -69,13 +80,17 @@ def test_make_run_path(workspace):
         del os.environ["MLFLOW_TRACKING_URI"]
     parents = [r for r in runs if r["tags"].get("pipeline") == "dvc repro"]
     assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
-    children = {r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]}
+    children = {
+        r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]
+    }
     assert set(children) == {"prepare", "tokenize"}
     # the stage's input hash tag is the hash DVC recorded for that dependency
     dep = {d["path"]: d["md5"] for d in lock["stages"]["tokenize"]["deps"]}
     assert children["tokenize"]["tags"]["dvc.dep.data/prepared"] == dep["data/prepared"]
     assert children["tokenize"]["metrics"]["pretrain.packing_efficiency"] >= 0.95
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True
+    ).stdout.strip()
     assert children["prepare"]["tags"]["git_commit"].startswith(head)
 
     # second call: DVC has nothing to do, and no MLflow run is made
@@ -88,7 +103,8 @@ def test_make_run_path(workspace):
         del os.environ["MLFLOW_TRACKING_URI"]
 
     # the default remote works out of the box
-    push = subprocess.run([sys.executable, "-m", "dvc", "push", "-q"], cwd=work, env=env,
-                          capture_output=True, text=True)
+    push = subprocess.run(
+        [sys.executable, "-m", "dvc", "push", "-q"], cwd=work, env=env, capture_output=True, text=True
+    )
     assert push.returncode == 0, push.stderr
     assert any((work / ".dvcstore").rglob("*"))

@@ -16,10 +16,14 @@ FORMS = {
     "pretrain": ({"path": "c4/c4-sample.jsonl"}, {"path": "c4_hub", "name": "en"}),
     "flan": ({"path": "flan/flan-sample.jsonl"}, {"path": "flan_hub"}),
     "mmlu": ({"path": "mmlu/{split}.jsonl"}, {"path": "mmlu_hub", "name": "all"}),
-    "bbh": ({"path": "bbh/{config}.json", "field": "examples", "configs": BBH_TASKS},
-            {"path": "bbh_hub", "configs": BBH_TASKS}),
-    "finetune": ({"path": "finetune/{config}/{split}.jsonl", "configs": FT_TASKS},
-                 {"path": "finetune_hub", "configs": FT_TASKS}),
+    "bbh": (
+        {"path": "bbh/{config}.json", "field": "examples", "configs": BBH_TASKS},
+        {"path": "bbh_hub", "configs": BBH_TASKS},
+    ),
+    "finetune": (
+        {"path": "finetune/{config}/{split}.jsonl", "configs": FT_TASKS},
+        {"path": "finetune_hub", "configs": FT_TASKS},
+    ),
 }
 
 
@@ -79,8 +83,9 @@ def test_missing_column_names_source_and_column(tmp_path, role):
     row = {c: ("x" if c != "choices" else ["a", "b", "c", "d"]) for c in required if c != dropped}
     row["extra"] = "y"
     (tmp_path / "d.jsonl").write_text(json.dumps(row) + "\n")
-    spec = SourceSpec(kind="local", path=str(tmp_path / "d.jsonl"),
-                      configs=["t"] if role in ("bbh", "finetune") else None)
+    spec = SourceSpec(
+        kind="local", path=str(tmp_path / "d.jsonl"), configs=["t"] if role in ("bbh", "finetune") else None
+    )
     with pytest.raises(SourceError, match=f"source '{role}'.*missing required column '{dropped}'"):
         load_source(role, spec, seed=0)
 
@@ -105,11 +110,14 @@ def test_cap_is_a_seeded_sample(fixtures):
     assert all(r in full.to_list() for r in a.to_list())
 
 
-@pytest.mark.parametrize(("kw", "key"), [
-    ({"kind": "hub"}, "path"),
-    ({"kind": "local", "path": "x.jsonl", "configs": []}, "configs"),
-    ({"kind": "embedded", "path": "x.jsonl"}, "path"),
-])
+@pytest.mark.parametrize(
+    ("kw", "key"),
+    [
+        ({"kind": "hub"}, "path"),
+        ({"kind": "local", "path": "x.jsonl", "configs": []}, "configs"),
+        ({"kind": "embedded", "path": "x.jsonl"}, "path"),
+    ],
+)
 def test_source_spec_combinations(kw, key):
     with pytest.raises(ValidationError, match=f"{key}: "):
         SourceSpec(**kw)

@@ -17,7 +17,8 @@ def _fake_prepared(tmp_path):
     import datasets
 
     datasets.Dataset.from_dict({"text": ["hello world"] * 4}).save_to_disk(
-        str(tmp_path / "data" / "prepared" / "pretrain"))
+        str(tmp_path / "data" / "prepared" / "pretrain")
+    )
 
 
 def test_missing_tokenizer_file_names_the_key(tmp_path):

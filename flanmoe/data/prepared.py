@@ -53,8 +53,9 @@ def load(root: Path, role: str):
     """Read one role back: Dataset, DatasetDict, or ``{task: DatasetDict}`` for finetune."""
     root = Path(root)
     if role == "finetune":
-        return {p.name: datasets.load_from_disk(str(p)) for p in sorted((root / role).iterdir())
-                if p.is_dir()}
+        return {
+            p.name: datasets.load_from_disk(str(p)) for p in sorted((root / role).iterdir()) if p.is_dir()
+        }
     return datasets.load_from_disk(str(root / role))
 
 

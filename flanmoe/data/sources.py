@@ -36,8 +36,13 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # roles whose data comes one config (task) at a time
 PER_TASK_ROLES = ("bbh", "finetune")
 # splits a source must provide (others listed in SCHEMAS are optional)
-REQUIRED_SPLITS = {"pretrain": ("train",), "flan": ("train",), "mmlu": ("test",), "bbh": ("test",),
-                   "finetune": ("train", "test")}
+REQUIRED_SPLITS = {
+    "pretrain": ("train",),
+    "flan": ("train",),
+    "mmlu": ("test",),
+    "bbh": ("test",),
+    "finetune": ("train", "test"),
+}
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -74,8 +79,9 @@ def _builder_for(path: str) -> str | None:
     return _FILE_BUILDERS.get(Path(path).suffix.lower())
 
 
-def _load_split(spec: SourceSpec, role: str, split: str, config: str | None,
-                optional: bool) -> datasets.Dataset | None:
+def _load_split(
+    spec: SourceSpec, role: str, split: str, config: str | None, optional: bool
+) -> datasets.Dataset | None:
     """One split of one config; None when an optional split is absent."""
     name = config if config is not None else spec.name
     path = spec.path.format(config=config or "", split=split) if spec.path else ""
@@ -89,8 +95,10 @@ def _load_split(spec: SourceSpec, role: str, split: str, config: str | None,
         if p.is_file() and p.stat().st_size == 0:
             raise SourceError(f"source '{role}': {p}: file is empty")
         if builder is None and not p.is_dir():
-            raise SourceError(f"source '{role}': {p}: unsupported file type "
-                              f"(use {', '.join(sorted(_FILE_BUILDERS))} or a dataset directory)")
+            raise SourceError(
+                f"source '{role}': {p}: unsupported file type "
+                f"(use {', '.join(sorted(_FILE_BUILDERS))} or a dataset directory)"
+            )
     try:
         if builder is not None:
             kwargs = {"field": spec.field} if spec.field and builder == "json" else {}
@@ -104,10 +112,17 @@ def _load_split(spec: SourceSpec, role: str, split: str, config: str | None,
     except FileNotFoundError as e:
         raise SourceError(f"source '{role}': not found: {path} ({e})") from e
     except Exception as e:  # the hub offline, a corrupt file: name what failed
-        hint = (" (the project runs offline: HF_HUB_OFFLINE=0 to reach the hub, or point `path` at a "
-                "local copy)") if "offline" in str(e).lower() else ""
-        raise SourceError(f"source '{role}' ({path}, config {name!r}, split {split!r}): "
-                          f"{type(e).__name__}: {e}{hint}") from e
+        hint = (
+            (
+                " (the project runs offline: HF_HUB_OFFLINE=0 to reach the hub, or point `path` at a "
+                "local copy)"
+            )
+            if "offline" in str(e).lower()
+            else ""
+        )
+        raise SourceError(
+            f"source '{role}' ({path}, config {name!r}, split {split!r}): {type(e).__name__}: {e}{hint}"
+        ) from e
 
 
 def check_columns(ds: datasets.Dataset, role: str, where: str) -> None:
@@ -115,8 +130,10 @@ def check_columns(ds: datasets.Dataset, role: str, where: str) -> None:
     required, _ = SCHEMAS[role]
     missing = [c for c in required if c not in ds.column_names]
     if missing:
-        raise SourceError(f"source '{role}' ({where}): missing required column '{missing[0]}' "
-                          f"(has: {', '.join(ds.column_names)})")
+        raise SourceError(
+            f"source '{role}' ({where}): missing required column '{missing[0]}' "
+            f"(has: {', '.join(ds.column_names)})"
+        )
 
 
 def cap(ds: datasets.Dataset, max_examples: int | None, seed: int) -> datasets.Dataset:
@@ -126,13 +143,16 @@ def cap(ds: datasets.Dataset, max_examples: int | None, seed: int) -> datasets.D
     return ds.shuffle(seed=seed).select(range(max_examples)).flatten_indices()
 
 
-def _finish(ds: datasets.Dataset, role: str, where: str, spec: SourceSpec, seed: int,
-            task: str | None = None) -> datasets.Dataset:
+def _finish(
+    ds: datasets.Dataset, role: str, where: str, spec: SourceSpec, seed: int, task: str | None = None
+) -> datasets.Dataset:
     check_columns(ds, role, where)
     if len(ds) == 0:  # datasets cannot load back an empty saved split; and it is surely a mistake
         raise SourceError(f"source '{role}' ({where}): no rows")
-    ds = ds.select_columns(list(SCHEMAS[role][0]) + (["task_name"] if role == "finetune"
-                                                     and "task_name" in ds.column_names else []))
+    ds = ds.select_columns(
+        list(SCHEMAS[role][0])
+        + (["task_name"] if role == "finetune" and "task_name" in ds.column_names else [])
+    )
     if role == "finetune" and "task_name" not in ds.column_names:
         ds = ds.add_column("task_name", [task] * len(ds))
     return cap(ds, spec.max_examples, seed)
@@ -161,18 +181,26 @@ def load_source(role: str, spec: SourceSpec, seed: int):
     if not spec.configs:
         raise SourceError(f"source '{role}': list its tasks under `configs`")
     if role == "bbh":
-        return datasets.DatasetDict({
-            task: _finish(_load_split(spec, role, "test", task, optional=False), role,
-                          f"{spec.path} config {task}", spec, seed)
-            for task in spec.configs
-        })
+        return datasets.DatasetDict(
+            {
+                task: _finish(
+                    _load_split(spec, role, "test", task, optional=False),
+                    role,
+                    f"{spec.path} config {task}",
+                    spec,
+                    seed,
+                )
+                for task in spec.configs
+            }
+        )
     out = {}
     for task in spec.configs:  # finetune
         parts = {}
         for split in splits:
             ds = _load_split(spec, role, split, task, optional=split not in REQUIRED_SPLITS[role])
             if ds is not None:
-                parts[split] = _finish(ds, role, f"{spec.path} config {task} split {split}", spec,
-                                       seed, task=task)
+                parts[split] = _finish(
+                    ds, role, f"{spec.path} config {task} split {split}", spec, seed, task=task
+                )
         out[task] = datasets.DatasetDict(parts)
     return out

@@ -7,7 +7,9 @@ and the file or column named.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 from flanmoe.data import prepared
 from flanmoe.data.sources import SourceError, cap, check_columns, load_source
@@ -63,8 +65,24 @@ def load_all(params) -> dict:
     return data
 
 
+def warn_untracked_paths(params) -> None:
+    """A local source outside data/raw/ is no DVC dependency: say so (changes there rerun nothing)."""
+    raw = (DATA / "raw").resolve()
+    for role in prepared.ROLES:
+        spec = getattr(params.prepare, role)
+        if spec.kind == "local":
+            root = Path(spec.path.split("{")[0]).resolve()
+            if raw != root and raw not in root.parents:
+                print(
+                    f"warning: prepare.{role}.path ({spec.path}) is outside data/raw/: "
+                    "DVC will not rerun prepare when it changes",
+                    file=sys.stderr,
+                )
+
+
 def main() -> None:
     params = load_params()
+    warn_untracked_paths(params)
     t0 = time.perf_counter()
     try:
         data = load_all(params)

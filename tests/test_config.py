@@ -55,6 +55,11 @@ def _with(repo_root, dotted: str, value) -> dict:
             {"kind": "embedded", "path": "x.jsonl"},
             "prepare.pretrain.path: not used with kind 'embedded'",
         ),
+        (
+            "prepare.flan",
+            {"kind": "local", "path": "f.jsonl", "revision": "v1"},
+            "prepare.flan.revision: only for kind 'hub'",
+        ),
     ],
 )
 def test_bad_params_name_the_dotted_key(repo_root, dotted, value, expected):

@@ -14,7 +14,9 @@ from tests.stage_helpers import FT_TASKS, TINY_EMBEDDED, local_sources, run_stag
 
 def test_local_sources_layout_metrics_and_mlflow(tmp_path):
     write_params(tmp_path, prepare=local_sources())
-    run_stage("prepare", tmp_path)
+    proc = run_stage("prepare", tmp_path)
+    # fixtures live outside data/raw/: DVC would not see them change, and the stage says so
+    assert "warning: prepare.flan.path" in proc.stderr and "outside data/raw/" in proc.stderr
     out = tmp_path / "data" / "prepared"
     assert sorted(p.name for p in out.iterdir()) == sorted(prepared.ROLES)
     assert datasets.load_from_disk(str(out / "pretrain")).num_rows == 3
@@ -88,3 +90,17 @@ def test_bad_source_exits_2_and_leaves_nothing(tmp_path, role, spec, message):
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["prepared"]
     assert [p.name for p in (tmp_path / "data" / "prepared").iterdir()] == ["marker"]
     assert not (tmp_path / "metrics").exists()
+
+
+def test_local_sources_under_data_raw_need_no_warning(tmp_path, fixtures):
+    import shutil
+
+    shutil.copytree(fixtures, tmp_path / "data" / "raw")
+    sources = {
+        role: {**spec, "path": spec["path"].replace(str(fixtures), "data/raw")}
+        for role, spec in local_sources().items()
+    }
+    write_params(tmp_path, prepare=sources)
+    proc = run_stage("prepare", tmp_path)
+    assert "warning" not in proc.stderr
+    assert prepared.load(tmp_path / "data" / "prepared", "mmlu")["test"].num_rows == 3

@@ -20,7 +20,7 @@ from flanmoe.params_base import StrictModel
 
 SourceKind = Literal["embedded", "hub", "local"]
 
-# role -> (required columns, splits: "one" (a single split), or the split names it may have)
+# role -> (required columns, the split names it may have)
 SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # C4 (allenai/c4): text, timestamp, url. Only `text` is needed to pretrain.
     "pretrain": (("text",), ("train",)),
@@ -33,8 +33,6 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # single-task fine-tuning sets, FLAN-like pairs: one config per task.
     "finetune": (("inputs", "targets"), ("train", "validation", "test")),
 }
-# roles whose data comes one config (task) at a time
-PER_TASK_ROLES = ("bbh", "finetune")
 # splits a source must provide (others listed in SCHEMAS are optional)
 REQUIRED_SPLITS = {
     "pretrain": ("train",),
@@ -59,17 +57,20 @@ class SourceSpec(StrictModel):
     name: str | None = None  # dataset config (cais/mmlu: "all"); per-task roles use `configs`
     configs: list[str] | None = None  # bbh/finetune: one config per task (the task names)
     split: str | None = None  # single-split roles: which split of the source to read (default train)
+    revision: str | None = None  # hub: a commit sha or tag of the dataset repo, for reproducibility
     field: str | None = None  # json files whose records sit under a key (real BBH files: "examples")
     max_examples: int | None = Field(default=None, gt=0)  # cap per split (per task), for fast runs
 
     @model_validator(mode="after")
     def _check(self) -> SourceSpec:
         if self.kind == "embedded":
-            for key in ("path", "name", "configs", "split", "field"):
+            for key in ("path", "name", "configs", "split", "field", "revision"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key}: not used with kind 'embedded' (remove it)")
         elif not self.path:
             raise ValueError(f"path: required with kind '{self.kind}'")
+        if self.revision is not None and self.kind != "hub":
+            raise ValueError(f"revision: only for kind 'hub' (this source is '{self.kind}')")
         if self.configs is not None and not self.configs:
             raise ValueError("configs: must list at least one config")
         return self
@@ -104,7 +105,7 @@ def _load_split(
             kwargs = {"field": spec.field} if spec.field and builder == "json" else {}
             # a file holds one split: name it after the split we asked for
             return datasets.load_dataset(builder, data_files={split: path}, split=split, **kwargs)
-        return datasets.load_dataset(path, name=name, split=split)
+        return datasets.load_dataset(path, name=name, split=split, revision=spec.revision)
     except ValueError as e:  # datasets says "Unknown split" when a split is absent
         if optional and "split" in str(e).lower():
             return None

@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 # DVC stages call `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench mlflow-ui clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/tokenize.py
 	$(BIN)/python bench/moe_layer.py
 	$(BIN)/python bench/train_step.py --quick
+
+# The MLflow UI on the local store, bound to 127.0.0.1 (Ctrl-C stops it and its worker).
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(STAMP)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db \
+		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 clean:
 	rm -rf data/prepared data/tokenized metrics

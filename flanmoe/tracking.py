@@ -52,7 +52,6 @@ class StageRun:
 
     def __init__(self, run_id: str):
         self.run_id = run_id
-        self._client = MlflowClient()
 
     def log_params(self, params: Mapping[str, object]) -> None:
         items = [(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
@@ -93,10 +92,10 @@ def start_run(
         yield StageRun(run.info.run_id)
 
 
-def search_runs(experiment: str, filter_string: str = "") -> list[dict]:
-    """Runs of ``experiment`` as plain dicts: ``run_id``, ``status``, ``params``, ``metrics``, ``tags``."""
-    mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
+def search_runs(experiment: str, filter_string: str = "", uri: str | None = None) -> list[dict]:
+    """Runs of ``experiment`` in the store ``uri`` (default ``tracking_uri()``) as plain dicts:
+    ``run_id``, ``run_name``, ``status``, ``params``, ``metrics``, ``tags``."""
+    client = MlflowClient(tracking_uri=uri or tracking_uri())
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

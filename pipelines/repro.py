@@ -20,7 +20,7 @@ def _dvc(*args: str, env: dict | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    params = load_params_or_exit(os.environ.get("FLANMOE_PARAMS", "params.yaml"))
+    params = load_params_or_exit()
     if not argv and _dvc("status", "--quiet") == 0:
         print("dvc: data and pipelines are up to date; nothing to run.")
         return 0

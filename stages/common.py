@@ -72,7 +72,7 @@ def input_hashes(stage: str) -> dict[str, str]:
     out = {}
     for dep in stage_deps(stage):
         p = Path(dep)
-        if p.exists() and p.suffix != ".py" and not str(dep).startswith(("flanmoe", "stages")):
+        if p.exists() and not dep.startswith(("flanmoe/", "stages/")):
             out[f"dvc.dep.{dep}"] = dvc_md5(p)
     return out
 
@@ -132,7 +132,7 @@ def without_timings(obj):
 
 def load_params() -> Params:
     """Validate the whole params.yaml (exit 2 with dotted keys on any error)."""
-    return load_params_or_exit(os.environ.get("FLANMOE_PARAMS", "params.yaml"))
+    return load_params_or_exit()
 
 
 @contextlib.contextmanager
@@ -150,8 +150,7 @@ def tracked_run(
         **input_hashes(stage),
         **(tags or {}),
     }
-    name = stage if "@" not in stage else stage.replace("@", ":")
-    with tracking.start_run(name, params.base.experiment, tags=run_tags) as run:
+    with tracking.start_run(stage.replace("@", ":"), params.base.experiment, tags=run_tags) as run:
         run.log_params({k: v for s in sections for k, v in flatten(getattr(params, s), f"{s}.").items()})
         t0 = time.perf_counter()
         yield run

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from flanmoe.data import prepared
-from flanmoe.data.sources import SourceError, cap, check_columns, load_source
+from flanmoe.data.sources import SourceError, checked, load_source
 from stages.common import (
     DATA,
     METRICS,
@@ -28,23 +28,22 @@ OUT = DATA / "prepared"
 
 
 def _embedded_part(suite, role: str, max_examples: int | None, seed: int):
-    """One role of the embedded suite, schema-checked and capped like any other source."""
+    """One role of the embedded suite, checked and capped like any other source."""
     import datasets
 
-    def checked(ds: datasets.Dataset, where: str) -> datasets.Dataset:
-        check_columns(ds, role, where)
-        return cap(ds, max_examples, seed)
+    def check(ds: datasets.Dataset, where: str) -> datasets.Dataset:
+        return checked(ds, role, f"embedded {where}".strip(), max_examples, seed)
 
     obj = getattr(suite, role)
     if isinstance(obj, datasets.Dataset):  # pretrain, flan
-        return checked(obj, "embedded")
+        return check(obj, "")
     if role == "finetune":  # {task: DatasetDict}
         return {
-            task: datasets.DatasetDict({s: checked(ds, f"embedded {task} {s}") for s, ds in dd.items()})
+            task: datasets.DatasetDict({s: check(ds, f"{task} {s}") for s, ds in dd.items()})
             for task, dd in obj.items()
         }
     # mmlu: its splits; bbh: one split per task
-    return datasets.DatasetDict({k: checked(ds, f"embedded {k}") for k, ds in obj.items()})
+    return datasets.DatasetDict({k: check(ds, k) for k, ds in obj.items()})
 
 
 def load_all(params) -> dict:
@@ -92,9 +91,10 @@ def main() -> None:
     with atomic_dir(OUT) as tmp:
         for role, obj in data.items():
             prepared.save(obj, tmp / role)
+    summary = {role: prepared.summarize(obj, role) for role, obj in data.items()}
     metrics = {"load_seconds": round(load_s, 3)}
-    for role, obj in data.items():
-        metrics.update(prepared.summarize(obj, role))
+    for rows in summary.values():
+        metrics.update(rows)
     metrics["pretrain.text_mb"] = round(sum(len(t.encode()) for t in data["pretrain"]["text"]) / 1e6, 3)
     metrics["flan.tasks"] = len(set(data["flan"]["task_name"]))
     write_json(METRICS / "prepare.json", without_timings(metrics))
@@ -103,10 +103,7 @@ def main() -> None:
         "prepare", params, ["base", "prepare"], tags={f"source.{r}": k for r, k in kinds.items()}
     ) as run:
         run.log_metrics(metrics)
-        run.log_dict(
-            {"outputs": {role: prepared.summarize(obj, role) for role, obj in data.items()}},
-            "prepare_summary.json",
-        )
+        run.log_dict({"outputs": summary}, "prepare_summary.json")
     print(f"prepare: wrote {OUT} ({', '.join(f'{k}={v}' for k, v in metrics.items() if k.endswith('rows'))})")
 
 

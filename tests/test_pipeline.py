@@ -30,10 +30,9 @@ def _copy_repo(dest: Path) -> None:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    for p in ("dvc.lock", "metrics"):  # start as a fresh clone of a repo that never ran would
-        shutil.rmtree(dest / p, ignore_errors=True) if (dest / p).is_dir() else (dest / p).unlink(
-            missing_ok=True
-        )
+    # start as a fresh clone of a repo that never ran would
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    shutil.rmtree(dest / "metrics", ignore_errors=True)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -73,11 +72,7 @@ def test_make_run_path(workspace):
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
     assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
 
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    try:
-        runs = tracking.search_runs("flan-moe")
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    runs = tracking.search_runs("flan-moe", uri=env["MLFLOW_TRACKING_URI"])
     parents = [r for r in runs if r["tags"].get("pipeline") == "dvc repro"]
     assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
     children = {
@@ -96,11 +91,7 @@ def test_make_run_path(workspace):
     # second call: DVC has nothing to do, and no MLflow run is made
     proc = _repro(work, env)
     assert "up to date" in proc.stdout
-    os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-    try:
-        assert len(tracking.search_runs("flan-moe")) == len(runs)
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    assert len(tracking.search_runs("flan-moe", uri=env["MLFLOW_TRACKING_URI"])) == len(runs)
 
     # the default remote works out of the box
     push = subprocess.run(

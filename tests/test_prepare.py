@@ -1,10 +1,8 @@
 """Stage `prepare` end to end: layout, determinism, MLflow record, and nothing half-written on errors."""
 
 import json
-import os
 
 import datasets
-import pytest
 
 from flanmoe import tracking
 from flanmoe.data import prepared
@@ -29,11 +27,9 @@ def test_local_sources_layout_metrics_and_mlflow(tmp_path):
     assert metrics["flan.rows"] == 4 and metrics["mmlu.test.rows"] == 3
     assert metrics["finetune.sentiment.validation.rows"] == 1
 
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    try:
-        runs = tracking.search_runs("flan-moe", "tags.stage = 'prepare'")
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    runs = tracking.search_runs(
+        "flan-moe", "tags.stage = 'prepare'", uri=f"sqlite:///{tmp_path / 'mlruns.db'}"
+    )
     assert len(runs) == 1 and runs[0]["status"] == "FINISHED"
     run = runs[0]
     assert run["params"]["prepare.mmlu.kind"] == "local"
@@ -63,25 +59,9 @@ def test_same_params_same_bytes(tmp_path):
     assert dvc_md5(work / "data" / "prepared" / "pretrain") != hashes[0]["pretrain"]
 
 
-@pytest.mark.parametrize(
-    ("role", "spec", "message"),
-    [
-        (
-            "mmlu",
-            {"kind": "local", "path": "/nonexistent/mmlu/{split}.jsonl"},
-            "source 'mmlu': file not found: /nonexistent/mmlu/test.jsonl",
-        ),
-        ("flan", "BAD_COLUMN", "source 'flan'"),
-    ],
-)
-def test_bad_source_exits_2_and_leaves_nothing(tmp_path, role, spec, message):
-    if spec == "BAD_COLUMN":
-        bad = tmp_path / "flan.jsonl"
-        bad.write_text(json.dumps({"inputs": "a", "targets": "b"}) + "\n")
-        spec = {"kind": "local", "path": str(bad)}
-        message = "source 'flan' (" + str(bad) + " split train): missing required column 'task_source'"
+def _assert_fails_cleanly(tmp_path, role: str, spec: dict, message: str) -> None:
+    """`prepare` with one bad source: exit 2 naming it, the earlier output untouched, no metrics."""
     write_params(tmp_path, prepare=local_sources() | {role: spec})
-    # an earlier good output must survive a failed run untouched
     (tmp_path / "data" / "prepared").mkdir(parents=True)
     (tmp_path / "data" / "prepared" / "marker").write_text("old")
     proc = run_stage("prepare", tmp_path, check=False)
@@ -90,6 +70,20 @@ def test_bad_source_exits_2_and_leaves_nothing(tmp_path, role, spec, message):
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["prepared"]
     assert [p.name for p in (tmp_path / "data" / "prepared").iterdir()] == ["marker"]
     assert not (tmp_path / "metrics").exists()
+
+
+def test_missing_file_exits_2_and_leaves_nothing(tmp_path):
+    spec = {"kind": "local", "path": "/nonexistent/mmlu/{split}.jsonl"}
+    _assert_fails_cleanly(
+        tmp_path, "mmlu", spec, "source 'mmlu': file not found: /nonexistent/mmlu/test.jsonl"
+    )
+
+
+def test_missing_column_exits_2_and_leaves_nothing(tmp_path):
+    bad = tmp_path / "flan.jsonl"
+    bad.write_text(json.dumps({"inputs": "a", "targets": "b"}) + "\n")
+    message = f"source 'flan' ({bad} split train): missing required column 'task_source'"
+    _assert_fails_cleanly(tmp_path, "flan", {"kind": "local", "path": str(bad)}, message)
 
 
 def test_local_sources_under_data_raw_need_no_warning(tmp_path, fixtures):

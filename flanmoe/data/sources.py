@@ -144,19 +144,28 @@ def cap(ds: datasets.Dataset, max_examples: int | None, seed: int) -> datasets.D
     return ds.shuffle(seed=seed).select(range(max_examples)).flatten_indices()
 
 
-def _finish(
-    ds: datasets.Dataset, role: str, where: str, spec: SourceSpec, seed: int, task: str | None = None
+def checked(
+    ds: datasets.Dataset, role: str, where: str, max_examples: int | None, seed: int
 ) -> datasets.Dataset:
+    """Any source's split, the embedded suite's too: required columns present, not empty, capped."""
     check_columns(ds, role, where)
     if len(ds) == 0:  # datasets cannot load back an empty saved split; and it is surely a mistake
         raise SourceError(f"source '{role}' ({where}): no rows")
-    ds = ds.select_columns(
-        list(SCHEMAS[role][0])
-        + (["task_name"] if role == "finetune" and "task_name" in ds.column_names else [])
-    )
+    return cap(ds, max_examples, seed)
+
+
+def _finish(
+    ds: datasets.Dataset, role: str, where: str, spec: SourceSpec, seed: int, task: str | None = None
+) -> datasets.Dataset:
+    """``checked``, then only the schema's columns (finetune: plus ``task_name``, from the config)."""
+    ds = checked(ds, role, where, spec.max_examples, seed)
+    keep = list(SCHEMAS[role][0])
+    if role == "finetune" and "task_name" in ds.column_names:
+        keep.append("task_name")
+    ds = ds.select_columns(keep)
     if role == "finetune" and "task_name" not in ds.column_names:
         ds = ds.add_column("task_name", [task] * len(ds))
-    return cap(ds, spec.max_examples, seed)
+    return ds
 
 
 def load_source(role: str, spec: SourceSpec, seed: int):

@@ -19,6 +19,7 @@ CONFIGS = {
     "gshard": ModelConfig(**SMALL, moe={"num_experts": 4, "router": "gshard"}),
     "ec": ModelConfig(**SMALL, moe={"num_experts": 4, "router": "expert_choice", "decoder_router": "gshard"}),
     "tied_every1": ModelConfig(**SMALL, tie_embeddings=True, moe={"num_experts": 3, "moe_every": 1}),
+    "relu_switch": ModelConfig(**SMALL, ffn="relu", moe={"num_experts": 4}),
 }
 
 
@@ -33,7 +34,7 @@ def test_base_param_count_analytic() -> None:
     assert param_count(ModelConfig(preset="base"), 32128) == 247_577_856  # google/t5-v1_1-base
 
 
-@pytest.mark.parametrize("name", ["dense", "tied_every1"])
+@pytest.mark.parametrize("name", ["dense", "tied_every1", "relu_switch"])
 def test_forward_flops_match_torch_flop_counter(name: str) -> None:
     cfg = CONFIGS[name].model_copy(update={"moe": None})  # dense: every matmul is real work
     model = build_model(cfg, V)
@@ -91,3 +92,11 @@ def test_dense_twin_refuses_unmatched_stacks() -> None:
     cfg = ModelConfig(**SMALL, moe={"num_experts": 4, "router": "expert_choice", "decoder_router": "switch"})
     with pytest.raises(ValueError, match="d_ff"):
         dense_twin(cfg)
+
+
+def test_relu_ffn_counts_two_matrices() -> None:
+    gated, relu = CONFIGS["switch"], CONFIGS["relu_switch"]
+    a, b = forward_flops(gated, V, 9, 5), forward_flops(relu, V, 9, 5)
+    assert b["ffn"] * 3 == a["ffn"] * 2
+    assert {k: v for k, v in a.items() if k != "ffn"} == {k: v for k, v in b.items() if k != "ffn"}
+    assert param_count(gated, V) - param_count(relu, V) == (2 + 2 * 4) * 32 * 48  # 2 dense FFNs, 8 experts

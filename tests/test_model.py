@@ -50,6 +50,18 @@ def test_preset_fields_and_overrides() -> None:
         ModelConfig(preset="tiny", hidden=3)  # unknown keys are errors
     with pytest.raises(ValueError, match="vocab_size"):
         build_model(ModelConfig())
+    with pytest.raises(ValidationError, match="ffn"):
+        ModelConfig(ffn="swiglu")
+
+
+def test_relu_ffn_is_the_switch_layout() -> None:
+    # ffn: relu = T5 v1.0 / Switch (HF SwitchTransformersDenseActDense): wi, wo; no gate matrix.
+    model = tiny_model({"num_experts": 4}, ffn="relu")
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".ffn." in n}
+    assert names == {"wi", "wo", "weight"}  # dense FFN wi/wo Linear weights and experts' wi/wo, router
+    dense = model.encoder.blocks[0].ffn
+    x = torch.randn(5, 32, dtype=torch.float64)
+    torch.testing.assert_close(dense(x), torch.relu(x @ dense.wi.weight.T) @ dense.wo.weight.T)
 
 
 def test_arch_presets_build() -> None:
@@ -138,10 +150,13 @@ def test_decoder_is_causal() -> None:
         None,
         {"num_experts": 4, "router": "switch", "dropless": True},
         {"num_experts": 4, "router": "expert_choice", "decoder_router": "gshard", "dropless": True},
+        {"num_experts": 4, "router": "switch", "dropless": True, "ffn": "relu"},
     ],
 )
 def test_kv_cache_generation_equals_uncached(moe: dict | None) -> None:
-    model = tiny_model(moe, seed=3)
+    moe = dict(moe) if moe is not None else None
+    ffn = moe.pop("ffn", "gated_gelu") if moe is not None else "gated_gelu"
+    model = tiny_model(moe, seed=3, ffn=ffn)
     x, _ = batch(seed=1)
     cached = model.generate(x, max_new_tokens=8, eos_id=1)
     full = model.generate(x, max_new_tokens=8, eos_id=1, use_cache=False)

@@ -17,11 +17,13 @@ from flanmoe.params_base import format_validation_error
 D, F, E = 8, 12, 4
 
 
-def make_layer(router: str = "switch", dtype=torch.float64, seed: int = 0, **moe) -> MoELayer:
+def make_layer(
+    router: str = "switch", dtype=torch.float64, seed: int = 0, ffn="gated_gelu", **moe
+) -> MoELayer:
     torch.manual_seed(seed)
     cfg = MoEConfig(num_experts=moe.pop("num_experts", E), router=router, **moe)
     backend = moe.pop("backend", "bmm")
-    return MoELayer.from_config(cfg, router, D, F, backend=backend).to(dtype)
+    return MoELayer.from_config(cfg, router, D, F, backend=backend, ffn=ffn).to(dtype)
 
 
 def naive_token_choice(layer: MoELayer, x: torch.Tensor, k: int, normalize: bool) -> torch.Tensor:
@@ -33,15 +35,21 @@ def naive_token_choice(layer: MoELayer, x: torch.Tensor, k: int, normalize: bool
         chosen = sorted(range(len(probs)), key=lambda e: -float(probs[e].detach()))[:k]
         total = sum(float(probs[e]) for e in chosen) if normalize and k > 1 else 1.0
         for e in chosen:
-            h = torch.nn.functional.gelu(x[t] @ ex.wi_0[e], approximate="tanh") * (x[t] @ ex.wi_1[e])
+            if ex.activation == "gated_gelu":
+                h = torch.nn.functional.gelu(x[t] @ ex.wi_0[e], approximate="tanh") * (x[t] @ ex.wi_1[e])
+            else:
+                h = torch.relu(x[t] @ ex.wi[e])
             out[t] += probs[e] / total * (h @ ex.wo[e])
     return out
 
 
-@pytest.mark.parametrize("router,k", [("switch", 1), ("gshard", 2), ("top_k", 3)])
-def test_dropless_equals_naive_reference(router: str, k: int) -> None:
+@pytest.mark.parametrize(
+    "router,k,ffn", [("switch", 1, "gated_gelu"), ("gshard", 2, "gated_gelu"), ("top_k", 3, "gated_gelu"),
+                     ("switch", 1, "relu"), ("gshard", 2, "relu")]
+)  # fmt: skip
+def test_dropless_equals_naive_reference(router: str, k: int, ffn: str) -> None:
     extra = {"top_k": 3} if router == "top_k" else {}
-    layer = make_layer(router, dropless=True, **extra)
+    layer = make_layer(router, dropless=True, ffn=ffn, **extra)
     x = torch.randn(2, 9, D, dtype=torch.float64)
     y, aux = layer(x)
     ref = naive_token_choice(layer, x.reshape(-1, D), k, normalize=True)
@@ -49,10 +57,11 @@ def test_dropless_equals_naive_reference(router: str, k: int) -> None:
     assert aux.stats.dropped_tokens == 0 and int(aux.stats.tokens_per_expert.sum()) == 18 * k
 
 
-def test_grouped_mm_backend_matches_bmm() -> None:
+@pytest.mark.parametrize("ffn", ["gated_gelu", "relu"])
+def test_grouped_mm_backend_matches_bmm(ffn: str) -> None:
     torch.manual_seed(1)
-    gm = GroupedExperts(E, D, F, backend="grouped_mm")
-    bm = GroupedExperts(E, D, F, backend="bmm")
+    gm = GroupedExperts(E, D, F, backend="grouped_mm", activation=ffn)
+    bm = GroupedExperts(E, D, F, backend="bmm", activation=ffn)
     bm.load_state_dict(gm.state_dict())
     counts = torch.tensor([3, 0, 5, 2])  # an empty expert too
     x = torch.randn(10, D, requires_grad=True)
@@ -63,7 +72,9 @@ def test_grouped_mm_backend_matches_bmm() -> None:
     y1.backward(g)
     y2.backward(g)
     torch.testing.assert_close(x.grad, x2.grad)
-    for name in ("wi_0", "wi_1", "wo"):
+    names = [n for n, _ in gm.named_parameters()]
+    assert names == (["wi_0", "wi_1", "wo"] if ffn == "gated_gelu" else ["wi", "wo"])
+    for name in names:
         torch.testing.assert_close(getattr(gm, name).grad, getattr(bm, name).grad)
 
 

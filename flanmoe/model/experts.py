@@ -1,4 +1,4 @@
-"""Experts: E gated-GELU FFNs as stacked weights, computed in one grouped operation.
+"""Experts: E FFNs (gated GELU, or ReLU) as stacked weights, computed in one grouped operation.
 
 Input is a buffer ``[N, d_model]`` sorted by expert plus ``tokens_per_expert`` ``[E]``
 (contiguous segments, see ``dispatch.py``). Two interchangeable kernels:
@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from flanmoe.model.layers import FFNActivation
 
 ExpertsBackend = Literal["auto", "grouped_mm", "bmm"]
 
@@ -50,9 +52,10 @@ def _grouped_mm_ok(x: Tensor, *widths: int) -> bool:
 
 
 class GroupedExperts(nn.Module):
-    """E gated-GELU FFNs: ``wo[e]( gelu(x wi_0[e]) * (x wi_1[e]) )``, no biases (T5.1.1).
+    """E FFNs, no biases. ``gated_gelu`` (T5.1.1): ``wo[e]( gelu(x wi_0[e]) * (x wi_1[e]) )``;
+    ``relu`` (Switch, T5 v1.0): ``wo[e]( relu(x wi[e]) )``.
 
-    Weights: ``wi_0``, ``wi_1`` ``[E, d_model, d_ff]``, ``wo`` ``[E, d_ff, d_model]``.
+    Weights: ``wi_0``, ``wi_1`` (or ``wi``) ``[E, d_model, d_ff]``, ``wo`` ``[E, d_ff, d_model]``.
     ``dropout`` is expert dropout on the hidden units (Switch fine-tuning used 0.4).
     """
 
@@ -64,20 +67,28 @@ class GroupedExperts(nn.Module):
         dropout: float = 0.0,
         backend: ExpertsBackend = "auto",
         init_std: float = 1.0,
+        activation: FFNActivation = "gated_gelu",
     ):
         super().__init__()
         self.num_experts, self.d_model, self.d_ff = num_experts, d_model, d_ff
-        self.backend = backend
+        self.backend, self.activation = backend, activation
         self.dropout = nn.Dropout(dropout)
-        self.wi_0 = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
-        self.wi_1 = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
+        if activation == "gated_gelu":
+            self.wi_0 = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
+            self.wi_1 = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
+        else:
+            self.wi = nn.Parameter(torch.empty(num_experts, d_model, d_ff))
         self.wo = nn.Parameter(torch.empty(num_experts, d_ff, d_model))
         self.reset_parameters(init_std)
 
+    def input_weights(self) -> tuple[Tensor, ...]:
+        """The ``[E, d_model, d_ff]`` weights: ``(wi_0, wi_1)`` or ``(wi,)``."""
+        return (self.wi_0, self.wi_1) if self.activation == "gated_gelu" else (self.wi,)
+
     def reset_parameters(self, factor: float = 1.0) -> None:
         """T5 init: ``N(0, factor / sqrt(fan_in))``."""
-        nn.init.normal_(self.wi_0, std=factor * self.d_model**-0.5)
-        nn.init.normal_(self.wi_1, std=factor * self.d_model**-0.5)
+        for w in self.input_weights():
+            nn.init.normal_(w, std=factor * self.d_model**-0.5)
         nn.init.normal_(self.wo, std=factor * self.d_ff**-0.5)
 
     def forward(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
@@ -89,12 +100,15 @@ class GroupedExperts(nn.Module):
             return self._forward_grouped_mm(x, tokens_per_expert)
         return self._forward_bmm(x, tokens_per_expert)
 
-    def _ffn(self, h0: Tensor, h1: Tensor) -> Tensor:
-        return self.dropout(F.gelu(h0, approximate="tanh") * h1)
+    def _hidden(self, h: tuple[Tensor, ...]) -> Tensor:
+        """Hidden units from the input projections ``h`` (one per weight of ``input_weights``)."""
+        if self.activation == "gated_gelu":
+            return self.dropout(F.gelu(h[0], approximate="tanh") * h[1])
+        return self.dropout(F.relu(h[0]))
 
     def _forward_grouped_mm(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
         offs = torch.cumsum(tokens_per_expert, 0).to(torch.int32)
-        h = self._ffn(grouped_mm(x, self.wi_0, offs), grouped_mm(x, self.wi_1, offs))
+        h = self._hidden(tuple(grouped_mm(x, w, offs) for w in self.input_weights()))
         return grouped_mm(h, self.wo, offs)
 
     def _forward_bmm(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
@@ -104,5 +118,5 @@ class GroupedExperts(nn.Module):
         starts = torch.cumsum(tokens_per_expert, 0) - tokens_per_expert
         slot = torch.arange(N, device=x.device) - starts[expert_of_row]
         padded = x.new_zeros(E, cap, x.shape[-1]).index_put((expert_of_row, slot), x)  # [E, C, d]
-        h = self._ffn(torch.bmm(padded, self.wi_0), torch.bmm(padded, self.wi_1))  # [E, C, f]
+        h = self._hidden(tuple(torch.bmm(padded, w) for w in self.input_weights()))  # [E, C, f]
         return torch.bmm(h, self.wo)[expert_of_row, slot]  # padding rows are never read back

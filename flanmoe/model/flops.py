@@ -51,8 +51,13 @@ def experts_per_token(cfg: ModelConfig, stack: str) -> float:
     return cfg.moe.expert_choice_capacity if k is None else float(k)
 
 
+def ffn_matrices(cfg: ModelConfig) -> int:
+    """Weight matrices of one FFN or expert: 3 for gated GELU (wi_0, wi_1, wo), 2 for ReLU (wi, wo)."""
+    return 3 if cfg.ffn == "gated_gelu" else 2
+
+
 def _ffn_params(cfg: ModelConfig) -> int:
-    return 3 * cfg.d_model * cfg.d_ff
+    return ffn_matrices(cfg) * cfg.d_model * cfg.d_ff
 
 
 def _stack_params(cfg: ModelConfig, decoder: bool, active: bool) -> float:
@@ -91,7 +96,7 @@ def active_param_count(cfg: ModelConfig, vocab_size: int | None = None) -> float
 def forward_flops(cfg: ModelConfig, vocab_size: int | None, enc_len: int, dec_len: int) -> dict[str, float]:
     """Forward FLOPs of one example (``enc_len`` input, ``dec_len`` target tokens), by part."""
     vocab = _vocab(cfg, vocab_size)
-    d, inner, f = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff
+    d, inner, f, m = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff, ffn_matrices(cfg)
     parts = {"attention": 0.0, "ffn": 0.0, "router": 0.0, "lm_head": 2.0 * d * vocab * dec_len}
     for decoder, n, toks in (
         (False, cfg.num_encoder_layers, enc_len),
@@ -105,10 +110,10 @@ def forward_flops(cfg: ModelConfig, vocab_size: int | None, enc_len: int, dec_le
                 parts["attention"] += toks * 2 * 2 * enc_len * inner
             if is_moe:
                 assert cfg.moe is not None
-                parts["ffn"] += toks * k_eff * 2 * 3 * d * f
+                parts["ffn"] += toks * k_eff * 2 * m * d * f
                 parts["router"] += toks * 2 * d * cfg.moe.num_experts
             else:
-                parts["ffn"] += toks * 2 * 3 * d * f
+                parts["ffn"] += toks * 2 * m * d * f
     return parts
 
 

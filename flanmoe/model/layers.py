@@ -1,4 +1,5 @@
-"""T5.1.1 building blocks: RMSNorm, bucketed relative position bias, attention, gated-GELU FFN.
+"""T5.1.1 building blocks: RMSNorm, bucketed relative position bias, attention, FFN (gated GELU,
+or the ReLU FFN of T5 v1.0 and the original Switch Transformer).
 
 No biases anywhere; attention logits are not scaled by ``1/sqrt(d_kv)`` (T5 folds it into init).
 """
@@ -6,6 +7,7 @@ No biases anywhere; attention logits are not scaled by ``1/sqrt(d_kv)`` (T5 fold
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -120,21 +122,35 @@ class Attention(nn.Module):
         return self.o(out.transpose(1, 2).reshape(B, S, H * dk))
 
 
-class GatedGeluFFN(nn.Module):
-    """T5.1.1 dense FFN: ``wo( gelu(x wi_0) * (x wi_1) )``, no biases."""
+FFNActivation = Literal["gated_gelu", "relu"]
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+
+class FFN(nn.Module):
+    """Dense FFN, no biases. ``gated_gelu`` (T5.1.1): ``wo( gelu(x wi_0) * (x wi_1) )``;
+    ``relu`` (T5 v1.0, Switch, HF ``SwitchTransformersDenseActDense``): ``wo( relu(x wi) )``."""
+
+    def __init__(
+        self, d_model: int, d_ff: int, dropout: float = 0.0, activation: FFNActivation = "gated_gelu"
+    ):
         super().__init__()
-        self.wi_0 = nn.Linear(d_model, d_ff, bias=False)
-        self.wi_1 = nn.Linear(d_model, d_ff, bias=False)
+        self.activation = activation
+        if activation == "gated_gelu":
+            self.wi_0 = nn.Linear(d_model, d_ff, bias=False)
+            self.wi_1 = nn.Linear(d_model, d_ff, bias=False)
+        else:
+            self.wi = nn.Linear(d_model, d_ff, bias=False)
         self.wo = nn.Linear(d_ff, d_model, bias=False)
         self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self, factor: float = 1.0) -> None:
-        nn.init.normal_(self.wi_0.weight, std=factor * self.wi_0.in_features**-0.5)
-        nn.init.normal_(self.wi_1.weight, std=factor * self.wi_1.in_features**-0.5)
+        for lin in (self.wi_0, self.wi_1) if self.activation == "gated_gelu" else (self.wi,):
+            nn.init.normal_(lin.weight, std=factor * lin.in_features**-0.5)
         nn.init.normal_(self.wo.weight, std=factor * self.wo.in_features**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[..., d_model]`` -> ``[..., d_model]``."""
-        return self.wo(self.dropout(F.gelu(self.wi_0(x), approximate="tanh") * self.wi_1(x)))
+        if self.activation == "gated_gelu":
+            h = F.gelu(self.wi_0(x), approximate="tanh") * self.wi_1(x)
+        else:
+            h = F.relu(self.wi(x))
+        return self.wo(self.dropout(h))

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from flanmoe.model.config import MoEConfig, RouterName
 from flanmoe.model.dispatch import LocalDispatcher, TokenDispatcher
 from flanmoe.model.experts import ExpertsBackend, GroupedExperts
+from flanmoe.model.layers import FFNActivation
 from flanmoe.model.router import ExpertChoiceRouter, Router, RouterStats, TokenChoiceTopKRouter
 
 
@@ -76,9 +77,10 @@ class MoELayer(nn.Module):
         d_ff: int,
         init_std: float = 1.0,
         backend: ExpertsBackend = "auto",
+        ffn: FFNActivation = "gated_gelu",
     ) -> MoELayer:
         """An MoE layer with router ``router`` and the experts/loss settings of ``cfg``."""
-        experts = GroupedExperts(cfg.num_experts, d_model, d_ff, cfg.expert_dropout, backend, init_std)
+        experts = GroupedExperts(cfg.num_experts, d_model, d_ff, cfg.expert_dropout, backend, init_std, ffn)
         layer = cls(
             build_router(router, cfg, d_model), experts, cfg.load_balance_coef, cfg.resolved_z_loss_coef
         )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flanmoe.model.config import ModelConfig
-from flanmoe.model.layers import Attention, GatedGeluFFN, RelativePositionBias, RMSNorm, padding_bias
+from flanmoe.model.layers import FFN, Attention, RelativePositionBias, RMSNorm, padding_bias
 from flanmoe.model.moe import MoEAux, MoELayer
 from flanmoe.model.router import RouterStats
 
@@ -56,7 +56,7 @@ class Block(nn.Module):
             self.cross_norm = RMSNorm(d, cfg.layer_norm_eps)
             self.cross_attn = Attention(d, cfg.num_heads, cfg.d_kv, cfg.dropout_rate)
         self.ffn_norm = RMSNorm(d, cfg.layer_norm_eps)
-        self.ffn = moe if moe is not None else GatedGeluFFN(d, cfg.d_ff, cfg.dropout_rate)
+        self.ffn = moe if moe is not None else FFN(d, cfg.d_ff, cfg.dropout_rate, cfg.ffn)
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     @property
@@ -103,7 +103,7 @@ class Stack(nn.Module):
             moe = None
             if moe_cfg is not None and (i + 1) % moe_cfg.moe_every == 0:  # last block of each moe_every
                 router = moe_cfg.router_for("decoder" if is_decoder else "encoder")
-                moe = MoELayer.from_config(moe_cfg, router, cfg.d_model, cfg.d_ff, cfg.init_std)
+                moe = MoELayer.from_config(moe_cfg, router, cfg.d_model, cfg.d_ff, cfg.init_std, ffn=cfg.ffn)
             blocks.append(Block(cfg, is_decoder, moe))
         self.blocks = nn.ModuleList(blocks)
         self.position_bias = RelativePositionBias(
@@ -182,7 +182,7 @@ class FlanMoEModel(nn.Module):
         if self.lm_head is not None:
             nn.init.normal_(self.lm_head.weight, std=f * d**-0.5)
         for m in self.modules():
-            if isinstance(m, Attention | GatedGeluFFN):
+            if isinstance(m, Attention | FFN):
                 m.reset_parameters(f)
             elif isinstance(m, RelativePositionBias):
                 nn.init.normal_(m.embedding.weight, std=f * d**-0.5)

@@ -10,8 +10,15 @@ Rows: router (top-1 / top-2) x E (8, 64). Columns, all medians over interleaved 
 - ours_cf: our layer with capacity factor 1.25 (tokens over capacity dropped);
 - hf: ``SwitchTransformersSparseMLP`` (top-1 only) with the same d_model, d_ff, E and capacity
   factor 1.25. Its experts are 2-matmul ReLU FFNs: 2/3 of our gated-GELU FLOPs per expert;
-- hf_eq: the same HF layer with d_ff * 3/2, i.e. the same FLOPs per token as ours.
-hf/ours_cf > 1 means ours is faster.
+- ours_relu: our layer with ``ffn: relu`` experts and capacity factor 1.25: the same math and shapes
+  as hf, so hf/ours_relu is the like-for-like comparison;
+- hf_eq: the HF layer with d_ff * 3/2, i.e. the same FLOPs per token as our gated-GELU ours_cf.
+hf/ours_relu > 1 and hf_eq/ours_cf > 1 mean ours is faster.
+
+floor/dense: a lower bound for any MoE layer on this machine. Beyond the dense FFN's work, a
+fwd+bwd must read the other ``E - k`` experts' weights twice (forward, input gradient) and write
+their gradients once: ``3 * (E - k) * 3 * d_model * d_ff * 4`` bytes, at the copy bandwidth measured
+in the same run. floor = dense + that traffic / bandwidth (routing and dispatch taken as free).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import time
 import torch
 
 from flanmoe.model.config import MoEConfig
-from flanmoe.model.layers import GatedGeluFFN
+from flanmoe.model.layers import FFN
 from flanmoe.model.moe import MoELayer
 
 
@@ -79,6 +86,18 @@ def fwd_bwd(layer: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> floa
     return time.perf_counter() - t0
 
 
+def copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+    """Best of ``repeats`` large tensor copies, in bytes/s (read + write counted)."""
+    a = torch.randn(mib * 2**18)
+    b = torch.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.numel() * a.element_size() / best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=4096)
@@ -94,16 +113,19 @@ def main() -> None:
     torch.manual_seed(0)
     T, d, f = args.tokens, args.d_model, args.d_ff
     x = torch.randn(1, T, d)
+    bandwidth = copy_bandwidth()
     rows = []
     for E in args.experts:
         for name, k in (("switch", 1), ("gshard", 2)):
             moe = dict(num_experts=E, router=name, min_capacity=0)
             layers = {
-                "dense": GatedGeluFFN(d, k * f),
+                "dense": FFN(d, k * f),
                 "ours": MoELayer.from_config(MoEConfig(**moe, dropless=True), name, d, f),
                 "ours_cf": MoELayer.from_config(MoEConfig(**moe, capacity_factor_train=1.25), name, d, f),
             }
             if k == 1 and not args.no_hf:
+                relu_cfg = MoEConfig(**moe, capacity_factor_train=1.25)
+                layers["ours_relu"] = MoELayer.from_config(relu_cfg, name, d, f, ffn="relu")
                 layers["hf"] = hf_switch_layer(d, f, E, T, 1.25)
                 layers["hf_eq"] = hf_switch_layer(d, f * 3 // 2, E, T, 1.25)
             grad = torch.randn(1, T, d)
@@ -120,20 +142,33 @@ def main() -> None:
             row = {"router": name, "k": k, "experts": E, **{f"{n}_ms": round(v, 2) for n, v in med.items()}}
             row["ours/dense"] = round(med["ours"] / med["dense"], 3)
             row["ours_cf/dense"] = round(med["ours_cf"] / med["dense"], 3)
+            traffic = 3 * (E - k) * 3 * d * f * 4  # bytes: read W twice, write dW, other experts
+            row["floor/dense"] = round((med["dense"] + traffic / bandwidth * 1e3) / med["dense"], 3)
             if "hf" in med:
-                row["hf/ours_cf"] = round(med["hf"] / med["ours_cf"], 2)
+                row["hf/ours_relu"] = round(med["hf"] / med["ours_relu"], 2)
                 row["hf_eq/ours_cf"] = round(med["hf_eq"] / med["ours_cf"], 2)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
 
-    cols = ["dense_ms", "ours_ms", "ours/dense", "ours_cf_ms", "ours_cf/dense", "hf_ms", "hf/ours_cf"]
-    cols += ["hf_eq_ms", "hf_eq/ours_cf"]
+    cols = [
+        "dense_ms",
+        "ours_ms",
+        "ours/dense",
+        "floor/dense",
+        "ours_cf_ms",
+        "ours_cf/dense",
+        "hf_ms",
+        "ours_relu_ms",
+    ]
+    cols += ["hf/ours_relu", "hf_eq_ms", "hf_eq/ours_cf"]
     print(
         f"\nMoE layer fwd+bwd, {T} tokens, d_model {d}, d_ff {f}, {args.threads} threads, median of {args.repeats}"
     )
     print(
-        "ours = dropless; ours_cf = capacity factor 1.25; hf = HF Switch (same d_ff); hf_eq = HF at equal FLOPs"
+        "ours = dropless; ours_cf = capacity factor 1.25; hf = HF Switch (same d_ff, ReLU); "
+        "ours_relu = ours with ReLU experts, cf 1.25 (hf's math); hf_eq = HF at ours_cf's FLOPs"
     )
+    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; floor = dense + the other experts' weight traffic")
     print(f"{'router':7} {'E':>3} " + " ".join(f"{c:>13}" for c in cols))
     for r in rows:
         cells = [
@@ -142,6 +177,7 @@ def main() -> None:
         print(f"{r['router']:7} {r['experts']:>3} " + " ".join(cells))
     if args.json:
         meta = dict(tokens=T, d_model=d, d_ff=f, threads=args.threads, repeats=args.repeats)
+        meta["copy_bandwidth_gb_s"] = round(bandwidth / 1e9, 2)
         meta.update(torch=torch.__version__, machine=platform.machine(), processor=platform.processor())
         args.json.write_text(json.dumps({"config": meta, "rows": rows}, indent=2))
 

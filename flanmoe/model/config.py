@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from flanmoe.params_base import StrictModel
 
 RouterName = Literal["switch", "gshard", "top_k", "expert_choice", "st_moe"]
+FFNActivation = Literal["gated_gelu", "relu"]  # T5.1.1 gated GELU (3 matrices); T5 v1.0/Switch ReLU (2)
 
 # k of each token-choice router; "top_k" takes MoEConfig.top_k, expert_choice has no k.
 ROUTER_TOP_K: dict[str, int] = {"switch": 1, "gshard": 2, "st_moe": 2}
@@ -121,9 +122,7 @@ class ModelConfig(StrictModel):
         0.0, ge=0, lt=1
     )  # dropout on residual branches/attention (T5.1.1 pretrain: 0; FT: 0.1)
     layer_norm_eps: float = Field(1e-6, gt=0)  # RMSNorm epsilon (T5: 1e-6)
-    ffn: Literal["gated_gelu", "relu"] = (
-        "gated_gelu"  # FFN and experts: T5.1.1 gated GELU (3 matrices) or T5 v1.0/Switch ReLU (2)
-    )
+    ffn: FFNActivation = "gated_gelu"  # FFN and experts: T5.1.1 gated GELU, or relu (Switch, HF layout)
     tie_embeddings: bool = False  # share input embedding and LM head (T5.1.1: untied)
     init_std: float = Field(1.0, gt=0)  # T5 init factor (weights ~ N(0, factor / sqrt(fan_in)))
     moe: MoEConfig | None = None  # MoE layers; None = dense

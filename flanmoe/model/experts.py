@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flanmoe.model.layers import FFNActivation
+from flanmoe.model.config import FFNActivation
 
 ExpertsBackend = Literal["auto", "grouped_mm", "bmm"]
 

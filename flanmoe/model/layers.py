@@ -7,11 +7,12 @@ No biases anywhere; attention logits are not scaled by ``1/sqrt(d_kv)`` (T5 fold
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from flanmoe.model.config import FFNActivation
 
 
 class RMSNorm(nn.Module):
@@ -120,9 +121,6 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=1.0)
         B, H, S, dk = out.shape
         return self.o(out.transpose(1, 2).reshape(B, S, H * dk))
-
-
-FFNActivation = Literal["gated_gelu", "relu"]
 
 
 class FFN(nn.Module):

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from flanmoe.model.config import MoEConfig, RouterName
+from flanmoe.model.config import FFNActivation, MoEConfig, RouterName
 from flanmoe.model.dispatch import LocalDispatcher, TokenDispatcher
 from flanmoe.model.experts import ExpertsBackend, GroupedExperts
-from flanmoe.model.layers import FFNActivation
 from flanmoe.model.router import ExpertChoiceRouter, Router, RouterStats, TokenChoiceTopKRouter
 
 

@@ -52,4 +52,4 @@ mlflow-ui: $(STAMP)
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 clean:
-	rm -rf data/prepared data/tokenized metrics
+	rm -rf data/prepared data/tokenized metrics models plots checkpoints

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from flanmoe.data.embedded import EmbeddedConfig
 from flanmoe.data.sources import SourceSpec
 from flanmoe.data.tokenize import TokenizeConfig
+from flanmoe.model.config import ModelConfig, MoEConfig
+from flanmoe.model.flops import dense_twin
 from flanmoe.params_base import StrictModel, format_validation_error
+from flanmoe.train.config import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -40,12 +44,89 @@ class PrepareParams(StrictModel):
     finetune: SourceSpec = SourceSpec()  # single-task sets for scenarios 1 and 3
 
 
+def _default_model() -> ModelConfig:
+    return ModelConfig(preset="tiny", moe=MoEConfig())
+
+
+class ArchSpec(StrictModel):
+    """One variant of the comparison: MoE settings over ``model.moe``, or a FLOPs-matched dense twin."""
+
+    dense_twin_of: str | None = None  # dense model with the FFN FLOPs/token of this MoE arch
+    moe: dict[str, Any] = Field(default_factory=dict)  # overrides of model.moe (router, top_k, ...)
+
+
+def _default_variants() -> dict[str, ArchSpec]:
+    return {
+        "dense": ArchSpec(dense_twin_of="switch"),  # T5: same FLOPs/token as switch (top-1)
+        "switch": ArchSpec(moe={"router": "switch"}),  # Switch Transformer: top-1
+        "gshard": ArchSpec(moe={"router": "gshard"}),  # GShard: top-2
+        "expert_choice": ArchSpec(moe={"router": "expert_choice", "decoder_router": "gshard"}),  # FLAN-EC
+        "st_moe": ArchSpec(moe={"router": "st_moe", "z_loss_coef": 1e-3}),  # top-2 + router z-loss
+    }
+
+
+class ArchsParams(StrictModel):
+    """The variants to compare, and which of them the pipeline trains."""
+
+    run: list[str] = Field(default_factory=lambda: ["dense", "switch"], min_length=1)  # dvc foreach
+    variants: dict[str, ArchSpec] = Field(default_factory=_default_variants)
+
+
 class Params(StrictModel):
     """The whole params.yaml."""
 
     base: BaseParams = BaseParams()
     prepare: PrepareParams = PrepareParams()
     tokenize: TokenizeConfig = TokenizeConfig()
+    model: ModelConfig = Field(default_factory=_default_model)  # backbone (+ shared MoE defaults)
+    archs: ArchsParams = ArchsParams()
+    pretrain: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check_archs(self) -> Params:
+        for name in self.archs.run:
+            if name not in self.archs.variants:
+                raise ValueError(f"archs.run: unknown arch {name!r}; defined: {sorted(self.archs.variants)}")
+        for name in self.archs.variants:
+            cfg = self._resolve(name, [])  # raises with the arch's dotted key
+            ep = self.pretrain.parallel.ep
+            if name in self.archs.run and cfg.moe is not None and cfg.moe.num_experts % ep != 0:
+                raise ValueError(
+                    f"pretrain.parallel.ep: {ep} does not divide num_experts {cfg.moe.num_experts} of arch {name!r}"
+                )
+        return self
+
+    def _resolve(self, name: str, seen: list[str]) -> ModelConfig:
+        key = f"archs.variants.{name}"
+        if name in seen:
+            raise ValueError(f"{key}.dense_twin_of: circular reference {' -> '.join([*seen, name])}")
+        spec = self.archs.variants[name]
+        if spec.dense_twin_of is not None:
+            if spec.moe:
+                raise ValueError(f"{key}.moe: a dense twin takes no MoE settings")
+            if spec.dense_twin_of not in self.archs.variants:
+                raise ValueError(f"{key}.dense_twin_of: unknown arch {spec.dense_twin_of!r}")
+            try:
+                return dense_twin(self._resolve(spec.dense_twin_of, [*seen, name]))
+            except ValueError as e:
+                if str(e).startswith("archs."):
+                    raise
+                raise ValueError(f"{key}.dense_twin_of: {e}") from None
+        if self.model.moe is None:
+            if spec.moe:
+                raise ValueError(f"{key}.moe: model.moe is null (dense backbone); set model.moe to use MoE")
+            return self.model
+        try:
+            moe = MoEConfig.model_validate({**self.model.moe.model_dump(), **spec.moe})
+        except ValidationError as e:
+            raise ValueError(format_validation_error(e, f"{key}.moe")[0]) from None
+        return self.model.model_copy(update={"moe": moe})
+
+    def arch_config(self, name: str) -> ModelConfig:
+        """The ``ModelConfig`` of arch ``name``: ``model`` with the arch's MoE settings, or its dense twin."""
+        if name not in self.archs.variants:
+            raise KeyError(f"arch: unknown arch {name!r}; defined: {sorted(self.archs.variants)}")
+        return self._resolve(name, [])
 
 
 class ParamsError(ValueError):

@@ -9,8 +9,10 @@ then a child of it, tagged ``stage`` (and ``arch``, ``scenario``, ``task`` where
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import mlflow
@@ -47,17 +49,43 @@ def ensure_experiment(name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+def _tolerant(method: Callable) -> Callable:
+    """A logging call that never stops the run: the first failure (tracking server gone, database
+    locked, ...) warns once and turns the rest of this run's logging off; the stage's own files still
+    get every figure."""
+
+    @functools.wraps(method)
+    def wrapper(self: StageRun, *args, **kwargs):
+        if self.broken:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any tracking failure must not kill training
+            self.broken = True
+            warnings.warn(
+                f"MLflow logging failed ({type(e).__name__}: {e}); the run goes on without tracking",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+
+    return wrapper
+
+
 class StageRun:
-    """A live MLflow run: what a stage logs goes through here."""
+    """A live MLflow run: what a stage logs goes through here (failures warn, never raise)."""
 
     def __init__(self, run_id: str):
         self.run_id = run_id
+        self.broken = False
 
+    @_tolerant
     def log_params(self, params: Mapping[str, object]) -> None:
         items = [(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_CALL):
             mlflow.log_params(dict(items[i : i + _MAX_PARAMS_PER_CALL]))
 
+    @_tolerant
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         clean = {
             k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
@@ -65,14 +93,21 @@ class StageRun:
         if clean:
             mlflow.log_metrics(clean, step=step)
 
+    @_tolerant
     def set_tags(self, tags: Mapping[str, object]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
 
+    @_tolerant
     def log_dict(self, obj: dict, artifact_file: str) -> None:
         mlflow.log_dict(obj, artifact_file)
 
+    @_tolerant
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    @_tolerant
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifacts(str(directory), artifact_path=artifact_path)
 
 
 @contextlib.contextmanager
@@ -86,10 +121,17 @@ def start_run(
     exp_id = ensure_experiment(experiment)
     parent = parent_run_id or os.environ.get(PARENT_ENV) or None
     run_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
-    with mlflow.start_run(
-        experiment_id=exp_id, run_name=run_name, tags=run_tags, parent_run_id=parent
-    ) as run:
-        yield StageRun(run.info.run_id)
+    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags, parent_run_id=parent)
+    stage_run = StageRun(run.info.run_id)
+    status = "FAILED"
+    try:
+        yield stage_run
+        status = "FINISHED"
+    finally:
+        try:
+            mlflow.end_run(status)
+        except Exception as e:  # noqa: BLE001 - the server may be gone by now; the outputs are written
+            warnings.warn(f"MLflow: could not end run {stage_run.run_id} ({e})", RuntimeWarning, stacklevel=2)
 
 
 def search_runs(experiment: str, filter_string: str = "", uri: str | None = None) -> list[dict]:

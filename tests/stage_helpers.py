@@ -56,11 +56,17 @@ def write_params(workdir: Path, **sections) -> dict:
     return params
 
 
-def run_stage(stage: str, workdir: Path, check: bool = True, **env) -> subprocess.CompletedProcess:
-    """``python -m stages.<stage>`` in ``workdir``, MLflow logging to a store inside it."""
+def run_stage(
+    stage: str, workdir: Path, check: bool = True, args: tuple[str, ...] = (), **env
+) -> subprocess.CompletedProcess:
+    """``python -m stages.<stage> *args`` in ``workdir``, MLflow logging to a store inside it."""
     full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns.db'}", **env}
     proc = subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=full_env, capture_output=True, text=True
+        [sys.executable, "-m", f"stages.{stage}", *args],
+        cwd=workdir,
+        env=full_env,
+        capture_output=True,
+        text=True,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

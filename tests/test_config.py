@@ -60,6 +60,30 @@ def _with(repo_root, dotted: str, value) -> dict:
             {"kind": "local", "path": "f.jsonl", "revision": "v1"},
             "prepare.flan.revision: only for kind 'hub'",
         ),
+        # model, archs, pretrain (the training engine's sections)
+        ("model.preset", "huge", "model.preset: Input should be"),
+        ("model.moe.num_experts", 0, "model.moe.num_experts: Input should be greater than or equal to 1"),
+        ("archs.run", ["dense", "moe64"], "archs.run: unknown arch 'moe64'"),
+        (
+            "archs.variants.switch",
+            {"moe": {"router": "switch", "top_k": 2}},
+            "archs.variants.switch.moe.top_k: only used by router 'top_k'",
+        ),
+        (
+            "archs.variants.switch",
+            {"moe": {"router": "expert_choice"}},
+            "archs.variants.switch.moe.decoder_router: expert_choice sees future tokens",
+        ),
+        (
+            "archs.variants.dense",
+            {"dense_twin_of": "gshardd"},
+            "archs.variants.dense.dense_twin_of: unknown arch",
+        ),
+        ("pretrain.parallel", {"nproc": 16, "ep": 16}, "pretrain.parallel.ep: 16 does not divide num_experts 8"),
+        ("pretrain.parallel", {"nproc": 2, "ep": 4}, "pretrain.parallel.ep: 4 does not divide nproc 2"),
+        ("pretrain.parallel.nproc", 0, "pretrain.parallel.nproc: Input should be greater than or equal to 1"),
+        ("pretrain.grad_accum", 3, "pretrain.batch_size: 32 is not divisible by nproc x grad_accum = 3"),
+        ("pretrain.optimizer", "sgd", "pretrain.optimizer: Input should be 'adamw' or 'adafactor'"),
     ],
 )
 def test_bad_params_name_the_dotted_key(repo_root, dotted, value, expected):
@@ -86,7 +110,7 @@ def test_not_a_mapping_and_bad_files(tmp_path):
         load_params(bad)
 
 
-@pytest.mark.parametrize("stage", ["prepare", "tokenize"])
+@pytest.mark.parametrize("stage", ["prepare", "tokenize", "pretrain"])
 def test_stage_exits_2_before_writing_anything(tmp_path, repo_root, python, stage):
     data = _with(repo_root, "prepare.embedded.seed", "not-a-seed")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
@@ -94,3 +118,20 @@ def test_stage_exits_2_before_writing_anything(tmp_path, repo_root, python, stag
     assert proc.returncode == 2, proc.stderr
     assert "prepare.embedded.seed: Input should be a valid integer" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no data/, metrics/, mlruns.db
+
+
+def test_arch_configs_and_dense_twins(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    switch, gshard = params.arch_config("switch"), params.arch_config("gshard")
+    assert switch.moe.router == "switch" and gshard.moe.router == "gshard"
+    assert params.arch_config("expert_choice").moe.decoder_router == "gshard"
+    assert params.arch_config("st_moe").moe.resolved_z_loss_coef == 1e-3
+    dense = params.arch_config("dense")
+    assert dense.moe is None and dense.d_ff == switch.d_ff  # top-1: same FFN width
+    # a dense twin of a top-2 arch is wider: equal FFN FLOPs per token
+    data = _with(repo_root, "archs.variants.dense", {"dense_twin_of": "gshard"})
+    from flanmoe.model.flops import accounting
+
+    twin = parse_params(data).arch_config("dense")
+    acc_t, acc_g = accounting(twin, 1000), accounting(gshard, 1000)
+    assert acc_t.breakdown["ffn"] == pytest.approx(acc_g.breakdown["ffn"])

@@ -114,9 +114,9 @@ def test_moe_output_has_aux_and_stats() -> None:
     out = model(x, labels=y)
     assert set(out.router_stats) == {"encoder.1", "decoder.1"}
     enc = out.router_stats["encoder.1"]
-    assert enc.num_tokens == int((x != 0).sum())  # padding is not routed
-    assert out.router_stats["decoder.1"].num_tokens == int(((y != -100) & (y != 0)).sum())
-    assert float(enc.expert_fraction.sum()) == pytest.approx(1.0)
+    assert enc.num_tokens.item() == int((x != 0).sum())  # padding is not routed
+    assert out.router_stats["decoder.1"].num_tokens.item() == int(((y != -100) & (y != 0)).sum())
+    assert enc.expert_fraction.sum().item() == pytest.approx(1.0)
     expected = 2 * (0.01 * out.load_balance_loss + 1e-3 * out.z_loss)  # two layers; mean x 2 = sum
     torch.testing.assert_close(out.aux_loss, expected.to(out.aux_loss.dtype))
     torch.testing.assert_close(out.loss, out.lm_loss + out.aux_loss)

@@ -12,6 +12,7 @@ import yaml
 
 from flanmoe import tracking
 from tests.stage_helpers import REPO, TINY_EMBEDDED, shipped_params
+from tests.test_pretrain_stage import MICRO_MODEL, MICRO_TOKENIZE, micro_pretrain
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,9 @@ def workspace(tmp_path):
     _copy_repo(work)
     params = shipped_params()
     params["prepare"]["embedded"] = {**params["prepare"].get("embedded", {}), **TINY_EMBEDDED}
-    params["tokenize"].update(vocab_size=600, num_sentinels=20)
+    params["tokenize"].update(MICRO_TOKENIZE)
+    params["model"] = {**params["model"], **MICRO_MODEL}
+    params["pretrain"] = micro_pretrain(steps=4)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -68,7 +71,7 @@ def test_make_run_path(workspace):
     work, env = workspace
     _repro(work, env)
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "tokenize"}
+    assert set(lock["stages"]) == {"prepare", "tokenize", "pretrain@dense", "pretrain@switch"}
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
     assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
 
@@ -78,7 +81,11 @@ def test_make_run_path(workspace):
     children = {
         r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]
     }
-    assert set(children) == {"prepare", "tokenize"}
+    assert set(children) == {"prepare", "tokenize", "pretrain"}
+    archs = {r["tags"].get("arch") for r in runs if r["tags"].get("stage") == "pretrain"}
+    assert archs == {"dense", "switch"}
+    for arch in ("dense", "switch"):
+        assert (work / "models" / "pretrain" / arch / "model.safetensors").is_file()
     # the stage's input hash tag is the hash DVC recorded for that dependency
     dep = {d["path"]: d["md5"] for d in lock["stages"]["tokenize"]["deps"]}
     assert children["tokenize"]["tags"]["dvc.dep.data/prepared"] == dep["data/prepared"]
@@ -92,6 +99,24 @@ def test_make_run_path(workspace):
     proc = _repro(work, env)
     assert "up to date" in proc.stdout
     assert len(tracking.search_runs("flan-moe", uri=env["MLFLOW_TRACKING_URI"])) == len(runs)
+
+    # DVC lists the pretrain figures and renders the loss curves (offline: a local HTML file)
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0 and "metrics/pretrain/switch.json" in shown.stdout, shown.stderr
+    plots = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert plots.returncode == 0 and "plots/pretrain/dense.json" in plots.stdout, plots.stderr
 
     # the default remote works out of the box
     push = subprocess.run(

@@ -8,12 +8,16 @@ Entry points for the trainer and evaluation::
     out.loss.backward()                                               # lm_loss + aux_loss
     ids = model.eval().generate(input_ids, attention_mask, max_new_tokens=32, eos_id=1)
     acct = accounting(cfg, vocab_size, enc_len, dec_len)              # params, FLOPs/token
+    logs = reduce_router_stats(out.router_stats)                      # floats: the one host sync
+    save_pretrained(model, "out/model", tokenizer_path="tokenizer.json")
+    model = FlanMoEModel.from_pretrained("out/model")
 """
 
 from flanmoe.model.config import ModelConfig, MoEConfig, arch_presets, model_config_for_arch
 from flanmoe.model.flops import Accounting, accounting, active_param_count, dense_twin, param_count
 from flanmoe.model.moe import MoEAux, MoELayer
-from flanmoe.model.router import RouterStats
+from flanmoe.model.pretrained import load_config, save_pretrained
+from flanmoe.model.stats import RouterStats, RouterStatsAccumulator, reduce_router_stats
 from flanmoe.model.transformer import FlanMoEModel, KVCache, Seq2SeqOutput, build_model, shift_right
 
 __all__ = [
@@ -25,13 +29,17 @@ __all__ = [
     "MoEConfig",
     "MoELayer",
     "RouterStats",
+    "RouterStatsAccumulator",
     "Seq2SeqOutput",
     "accounting",
     "active_param_count",
     "arch_presets",
     "build_model",
     "dense_twin",
+    "load_config",
     "model_config_for_arch",
     "param_count",
+    "reduce_router_stats",
+    "save_pretrained",
     "shift_right",
 ]

@@ -6,8 +6,14 @@ Input is a buffer ``[N, d_model]`` sorted by expert plus ``tokens_per_expert`` `
 - ``grouped_mm``: ``torch._grouped_mm`` segment matmul (no padding). Its CPU backward is not
   usable in torch 2.13, so ``_GroupedMM`` supplies one (two more grouped matmuls). float32/bf16/fp16
   only, and rows must be 16-byte aligned (d_model, d_ff multiples of 4 in float32).
-- ``bmm``: scatter rows into a zero-padded ``[E, max_tokens, d]`` buffer and use ``torch.bmm``;
-  works for every dtype (float64 tests) at the cost of padding to the busiest expert.
+- ``bmm``: scatter rows into a zero-padded ``[E, C, d]`` buffer and use ``torch.bmm``; works for
+  every dtype (float64 tests) at the cost of padding. ``C`` is the router's static bound on an
+  expert's tokens when the caller passes one (``capacity``), else the busiest expert's count, which
+  reads a tensor back to the host (a sync; dropless routing, or dispatchers that give no bound).
+
+The ``grouped_mm`` path never syncs with the host. Under ``torch.compile`` the expert computation
+runs eagerly (a graph break): ``_grouped_mm`` has no float32 meta kernel on CPU, and the custom
+backward below is only checked eagerly.
 """
 
 from __future__ import annotations
@@ -91,14 +97,23 @@ class GroupedExperts(nn.Module):
             nn.init.normal_(w, std=factor * self.d_model**-0.5)
         nn.init.normal_(self.wo, std=factor * self.d_ff**-0.5)
 
-    def forward(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
-        """``x`` ``[N, d_model]`` sorted by expert, ``tokens_per_expert`` ``[E]`` -> ``[N, d_model]``."""
+    def forward(self, x: Tensor, tokens_per_expert: Tensor, capacity: int | None = None) -> Tensor:
+        """``x`` ``[N, d_model]`` sorted by expert, ``tokens_per_expert`` ``[E]`` -> ``[N, d_model]``.
+
+        ``capacity``: a static upper bound on ``tokens_per_expert`` (only the ``bmm`` path uses it;
+        without it that path syncs to read the maximum count).
+        """
+        if torch.compiler.is_compiling():  # run the grouped kernel outside the graph (see module doc)
+            return _eager_forward(self, x, tokens_per_expert, capacity)
+        return self._forward(x, tokens_per_expert, capacity)
+
+    def _forward(self, x: Tensor, tokens_per_expert: Tensor, capacity: int | None) -> Tensor:
         use_gmm = self.backend == "grouped_mm" or (
             self.backend == "auto" and _grouped_mm_ok(x, self.d_model, self.d_ff)
         )
         if use_gmm:
             return self._forward_grouped_mm(x, tokens_per_expert)
-        return self._forward_bmm(x, tokens_per_expert)
+        return self._forward_bmm(x, tokens_per_expert, capacity)
 
     def _hidden(self, h: tuple[Tensor, ...]) -> Tensor:
         """Hidden units from the input projections ``h`` (one per weight of ``input_weights``)."""
@@ -111,12 +126,22 @@ class GroupedExperts(nn.Module):
         h = self._hidden(tuple(grouped_mm(x, w, offs) for w in self.input_weights()))
         return grouped_mm(h, self.wo, offs)
 
-    def _forward_bmm(self, x: Tensor, tokens_per_expert: Tensor) -> Tensor:
+    def _forward_bmm(self, x: Tensor, tokens_per_expert: Tensor, capacity: int | None) -> Tensor:
         E, N = self.num_experts, x.shape[0]
-        cap = int(tokens_per_expert.max()) if N > 0 else 0
-        expert_of_row = torch.repeat_interleave(torch.arange(E, device=x.device), tokens_per_expert)
+        if capacity is None:  # host sync: the busiest expert's count sizes the buffer
+            capacity = int(tokens_per_expert.max()) if N > 0 else 0
+        experts = torch.arange(E, device=x.device)
+        expert_of_row = torch.repeat_interleave(experts, tokens_per_expert, output_size=N)  # no sync
         starts = torch.cumsum(tokens_per_expert, 0) - tokens_per_expert
         slot = torch.arange(N, device=x.device) - starts[expert_of_row]
-        padded = x.new_zeros(E, cap, x.shape[-1]).index_put((expert_of_row, slot), x)  # [E, C, d]
+        padded = x.new_zeros(E, capacity, x.shape[-1]).index_put((expert_of_row, slot), x)  # [E, C, d]
         h = self._hidden(tuple(torch.bmm(padded, w) for w in self.input_weights()))  # [E, C, f]
         return torch.bmm(h, self.wo)[expert_of_row, slot]  # padding rows are never read back
+
+
+@torch.compiler.disable
+def _eager_forward(
+    experts: GroupedExperts, x: Tensor, tokens_per_expert: Tensor, capacity: int | None
+) -> Tensor:
+    """``GroupedExperts._forward`` outside any ``torch.compile`` graph."""
+    return experts._forward(x, tokens_per_expert, capacity)

@@ -1,13 +1,15 @@
 """The MoE layer: Router -> Dispatcher -> Experts -> Dispatcher.combine, plus its aux losses.
 
 It replaces the FFN of every ``moe_every``-th block. One call routes one group: all tokens of the
-batch given to it (padding excluded through ``mask``).
+batch given to it (padding excluded through ``mask``). The forward has no host sync on the default
+(``grouped_mm``) experts path; its statistics stay device tensors (``stats.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from flanmoe.model.config import FFNActivation, MoEConfig, RouterName
@@ -86,14 +88,34 @@ class MoELayer(nn.Module):
         nn.init.normal_(layer.router.gate.weight, std=init_std * d_model**-0.5)
         return layer
 
+    def _capacity_bound(self, num_tokens: int) -> int | None:
+        """Static bound on the tokens of one local expert (spares the ``bmm`` experts a host sync).
+
+        Only known for the local dispatcher: an expert-parallel one gathers tokens from every rank.
+        """
+        if type(self.dispatcher) is not LocalDispatcher:
+            return None
+        return self.router.max_tokens_per_expert(num_tokens)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, MoEAux]:
         """``x`` ``[B, S, d]`` (or ``[T, d]``), ``mask`` same leading shape, bool, False = padding."""
+        if torch.compiler.is_compiling():  # data-dependent routing + grouped kernel: outside the graph
+            return _eager_forward(self, x, mask)
+        return self._forward(x, mask)
+
+    def _forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, MoEAux]:
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         flat_mask = mask.reshape(-1).bool() if mask is not None else None
         routing = self.router(tokens, flat_mask)
         expert_in, per_expert, ctx = self.dispatcher.dispatch(tokens, routing)
-        expert_out = self.experts(expert_in, per_expert)
+        expert_out = self.experts(expert_in, per_expert, self._capacity_bound(routing.num_tokens))
         y = self.dispatcher.combine(expert_out, ctx).reshape(shape)
         loss = self.load_balance_coef * routing.load_balance_loss + self.z_loss_coef * routing.z_loss
         return y, MoEAux(loss, routing.load_balance_loss, routing.z_loss, routing.stats)
+
+
+@torch.compiler.disable
+def _eager_forward(layer: MoELayer, x: Tensor, mask: Tensor | None) -> tuple[Tensor, MoEAux]:
+    """``MoELayer._forward`` outside any ``torch.compile`` graph (one graph break per MoE layer)."""
+    return layer._forward(x, mask)

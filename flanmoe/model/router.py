@@ -9,6 +9,12 @@ per-expert segments), the number of tokens per expert, auxiliary losses and stat
   second choices (GShard), then earlier tokens first. Dropped tokens pass through the residual.
 - ``ExpertChoiceRouter``: each expert picks its top-c tokens of the whole group (Zhou et al. 2022).
   It sees every token of the group, future ones included, so it is for the encoder only.
+
+Capacities come from the static group size ``T = x.shape[0]``, padding included (as T5X/Flaxformer
+do), so no token count is read back to the host: no ``int()``/``.item()`` of a tensor in a forward,
+and the statistics stay tensors (``stats.py``). The one data-dependent shape is the compaction of
+kept token-choice assignments when some are dropped or masked (a boolean index, whose size a CUDA
+device reports back inside torch); dropless routing without padding and expert choice are static.
 """
 
 from __future__ import annotations
@@ -20,18 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flanmoe.model.stats import RouterStats, RouterStatsAccumulator, reduce_router_stats
 
-@dataclass
-class RouterStats:
-    """Per-layer routing statistics for logging (detached tensors)."""
-
-    tokens_per_expert: Tensor  # [E] kept assignments per expert
-    expert_fraction: Tensor  # [E] share of kept assignments per expert (sums to 1)
-    num_tokens: int  # real (unmasked) tokens in the group
-    dropped_tokens: int  # real tokens routed to no expert (only the residual carries them)
-    dropped_assignments: int  # (token, expert) choices over capacity
-    dropped_fraction: float  # dropped_tokens / num_tokens
-    entropy: float  # mean over tokens of the router distribution's entropy (nats)
+__all__ = [
+    "ExpertChoiceRouter",
+    "Router",
+    "RouterStats",
+    "RouterStatsAccumulator",
+    "Routing",
+    "TokenChoiceTopKRouter",
+    "reduce_router_stats",
+]
 
 
 @dataclass
@@ -39,8 +44,9 @@ class Routing:
     """Kept assignments of one group, sorted by expert.
 
     ``token_idx``/``expert_idx``/``gates`` are ``[assignments]``; ``tokens_per_expert`` is ``[E]``
-    and sums to the number of assignments. ``load_balance_loss`` and ``z_loss`` are scalars
-    (unweighted; the MoE layer applies the coefficients).
+    and sums to the number of assignments. ``num_tokens`` is the static group size ``T`` (padding
+    included). ``load_balance_loss`` and ``z_loss`` are scalars (unweighted; the MoE layer applies
+    the coefficients). ``stats`` count real tokens only.
     """
 
     token_idx: Tensor
@@ -93,11 +99,6 @@ def _masked_mean(v: Tensor, mask: Tensor | None) -> Tensor:
     return (v * m).sum() / m.sum().clamp_min(1)
 
 
-def _entropy(probs: Tensor, mask: Tensor | None) -> float:
-    ent = -(probs * torch.log(probs.clamp_min(1e-20))).sum(-1)
-    return float(_masked_mean(ent, mask))
-
-
 class Router(nn.Module):
     """Base: a linear gate ``[d_model] -> [E]`` logits, optional jitter and float32 computation."""
 
@@ -115,6 +116,10 @@ class Router(nn.Module):
         if self.fp32 and x.dtype != torch.float64:  # selective precision: softmax in float32
             return F.linear(x.float(), self.gate.weight.float())
         return self.gate(x)
+
+    def max_tokens_per_expert(self, num_tokens: int) -> int | None:
+        """Static bound on any expert's assignments in a group of ``num_tokens`` (``None``: none known)."""
+        return None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -153,8 +158,16 @@ class TokenChoiceTopKRouter(Router):
         cf = self.capacity_factor[0] if self.training else self.capacity_factor[1]
         return expert_capacity(num_tokens, self.num_experts, self.k, cf, self.min_capacity)
 
+    def max_tokens_per_expert(self, num_tokens: int) -> int | None:
+        """Static upper bound on an expert's kept assignments (``None`` when dropless: it would be T)."""
+        cap = self.capacity(num_tokens)
+        return None if cap is None else min(cap, num_tokens)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:
-        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding (never routed)."""
+        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding (never routed).
+
+        Capacity is ``capacity(T)`` with ``T`` the group size including padding (T5X/Flaxformer).
+        """
         T, E, k = x.shape[0], self.num_experts, self.k
         logits = self.logits(x)
         probs = logits.softmax(dim=-1)  # [T, E]
@@ -170,25 +183,25 @@ class TokenChoiceTopKRouter(Router):
         flat_tok = torch.arange(T, device=x.device).repeat(k)
         flat_g = gates.t().reshape(-1)
         sorted_e, order = torch.sort(flat_e, stable=True)  # stable: keeps the priority order per expert
-        counts = torch.bincount(flat_e, minlength=E + 1)  # [E+1], last = padding
-        starts = torch.cumsum(counts, 0) - counts
-        pos = torch.arange(flat_e.numel(), device=x.device) - starts[sorted_e]  # slot within its expert
-        cap = self.capacity(T if mask is None else int(mask.sum()))
-        keep = sorted_e < E
-        if cap is not None:
-            keep &= pos < cap
-        order = order[keep]
-        token_idx, expert_idx, kept_gates = flat_tok[order], sorted_e[keep], flat_g[order]
+        counts = _bincount(flat_e, E + 1)  # [E+1], last = padding
+        cap = self.capacity(T)
         per_expert = counts[:E] if cap is None else counts[:E].clamp(max=cap)
+        if cap is not None or mask is not None:  # compact the kept assignments (data-dependent size)
+            starts = torch.cumsum(counts, 0) - counts
+            pos = torch.arange(flat_e.numel(), device=x.device) - starts[sorted_e]  # slot in its expert
+            keep = sorted_e < E
+            if cap is not None:
+                keep &= pos < cap
+            order, sorted_e = order[keep], sorted_e[keep]
+        token_idx, kept_gates = flat_tok[order], flat_g[order]
 
-        num_real = T if mask is None else int(mask.sum())
+        num_real = _num_real(mask, T, x.device)
         routed = torch.zeros(T, dtype=torch.bool, device=x.device)
         routed[token_idx] = True
-        dropped_tokens = num_real - int(routed.sum())
-        stats = _stats(
-            per_expert, num_real, dropped_tokens, num_real * k - int(per_expert.sum()), probs, mask
-        )
-        return Routing(token_idx, expert_idx, kept_gates, per_expert, T, lb, zl, stats)
+        dropped_tokens = num_real - routed.sum()
+        dropped_assign = num_real * k - per_expert.sum()
+        stats = RouterStats.compute(per_expert, num_real, dropped_tokens, dropped_assign, probs, mask)
+        return Routing(token_idx, sorted_e, kept_gates, per_expert, T, lb, zl, stats)
 
 
 class ExpertChoiceRouter(Router):
@@ -213,13 +226,22 @@ class ExpertChoiceRouter(Router):
         """Tokens each expert takes from a group of ``num_tokens`` (at most all of them)."""
         return max(1, min(num_tokens, math.ceil(self.capacity_factor * num_tokens / self.num_experts)))
 
+    def max_tokens_per_expert(self, num_tokens: int) -> int:
+        """Static upper bound on an expert's assignments: exactly ``capacity(num_tokens)``."""
+        return self.capacity(num_tokens)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:
-        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding (never kept)."""
+        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding.
+
+        ``c = capacity(T)`` with ``T`` the group size including padding, so the routing has a static
+        shape (``E * c`` assignments). Experts rank real tokens above padding; when a group has fewer
+        than ``c`` real tokens, an expert's padding picks stay in the routing with gate 0 (a zero
+        update to a padding position) and are left out of the statistics.
+        """
         T, E = x.shape[0], self.num_experts
         logits = self.logits(x)
         probs = logits.softmax(dim=-1)  # [T, E]: token-to-expert affinities
-        num_real = T if mask is None else int(mask.sum())
-        c = self.capacity(max(num_real, 1))
+        c = self.capacity(T)
         scores = probs.t()  # [E, T]
         if mask is not None:  # padding scores below every real token (probs >= 0)
             scores = scores.masked_fill(~mask[None, :], -1.0)
@@ -227,35 +249,25 @@ class ExpertChoiceRouter(Router):
         expert_idx = torch.arange(E, device=x.device).repeat_interleave(c)
         token_idx, gates = token_idx.reshape(-1), gates.reshape(-1)
         per_expert = torch.full((E,), c, dtype=torch.long, device=x.device)
-        if mask is not None:  # a group with fewer real tokens than c: drop the padding picks
-            keep = mask[token_idx]
-            token_idx, gates, expert_idx = token_idx[keep], gates[keep], expert_idx[keep]
-            per_expert = torch.bincount(expert_idx, minlength=E)
+        real_per_expert = per_expert
+        if mask is not None:
+            real = mask[token_idx]  # [E*c]
+            gates = torch.where(real, gates, torch.zeros_like(gates))  # padding picks: no update
+            real_per_expert = real.reshape(E, c).sum(-1)
         routed = torch.zeros(T, dtype=torch.bool, device=x.device)
         routed[token_idx] = True
-        dropped_tokens = num_real - int(routed.sum())
+        num_real = _num_real(mask, T, x.device)
+        dropped_tokens = num_real - (routed if mask is None else routed & mask).sum()
         zero = logits.new_zeros(())
-        stats = _stats(per_expert, num_real, dropped_tokens, 0, probs, mask)
+        stats = RouterStats.compute(real_per_expert, num_real, dropped_tokens, zero.long(), probs, mask)
         return Routing(token_idx, expert_idx, gates, per_expert, T, zero, router_z_loss(logits, mask), stats)
 
 
-def _stats(
-    per_expert: Tensor,
-    num_real: int,
-    dropped_tokens: int,
-    dropped_assign: int,
-    probs: Tensor,
-    mask: Tensor | None,
-) -> RouterStats:
-    with torch.no_grad():
-        per_expert = per_expert.detach()
-        total = per_expert.sum().clamp_min(1)
-        return RouterStats(
-            tokens_per_expert=per_expert,
-            expert_fraction=per_expert.double() / total,
-            num_tokens=num_real,
-            dropped_tokens=dropped_tokens,
-            dropped_assignments=dropped_assign,
-            dropped_fraction=dropped_tokens / max(num_real, 1),
-            entropy=_entropy(probs.detach(), mask),
-        )
+def _bincount(idx: Tensor, n: int) -> Tensor:
+    """``torch.bincount(idx, minlength=n)`` for ``idx < n`` without its host sync on CUDA."""
+    return torch.zeros(n, dtype=torch.long, device=idx.device).index_add_(0, idx, torch.ones_like(idx))
+
+
+def _num_real(mask: Tensor | None, T: int, device: torch.device) -> Tensor:
+    """Real tokens of the group as a 0-d long tensor (no host sync)."""
+    return mask.sum() if mask is not None else torch.full((), T, dtype=torch.long, device=device)

@@ -7,6 +7,7 @@ ignored by the loss. ``Seq2SeqOutput.loss = lm_loss + aux_loss`` is what trainin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,8 @@ IGNORE_INDEX = -100
 
 @dataclass
 class Seq2SeqOutput:
-    """Model output. ``router_stats`` maps ``"encoder.3"``-style layer names to their stats."""
+    """Model output. ``router_stats`` maps ``"encoder.3"``-style layer names to their stats (device
+    tensors; ``reduce_router_stats`` / ``RouterStatsAccumulator`` turn them into log floats)."""
 
     logits: Tensor  # [B, T, vocab]
     loss: Tensor | None = None  # lm_loss + aux_loss (None without labels)
@@ -68,12 +70,15 @@ class Block(nn.Module):
         x: Tensor,
         self_bias: Tensor,
         token_mask: Tensor | None,
-        cross: tuple[Tensor, Tensor] | None = None,
+        cross: Tensor | tuple[Tensor, Tensor] | None = None,
         cross_bias: Tensor | None = None,
         past_kv: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, MoEAux | None, tuple[Tensor, Tensor]]:
-        """``x`` ``[B, S, d]``; returns new ``x``, the MoE aux (or None) and this step's self K/V
-        (concatenated to ``past_kv``) for a cache."""
+    ) -> tuple[Tensor, MoEAux | None, tuple[Tensor, Tensor], tuple[Tensor, Tensor] | None]:
+        """``x`` ``[B, S, d]``; ``cross`` is the encoder output ``[B, S_enc, d]`` or its cached K/V.
+        Returns new ``x``, the MoE aux (or None), this step's self K/V (concatenated to ``past_kv``)
+        and the cross K/V, for a cache."""
+        if isinstance(cross, Tensor):  # projected here, inside the block: one FSDP unit owns its weights
+            cross = self.cross_attn.project_kv(cross)
         h = self.self_norm(x)
         k, v = self.self_attn.project_kv(h)
         if past_kv is not None:
@@ -87,7 +92,7 @@ class Block(nn.Module):
             h, aux = self.ffn(h, token_mask)
         else:
             h = self.ffn(h)
-        return x + self.dropout(h), aux, (k, v)
+        return x + self.dropout(h), aux, (k, v), cross
 
 
 class Stack(nn.Module):
@@ -141,12 +146,10 @@ class Stack(nn.Module):
         for i, block in enumerate(self.blocks):
             cross = past = None
             if self.is_decoder:
-                if cache is not None and cache.cross_kv[i] is not None:
-                    cross = cache.cross_kv[i]
-                else:
-                    cross = block.cross_attn.project_kv(enc_out)
+                cached = cache.cross_kv[i] if cache is not None else None
+                cross = cached if cached is not None else enc_out
                 past = cache.self_kv[i] if cache is not None else None
-            x, layer_aux, kv = block(x, bias, token_mask, cross, cross_bias, past)
+            x, layer_aux, kv, cross = block(x, bias, token_mask, cross, cross_bias, past)
             if cache is not None:
                 cache.self_kv[i], cache.cross_kv[i] = kv, cross
             if layer_aux is not None:
@@ -271,6 +274,21 @@ class FlanMoEModel(nn.Module):
         from flanmoe.model.generate import greedy_generate
 
         return greedy_generate(self, input_ids, attention_mask, max_new_tokens, eos_id, use_cache)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> FlanMoEModel:
+        """Load a directory written by ``save_pretrained`` (strict: every key, every shape)."""
+        from flanmoe.model.pretrained import load_pretrained
+
+        return load_pretrained(path, device, dtype)
+
+    def save_pretrained(self, path: str | Path, tokenizer_path: str | Path | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (and ``tokenizer.json``) to ``path``."""
+        from flanmoe.model.pretrained import save_pretrained
+
+        return save_pretrained(self, path, tokenizer_path)
 
     def param_group(self, name: str) -> str:
         """``"router"``, ``"experts"`` or ``"dense"`` for a parameter name (for freezing ablations)."""

@@ -1,0 +1,1 @@
+"""Training: params, data samplers, the training loop."""

@@ -1,0 +1,75 @@
+"""Params of one training stage (pretrain now; instruct and finetune reuse it): the optimizer, the
+schedule, batching, evaluation, checkpoints, and how the run is laid out on devices.
+
+Batch semantics: one optimizer step consumes one *global* batch, cut into ``nproc * grad_accum``
+micro-batches ("groups"); each group is one MoE routing group. So ``(nproc 2, grad_accum 1)`` and
+``(nproc 1, grad_accum 2)`` compute the same thing, and a checkpoint resumes at another world size.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from flanmoe.params_base import StrictModel
+
+
+class ParallelConfig(StrictModel):
+    """Devices and parallelism. ``nproc > 1`` re-launches the stage under ``torchrun --standalone``."""
+
+    nproc: int = Field(1, ge=1)  # processes on this node (torchrun --nproc_per_node); 1 = in-process
+    ep: int = Field(1, ge=1)  # expert-parallel degree: divides nproc and every MoE arch's num_experts
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available (NCCL), else cpu (gloo)
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast on GPU (fp32 master weights)
+    activation_checkpointing: bool = False  # recompute each block in backward (memory for compute)
+    compile: bool = False  # torch.compile per block; MoE layers run eager (data-dependent token counts)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads per process; None = torch's default
+
+    @model_validator(mode="after")
+    def _check(self) -> ParallelConfig:
+        if self.nproc % self.ep != 0:
+            raise ValueError(f"ep: {self.ep} does not divide nproc {self.nproc}")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """One training stage: steps, batches, optimizer, schedule, evaluation, checkpoints, parallelism."""
+
+    steps: int = Field(300, ge=1)  # optimizer steps
+    batch_size: int = Field(32, ge=1)  # examples per global batch (packed data)
+    max_tokens: int = Field(4096, ge=16)  # token budget of one micro-batch (variable-length pairs)
+    grad_accum: int = Field(1, ge=1)  # micro-batches per process and step
+    optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor: T5's (factored second moments)
+    lr: float = Field(1e-3, gt=0)  # peak learning rate
+    weight_decay: float = Field(0.0, ge=0)  # decoupled weight decay (T5: 0)
+    beta1: float = Field(0.9, ge=0, lt=1)  # AdamW first moment
+    beta2: float = Field(0.999, gt=0, lt=1)  # AdamW second moment (Adafactor: uses its own decay)
+    schedule: Literal["constant", "inverse_sqrt", "cosine"] = "inverse_sqrt"  # after warmup (T5: rsqrt)
+    warmup_steps: int = Field(30, ge=0)  # linear warmup from 0 to lr
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine: final lr / peak lr
+    clip_grad_norm: float | None = Field(1.0, gt=0)  # global grad-norm clipping; null = off
+    eval_every: int = Field(100, ge=1)  # validation loss every N steps (and at the end)
+    val_examples: int = Field(256, ge=1)  # held-out examples for validation loss (pretraining set)
+    log_every: int = Field(10, ge=1)  # metrics to MLflow / progress every N steps (one batch of values)
+    checkpoint_every: int = Field(100, ge=1)  # resumable DCP checkpoint every N steps (and at the end)
+    keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept
+    seed: int | None = Field(None, ge=0)  # init, data order, dropout; None = base.seed
+    parallel: ParallelConfig = ParallelConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        groups = self.parallel.nproc * self.grad_accum
+        if self.batch_size % groups != 0:
+            raise ValueError(
+                f"batch_size: {self.batch_size} is not divisible by nproc x grad_accum = {groups} "
+                "(each process and micro-batch takes an equal share of the global batch)"
+            )
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps: {self.warmup_steps} > steps {self.steps}")
+        return self
+
+    @property
+    def groups(self) -> int:
+        """Micro-batches per global batch: ``nproc * grad_accum``."""
+        return self.parallel.nproc * self.grad_accum

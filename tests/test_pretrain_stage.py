@@ -1,0 +1,191 @@
+"""Stage `pretrain` as DVC runs it, on micro shapes: outputs, resume after kill -9 (bit for bit),
+MLflow run and tags, and exit-2 errors before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flanmoe import tracking
+from tests.stage_helpers import TINY_EMBEDDED, run_stage, write_params
+
+pytestmark = pytest.mark.slow
+
+MICRO_MODEL = {
+    "preset": None,
+    "d_model": 32,
+    "d_ff": 64,
+    "num_heads": 2,
+    "d_kv": 16,
+    "num_encoder_layers": 2,
+    "num_decoder_layers": 2,
+    "moe": {"num_experts": 4, "moe_every": 2},
+}
+MICRO_TOKENIZE = {"vocab_size": 600, "num_sentinels": 20, "input_length": 64, "target_length": 16}
+
+
+def micro_pretrain(**over) -> dict:
+    cfg = {
+        "steps": 6,
+        "batch_size": 4,
+        "val_examples": 8,
+        "warmup_steps": 2,
+        "eval_every": 3,
+        "log_every": 2,
+        "checkpoint_every": 2,
+        "keep_checkpoints": 2,
+        "parallel": {"nproc": 1, "ep": 1, "device": "cpu", "dtype": "float32", "threads": 1},
+    }
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory) -> Path:
+    """data/ of a micro embedded suite, prepared and tokenized once for the module."""
+    work = tmp_path_factory.mktemp("tok")
+    write_params(work, prepare={"embedded": TINY_EMBEDDED}, tokenize=MICRO_TOKENIZE)
+    run_stage("prepare", work)
+    run_stage("tokenize", work)
+    return work / "data"
+
+
+def _workspace(tmp_path: Path, tokenized: Path, **pretrain) -> Path:
+    shutil.copytree(tokenized, tmp_path / "data")
+    write_params(
+        tmp_path,
+        prepare={"embedded": TINY_EMBEDDED},
+        tokenize=MICRO_TOKENIZE,
+        model=MICRO_MODEL,
+        pretrain=micro_pretrain(**pretrain),
+    )
+    return tmp_path
+
+
+def test_pretrain_writes_model_metrics_plot_and_mlflow_run(tmp_path, tokenized):
+    work = _workspace(tmp_path, tokenized)
+    proc = run_stage("pretrain", work, args=("switch",))
+    assert "pretrain@switch: 6 steps, train loss" in proc.stdout
+    rerun = run_stage(
+        "pretrain", work, args=("switch",)
+    )  # resumes from the final checkpoint: nothing left to train
+    assert "pretrain@switch: 6 steps, resumed from step 6" in rerun.stdout
+
+    from flanmoe.model import FlanMoEModel
+
+    model_dir = work / "models" / "pretrain" / "switch"
+    assert {p.name for p in model_dir.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    model = FlanMoEModel.from_pretrained(model_dir)
+    assert model.cfg.moe is not None and model.cfg.moe.num_experts == 4
+
+    metrics = json.loads((work / "metrics" / "pretrain" / "switch.json").read_text())
+    assert metrics["steps"] == 6 and metrics["val_loss"] > 0 and metrics["train_loss"] > 0
+    assert metrics["params"] > metrics["active_params"] > 0 and metrics["flops_per_token"] > 0
+    assert metrics["tokens_seen"] > 0 and 0 <= metrics["pad_fraction"] < 0.5
+    assert "moe/dropped_fraction" in metrics["router"] and metrics["expert_load"]
+    curve = json.loads((work / "plots" / "pretrain" / "switch.json").read_text())
+    assert [row["step"] for row in curve] == [2, 4, 6]
+    assert all(not any(k.endswith("seconds") for k in row) for row in curve)
+
+    runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
+    assert len(runs) == 2 and all(r["status"] == "FINISHED" for r in runs)
+    for run in runs:
+        assert run["tags"]["stage"] == "pretrain" and run["tags"]["arch"] == "switch"
+        assert run["tags"]["router"] == "switch" and run["tags"]["num_experts"] == "4"
+    trained = [r for r in runs if "train/lm_loss" in r["metrics"]]
+    assert len(trained) == 1  # the resumed rerun trained nothing
+    m = trained[0]["metrics"]
+    assert m["final/val_loss"] == pytest.approx(metrics["val_loss"])
+    assert {"train/grad_norm", "train/lr", "router/moe/entropy", "router/moe/dropped_fraction"} <= set(m)
+
+
+def _kill_when_checkpoint(proc: subprocess.Popen, ckpt_root: Path, step: int, timeout: float = 120) -> None:
+    target = ckpt_root / f"step-{step:08d}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if target.is_dir() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_then_rerun_resumes_and_equals_uninterrupted(tmp_path, tokenized):
+    from safetensors.torch import load_file
+
+    over = {"steps": 10, "checkpoint_every": 2}
+    ref = _workspace(tmp_path / "ref", tokenized, **over)
+    run_stage("pretrain", ref, args=("switch",))
+
+    work = _workspace(tmp_path / "killed", tokenized, **over)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns.db'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.pretrain", "switch"], cwd=work, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _kill_when_checkpoint(proc, work / "checkpoints" / "pretrain" / "switch", 4)
+    assert not (work / "models" / "pretrain" / "switch").exists()  # nothing exported by a dead run
+    out = run_stage("pretrain", work, args=("switch",))
+    assert "resumed from step" in out.stdout
+    a = load_file(ref / "models" / "pretrain" / "switch" / "model.safetensors")
+    b = load_file(work / "models" / "pretrain" / "switch" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] == b[k]).all(), k  # bit for bit
+    ma = json.loads((ref / "metrics" / "pretrain" / "switch.json").read_text())
+    mb = json.loads((work / "metrics" / "pretrain" / "switch.json").read_text())
+    assert ma == mb
+
+
+def test_checkpoints_of_other_params_are_not_resumed(tmp_path, tokenized):
+    work = _workspace(tmp_path, tokenized, steps=4)
+    run_stage("pretrain", work, args=("switch",))
+    write_params(
+        work, prepare={"embedded": TINY_EMBEDDED}, tokenize=MICRO_TOKENIZE, model=MICRO_MODEL,
+        pretrain=micro_pretrain(steps=4, lr=0.0005),
+    )  # fmt: skip
+    out = run_stage("pretrain", work, args=("switch",))
+    assert "starting fresh" in out.stdout and "resumed" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["moe64"], "arch: unknown arch 'moe64'"),
+        ([], "usage: python -m stages.pretrain <arch>"),
+    ],
+)
+def test_bad_arch_exits_2_and_writes_nothing(tmp_path, tokenized, args, expected):
+    work = _workspace(tmp_path, tokenized)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns.db'}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.pretrain", *args], cwd=work, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["data", "params.yaml"]
+
+
+def test_missing_tokenized_data_and_too_many_val_examples(tmp_path, tokenized):
+    write_params(tmp_path, model=MICRO_MODEL, pretrain=micro_pretrain())
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.pretrain", "dense"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "data/tokenized/pretrain not found" in proc.stderr
+    work = _workspace(tmp_path / "w", tokenized, val_examples=100000)
+    proc = run_stage("pretrain", work, check=False, args=("switch",))
+    assert proc.returncode == 2 and "pretrain.val_examples: 100000 >=" in proc.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["data", "params.yaml"]

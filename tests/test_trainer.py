@@ -1,0 +1,123 @@
+"""The trainer in one process: schedules, loss normalisation across micro-batches, resume from a
+checkpoint bit for bit, learning on a tiny set, and MLflow failures that never stop training."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from flanmoe.model import ModelConfig, MoEConfig, build_model
+from flanmoe.train.config import TrainConfig
+from flanmoe.train.data import PackedBatches, eval_batches
+from flanmoe.train.optim import lr_factor
+from flanmoe.train.trainer import Trainer
+
+VOCAB = 64
+
+
+def micro_cfg(moe: dict | None = None) -> ModelConfig:
+    return ModelConfig(
+        preset=None, d_model=16, d_ff=32, num_heads=2, d_kv=8, num_encoder_layers=2, num_decoder_layers=2,
+        moe=None if moe is None else MoEConfig(num_experts=4, **moe),
+    )  # fmt: skip
+
+
+def packed(n: int = 48, seed: int = 0) -> datasets.Dataset:
+    """Packed-like rows: 12 input ids, 6 labels with some padding, from a learnable rule."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(3, VOCAB, size=(n, 12))
+    y = np.zeros((n, 6), dtype=np.int64)
+    y[:, :4] = (x[:, :4] + 1) % VOCAB  # the target is the input shifted: learnable
+    y[:, 4] = 1  # eos
+    y[: n // 2, 3:] = 0  # half the rows are padded
+    y[: n // 2, 3] = 1
+    return datasets.Dataset.from_dict({"input_ids": x.astype(np.int32), "labels": y.astype(np.int32)})
+
+
+def train_cfg(**over) -> TrainConfig:
+    base = dict(steps=4, batch_size=8, lr=3e-3, warmup_steps=1, log_every=2, eval_every=2, checkpoint_every=2)
+    base.update(over)
+    return TrainConfig(**base)
+
+
+def run(model_cfg: ModelConfig, cfg: TrainConfig, checkpointer=None, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, VOCAB)
+    ds = packed()
+    trainer = Trainer(model, cfg, PackedBatches(ds, cfg.batch_size, seed), eval_batches(ds.select(range(8)), 8),
+                      checkpointer=checkpointer)  # fmt: skip
+    return model, trainer.fit()
+
+
+def test_schedules():
+    cfg = train_cfg(steps=100, warmup_steps=10, schedule="inverse_sqrt")
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(39, cfg) == pytest.approx(math.sqrt(10 / 40))  # T5's 1/sqrt(step) after warmup
+    cos = train_cfg(steps=100, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(10, cos) == pytest.approx(1.0) and lr_factor(100, cos) == pytest.approx(0.1)
+    assert 0.1 < lr_factor(55, cos) < 1.0
+    assert lr_factor(50, train_cfg(steps=100, warmup_steps=0, schedule="constant")) == 1.0
+
+
+def test_grad_accum_equals_one_big_batch_for_dense():
+    # loss = sum of token CE / tokens of the whole global batch: accumulation changes nothing
+    a, ra = run(micro_cfg(), train_cfg(grad_accum=1))
+    b, rb = run(micro_cfg(), train_cfg(grad_accum=4))
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+    assert ra.train_loss == pytest.approx(rb.train_loss, rel=1e-5)
+
+
+# Adafactor's step is relative to the parameter's RMS (~0.25 here): it needs a larger lr
+@pytest.mark.parametrize(("optimizer", "lr"), [("adamw", 1e-2), ("adafactor", 5e-2)])
+def test_learns_a_tiny_task(optimizer, lr):
+    cfg = train_cfg(steps=60, batch_size=16, lr=lr, optimizer=optimizer, log_every=10, eval_every=60,
+                    checkpoint_every=60)  # fmt: skip
+    _, res = run(micro_cfg({"router": "switch"}), cfg)
+    first, last = res.curve[0]["train_loss"], res.curve[-1]["train_loss"]
+    assert last < 0.7 * first, res.curve
+    assert res.val_loss is not None and res.router["moe/dropped_fraction"] >= 0
+
+
+def test_resume_from_checkpoint_is_bit_exact(tmp_path):
+    from flanmoe.parallel import Checkpointer
+
+    moe = micro_cfg({"router": "gshard"})
+    full, res_full = run(moe, train_cfg(steps=6), Checkpointer(tmp_path / "full", keep=3))
+    # the same run, stopped after step 4 (its checkpoint), then resumed by a fresh trainer
+    run(moe, train_cfg(steps=4), Checkpointer(tmp_path / "part", keep=3))
+    resumed, res = run(moe, train_cfg(steps=6), Checkpointer(tmp_path / "part", keep=3))
+    assert res.resumed_from == 4
+    for (name, pa), pb in zip(full.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert res.curve == res_full.curve and res.tokens_seen == res_full.tokens_seen
+
+
+def test_tracking_failure_warns_once_and_training_goes_on(tmp_path, monkeypatch):
+    import mlflow
+
+    from flanmoe import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise ConnectionError("tracking server gone")
+
+    with tracking.start_run("t", "exp") as run_:
+        monkeypatch.setattr(mlflow, "log_metrics", broken)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cfg = train_cfg(steps=4, log_every=1)
+            torch.manual_seed(0)
+            trainer = Trainer(build_model(micro_cfg(), VOCAB), cfg, PackedBatches(packed(), 8, 0),
+                              log_fn=run_.log_metrics)  # fmt: skip
+            res = trainer.fit()
+    assert res.steps == 4 and len(calls) == 1  # the first failure turns logging off
+    assert sum("MLflow logging failed" in str(w.message) for w in caught) == 1

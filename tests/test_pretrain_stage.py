@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from flanmoe import tracking
 from tests.stage_helpers import TINY_EMBEDDED, run_stage, write_params
@@ -189,3 +190,27 @@ def test_missing_tokenized_data_and_too_many_val_examples(tmp_path, tokenized):
     proc = run_stage("pretrain", work, check=False, args=("switch",))
     assert proc.returncode == 2 and "pretrain.val_examples: 100000 >=" in proc.stderr
     assert sorted(p.name for p in work.iterdir()) == ["data", "params.yaml"]
+
+
+@pytest.mark.distributed
+def test_torchrun_ep2_equals_one_process_with_accumulation(tmp_path, tokenized):
+    """nproc 2 re-launches under torchrun (gloo, EP=2 + FSDP2); same groups as 1 process x accum 2."""
+    from safetensors.torch import load_file
+
+    two = _workspace(
+        tmp_path / "two", tokenized, steps=4, parallel={**micro_pretrain()["parallel"], "nproc": 2, "ep": 2}
+    )
+    one = _workspace(tmp_path / "one", tokenized, steps=4, grad_accum=2)
+    out = run_stage("pretrain", two, args=("switch",))
+    assert "pretrain@switch: 4 steps" in out.stdout
+    run_stage("pretrain", one, args=("switch",))
+    a = load_file(one / "models" / "pretrain" / "switch" / "model.safetensors")
+    b = load_file(two / "models" / "pretrain" / "switch" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # the experts come back whole from the two ranks
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    ma = json.loads((one / "metrics" / "pretrain" / "switch.json").read_text())
+    mb = json.loads((two / "metrics" / "pretrain" / "switch.json").read_text())
+    assert mb["val_loss"] == pytest.approx(ma["val_loss"], rel=1e-5)
+    assert mb["train_loss"] == pytest.approx(ma["train_loss"], rel=1e-5)
+    assert mb["router"] == pytest.approx(ma["router"], rel=1e-5)  # stats summed over both ranks

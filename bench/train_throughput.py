@@ -21,20 +21,25 @@ Parts (one table each, with its target):
 2. dense vs each MoE arch at equal FLOPs (bare steps): tokens/s, GFLOP/s, and FLOP/s relative to the
    arch's dense twin.
 3. eager vs compiled: ``prepare_model`` with ``parallel.compile: true`` (per-block ``.compile()``);
-   compile time = warm-up wall time minus the same number of compiled steps. A failed compile is
-   reported in the table.
+   compile time = warm-up wall time minus the same number of compiled steps, with a fresh (cold)
+   inductor cache unless ``--warm-compile-cache``. Archs compile in order in one process: graphs an
+   earlier arch compiled (the attention blocks) are reused; the MoE layers run eager by design. A
+   failed compile is reported in the table.
 4. world size 1 vs 2 (CPU, gloo): one ``torchrun --standalone --nproc_per_node 2`` launch of this
    script in worker mode; rank 0 alternates (round-robin) between the 1-process, 2-thread Trainer
    (rank 1 waits in a barrier) and the 2-process, 1-thread-each Trainer (dense: FSDP 2, switch:
    EP 2), same global batch.
-5. fraction of matmul peak: the peak is the best of a few 2048x2048 fp32 matmuls at the same thread
-   count, measured in this run. Target: >= 60% at the pipeline's batch.
+5. fraction of matmul peak: the peak is the best 2048x2048 fp32 matmul at the same thread count,
+   probed at the start, between round-robin rounds and at the end of this run. Target: >= 60% at
+   the pipeline's batch.
 6. (``--device cuda`` only) bf16 autocast tokens/s and MFU (achieved FLOP/s / dense bf16 peak of the
    GPU, 989e12 for H100/H200) of ``small`` and ``base``, dense and switch. Targets: dense >= 40%,
    MoE >= 30%.
 
 Every timed figure is the median over ``--repeats`` round-robin repeats (shuffled order, so load
 drifts on a shared machine hit every variant alike) of a chunk of ``--steps`` steps, after warm-up.
+Each table says how much of the CPU other processes took while it was timed (/proc/stat): above
+10% its figures are flagged as unreliable.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -227,9 +233,10 @@ def time_chunk(fn: Callable[[int], None], n: int, device: torch.device) -> float
 
 
 def round_robin(
-    runners: list[Runner], steps: int, repeats: int, device, seed: int = 0
+    runners: list[Runner], steps: int, repeats: int, device, peak: PeakProbe | None = None, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Seconds per chunk of ``steps`` steps, per runner, interleaved in shuffled order."""
+    """Seconds per chunk of ``steps`` steps, per runner, interleaved in shuffled order (and a matmul
+    peak probe after each round)."""
     times: dict[str, list[float]] = {r.name: [] for r in runners}
     order = list(runners)
     rng = random.Random(seed)
@@ -245,23 +252,61 @@ def round_robin(
                 r.info["error"] = short_error(e)
                 order.remove(r)
                 del times[r.name]
+        if peak is not None:
+            peak.probe()
     return times
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of an ``n x n`` fp32 matmul at ``threads`` threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
-    torch.mm(a, b, out=c)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
-        best = min(best, time.perf_counter() - t0)
-    torch.set_num_threads(old)
-    return 2 * n**3 / best
+class PeakProbe:
+    """Best FLOP/s of an ``n x n`` fp32 matmul at ``threads`` threads, probed at the start, between the
+    round-robin rounds and at the end (so that a busy moment at the start does not set the peak)."""
+
+    def __init__(self, threads: int, n: int = 2048):
+        self.threads, self.n = threads, n
+        self.a, self.b, self.c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        self.best = 0.0
+
+    def probe(self, repeats: int = 2) -> float:
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        torch.mm(self.a, self.b, out=self.c)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(self.a, self.b, out=self.c)
+            self.best = max(self.best, 2 * self.n**3 / (time.perf_counter() - t0))
+        torch.set_num_threads(old)
+        return self.best
+
+
+class CpuMeter:
+    """Share of the machine's CPU time that other processes took between ``start()`` and ``stop()``
+    (from /proc/stat, minus this process's and its finished children's CPU time)."""
+
+    def __init__(self):
+        self.t0 = self.busy0 = self.own0 = 0.0
+
+    @staticmethod
+    def _busy() -> float:
+        try:
+            f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return float("nan")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def start(self) -> CpuMeter:
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy(), self._own()
+        return self
+
+    def stop(self) -> float:
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        other = (self._busy() - self.busy0) - (self._own() - self.own0)
+        return max(0.0, other) / ((os.cpu_count() or 1) * wall)
 
 
 def short_error(e: BaseException) -> str:
@@ -294,7 +339,7 @@ def machine_info(threads: int, device: torch.device) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- one preset
 
 
-def bench_preset(args, preset: str, device: torch.device, peak: float | None) -> dict[str, Any]:
+def bench_preset(args, preset: str, device: torch.device, peak: PeakProbe | None) -> dict[str, Any]:
     """Parts 1, 2, 3 (and the figures of 5 and 6) for one preset, all variants in one round robin."""
     from flanmoe.model.flops import accounting
     from flanmoe.train.data import PackedBatches
@@ -358,7 +403,9 @@ def bench_preset(args, preset: str, device: torch.device, peak: float | None) ->
         f"[{preset}] timing {len(runners)} variants: {steps} steps x {args.repeats} repeats", file=sys.stderr
     )
     before = compile_counters()
-    times = round_robin(runners, steps, args.repeats, device)
+    meter = CpuMeter().start()
+    times = round_robin(runners, steps, args.repeats, device, peak)
+    foreign = meter.stop()
     recompiled = compile_counters()["graphs"] - before["graphs"]  # a compile inside the timed window
 
     for r in [r for r in compiled if "error" in r.info]:
@@ -377,8 +424,6 @@ def bench_preset(args, preset: str, device: torch.device, peak: float | None) ->
             chunk_s=times[r.name],
             **r.info,
         )
-        if peak:
-            row["fraction_of_peak"] = row["flops_per_s"] / peak
         if device.type == "cuda":
             row["mfu"] = row["flops_per_s"] / args.gpu_peak if args.gpu_peak else None
         rows[r.name] = row
@@ -395,6 +440,7 @@ def bench_preset(args, preset: str, device: torch.device, peak: float | None) ->
         rows=rows,
         compile_errors=compile_errors,
         graphs_compiled_while_timing=recompiled,
+        other_processes_cpu_share=foreign,
     )
 
 
@@ -545,6 +591,13 @@ def header(args, res: dict[str, Any]) -> str:
     return f"[{res['preset']}] {shape}, median of {res['repeats']} x {res['steps']} steps"
 
 
+def contention(share: float | None) -> str:
+    if share is None:
+        return ""
+    warn = "  WARNING: the machine was busy, figures are unreliable" if share > 0.10 else ""
+    return f"   other processes took {share:.0%} of the CPU while this was timed{warn}\n"
+
+
 def print_tables(
     args, results: list[dict[str, Any]], ws: dict[str, Any] | None, peak: float | None, device
 ) -> dict:
@@ -553,7 +606,8 @@ def print_tables(
         rows, preset = res["rows"], res["preset"]
         head = header(args, res)
         # 1. trainer overhead
-        print(f"\n1. Trainer overhead {head}\n   target: trainer/bare >= {OVERHEAD_TARGET:.2f}")
+        print(f"\n{contention(res.get('other_processes_cpu_share'))}"
+              f"1. Trainer overhead {head}\n   target: trainer/bare >= {OVERHEAD_TARGET:.2f}")  # fmt: skip
         print(f"   {'arch':14} {'bare tok/s':>10} {'trainer tok/s':>13} {'trainer/bare':>12}  target")
         for a in args.trainer_archs:
             if f"{a}/trainer" not in rows:
@@ -584,6 +638,8 @@ def print_tables(
               "   target: none given; compiled/eager > 1 = compiling pays off")  # fmt: skip
         print(f"   {'arch':14} {'eager tok/s':>11} {'compiled tok/s':>14} {'compiled/eager':>14} {'compile s':>9} "
               f"{'new graphs':>10} {'cache hit/miss':>14}")  # fmt: skip
+        if not args.compile_archs:
+            print("   not run (--no-compile or --compile-archs empty)")
         for v in args.compile_archs:
             if v not in res["params"]:
                 continue
@@ -595,10 +651,12 @@ def print_tables(
             print(f"   {v:14} {e:11.0f} {c['tokens_per_s']:14.0f} {c['tokens_per_s'] / e:14.2f} {c['compile_s']:9.1f} "
                   f"{c['graphs']:10d} {c['cache_hits']:>7d}/{c['cache_misses']:<6d}")  # fmt: skip
         if res["compile_errors"] or any(k.endswith("/compiled") for k in rows):
+            cache = (
+                "the user's (warm) inductor cache" if args.warm_compile_cache else "a fresh inductor cache"
+            )
             print(
                 "   (archs compile in the order listed; graphs shared with an earlier arch, e.g. attention blocks,\n"
-                "    are not compiled again; the MoE layers run eager by design; a warm inductor cache shortens\n"
-                "    compile time: see cache hit/miss)"
+                f"    are not compiled again; the MoE layers run eager by design; compile s: {cache})"
             )
         if res["graphs_compiled_while_timing"]:
             print(
@@ -607,6 +665,7 @@ def print_tables(
     if ws is not None:
         print(f"\n4. World size 1 (1 process, {args.threads} threads) vs 2 (gloo, 1 thread each), Trainer, "
               f"[{args.presets[0]}] global batch {args.batch}\n   target: none given; ws2/ws1 > 1 = 2 processes win")  # fmt: skip
+        print(contention(ws.get("other_processes_cpu_share")), end="")
         if "error" in ws:
             print(f"   not measured: {ws['error']}")
         else:
@@ -629,7 +688,7 @@ def print_tables(
             for name, r in rows.items():
                 f = r["fraction_of_peak"]
                 verdicts[f"{preset}/peak/{name}"] = dict(value=f, target=PEAK_TARGET, met=f >= PEAK_TARGET)
-                print(f"   {name:22} {r['flops_per_s'] / 1e9:8.1f} {f:8.1%}  {met(f >= PEAK_TARGET)}")
+                print(f"   {name:22} {r['flops_per_s'] / 1e9:8.1f} {f:8.2%}  {met(f >= PEAK_TARGET)}")
         else:
             # 6. GPU MFU
             print(f"\n6. GPU bf16 autocast ({torch.cuda.get_device_name(device)}, peak {args.gpu_peak or 0:.3g} "
@@ -664,6 +723,11 @@ def main() -> None:
     )
     ap.add_argument("--ws-archs", nargs="*", default=["dense", "switch"], help="part 4")
     ap.add_argument("--no-compile", action="store_true", help="skip part 3")
+    ap.add_argument(
+        "--warm-compile-cache",
+        action="store_true",
+        help="compile with the user's inductor cache (default: a fresh one, so compile time is a cold start's)",
+    )
     ap.add_argument("--no-ws", action="store_true", help="skip part 4")
     ap.add_argument(
         "--batch",
@@ -712,6 +776,18 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    cold_cache = None
+    if args.compile_archs and not args.warm_compile_cache:  # inductor reads it when it first compiles
+        cold_cache = tempfile.mkdtemp(prefix="train_throughput_inductor_")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cold_cache
+    try:
+        run(args, device)
+    finally:
+        if cold_cache is not None:
+            shutil.rmtree(cold_cache, ignore_errors=True)
+
+
+def run(args, device: torch.device) -> None:
     torch.set_num_threads(args.threads)
     if device.type == "cuda":
         from flanmoe.train.trainer import PEAK_FLOPS
@@ -720,20 +796,23 @@ def main() -> None:
         args.gpu_peak = args.gpu_peak or next((v for k, v in PEAK_FLOPS.items() if k in name), None)
     info = machine_info(args.threads, device)
     t_start = time.perf_counter()
-    peak = matmul_peak(args.threads) if device.type == "cpu" else None
+    probe = PeakProbe(args.threads) if device.type == "cpu" else None
+    if probe is not None:
+        probe.probe(repeats=4)
     results = []
     for preset in args.presets:
-        results.append(bench_preset(args, preset, device, peak))
+        results.append(bench_preset(args, preset, device, probe))
     ws = None
     if device.type == "cpu" and not args.no_ws:
+        meter = CpuMeter().start()
         ws = bench_world_size(args)
-    if device.type == "cpu":  # again at the end: best of both (load drifts)
-        peak2 = matmul_peak(args.threads)
-        if peak2 > peak:
-            peak = peak2
-            for res in results:
-                for r in res["rows"].values():
-                    r["fraction_of_peak"] = r["flops_per_s"] / peak
+        ws["other_processes_cpu_share"] = meter.stop()  # includes the workers' start-up
+    peak = None
+    if probe is not None:
+        peak = probe.probe(repeats=4)  # best of start, between rounds, end
+        for res in results:
+            for r in res["rows"].values():
+                r["fraction_of_peak"] = r["flops_per_s"] / peak
     info["loadavg_end"] = list(os.getloadavg())
     info["wall_s"] = time.perf_counter() - t_start
     verdicts = print_tables(args, results, ws, peak, device)

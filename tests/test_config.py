@@ -79,7 +79,11 @@ def _with(repo_root, dotted: str, value) -> dict:
             {"dense_twin_of": "gshardd"},
             "archs.variants.dense.dense_twin_of: unknown arch",
         ),
-        ("pretrain.parallel", {"nproc": 16, "ep": 16}, "pretrain.parallel.ep: 16 does not divide num_experts 8"),
+        (
+            "pretrain.parallel",
+            {"nproc": 16, "ep": 16},
+            "pretrain.parallel.ep: 16 does not divide num_experts 8",
+        ),
         ("pretrain.parallel", {"nproc": 2, "ep": 4}, "pretrain.parallel.ep: 4 does not divide nproc 2"),
         ("pretrain.parallel.nproc", 0, "pretrain.parallel.nproc: Input should be greater than or equal to 1"),
         ("pretrain.grad_accum", 3, "pretrain.batch_size: 32 is not divisible by nproc x grad_accum = 3"),

@@ -121,3 +121,30 @@ def test_tracking_failure_warns_once_and_training_goes_on(tmp_path, monkeypatch)
             res = trainer.fit()
     assert res.steps == 4 and len(calls) == 1  # the first failure turns logging off
     assert sum("MLflow logging failed" in str(w.message) for w in caught) == 1
+
+
+def _trained_with(parallel: dict, steps: int = 3) -> list[float]:
+    from flanmoe.train.launch import prepare_model
+    from flanmoe.train.trainer import Dist
+
+    cfg = train_cfg(steps=steps, log_every=1, parallel=parallel)
+    torch.manual_seed(0)
+    model = prepare_model(build_model(micro_cfg({"router": "gshard"}), VOCAB), cfg, Dist())
+    res = Trainer(model, cfg, PackedBatches(packed(), cfg.batch_size, 0)).fit()
+    return [p["train_loss"] for p in res.curve]
+
+
+def test_activation_checkpointing_in_one_process_matches_eager():
+    eager = _trained_with({})
+    assert _trained_with({"activation_checkpointing": True}) == pytest.approx(eager, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_like_eager(monkeypatch):
+    # the stage's compile path (per block); aot_eager keeps the test quick (inductor: test_compile.py)
+    compile_ = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_(self, backend="aot_eager"))
+    torch._dynamo.reset()
+    eager = _trained_with({})
+    assert _trained_with({"compile": True}) == pytest.approx(eager, rel=1e-4)
+    torch._dynamo.reset()

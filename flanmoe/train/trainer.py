@@ -290,6 +290,7 @@ class Trainer:
                     self.tokens_seen,
                     self.padded_seen[1],
                 )
+                t_side = time.perf_counter()  # validation and logging are not training time
                 throughput = {"tokens_per_second": tok_s, "positions_per_second": pos_s}
                 if self.flops_per_token:
                     throughput["flops_per_second"] = pos_s * self.flops_per_token
@@ -322,12 +323,17 @@ class Trainer:
                 if dist.is_main and self.log_fn is not None:
                     self.log_fn(metrics, self.step)
                 progress.update(self.step, metrics)
+                t_window += time.perf_counter() - t_side
             elif self.step % cfg.eval_every == 0:
+                t_side = time.perf_counter()
                 self.last["val_loss"] = val_loss = self.validate()
                 if dist.is_main and self.log_fn is not None and val_loss is not None:
                     self.log_fn({"val/loss": val_loss}, self.step)
+                t_window += time.perf_counter() - t_side
             if self.step % cfg.checkpoint_every == 0 or last_step:
+                t_side = time.perf_counter()
                 self.save_checkpoint()
+                t_window += time.perf_counter() - t_side
         progress.close()
         return TrainResult(
             steps=self.step,

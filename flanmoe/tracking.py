@@ -21,6 +21,14 @@ from mlflow.tracking import MlflowClient
 from flanmoe.env import apply_offline_env
 
 PARENT_ENV = "FLANMOE_PARENT_RUN_ID"
+# A tracking server that is gone should cost a training run seconds, not MLflow's default ~4 minutes
+# of retries per call (7 retries, backoff 2, 120 s timeout); a value the user set wins.
+for _key, _value in {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}.items():
+    os.environ.setdefault(_key, _value)
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 
 

@@ -11,6 +11,7 @@ plots/pretrain/<arch>.json. With `pretrain.parallel.nproc > 1` it re-launches it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         "device": dist.device.type,
     }
     sections = ["base", "model", "pretrain"]
-    run_ctx = tracked_run(f"pretrain@{arch}", params, sections, tags) if dist.is_main else _no_run()
+    run_ctx = (
+        tracked_run(f"pretrain@{arch}", params, sections, tags) if dist.is_main else contextlib.nullcontext()
+    )
     with run_ctx as run:
         if run is not None:
             run.log_params({f"arch.{k}": v for k, v in _flat_arch(model_cfg).items()})
@@ -175,14 +178,6 @@ def _flat_arch(model_cfg) -> dict[str, object]:
     from flanmoe.config import flatten
 
     return {k: v for k, v in flatten(model_cfg).items() if k.startswith("moe.") or k == "d_ff"}
-
-
-class _no_run:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

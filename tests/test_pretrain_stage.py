@@ -3,6 +3,7 @@ MLflow run and tags, and exit-2 errors before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -214,3 +215,57 @@ def test_torchrun_ep2_equals_one_process_with_accumulation(tmp_path, tokenized):
     assert mb["val_loss"] == pytest.approx(ma["val_loss"], rel=1e-5)
     assert mb["train_loss"] == pytest.approx(ma["train_loss"], rel=1e-5)
     assert mb["router"] == pytest.approx(ma["router"], rel=1e-5)  # stats summed over both ranks
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_server_gone_mid_run_training_goes_on(tmp_path, tokenized):
+    """A real `mlflow server` on 127.0.0.1, killed while the stage trains: the stage finishes, warns,
+    and its metrics file holds the final figures."""
+    import urllib.request
+
+    work = _workspace(tmp_path, tokenized, steps=400, log_every=1, eval_every=400, checkpoint_every=400)
+    port = _free_port()
+    server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--default-artifact-root", str(tmp_path / "server-artifacts")],
+        env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("mlflow server did not start")
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        stage = subprocess.Popen(
+            [sys.executable, "-m", "stages.pretrain", "switch"], cwd=work, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        # kill the server once training is under way (its progress lines are on stdout)
+        for line in stage.stdout:
+            if "step 20/400" in line:
+                os.killpg(server.pid, signal.SIGKILL)
+                break
+        out, err = stage.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    assert stage.returncode == 0, err[-3000:]
+    assert "MLflow logging failed" in err and "step 400/400" in out
+    metrics = json.loads((work / "metrics" / "pretrain" / "switch.json").read_text())
+    assert metrics["steps"] == 400 and metrics["val_loss"] > 0
+    assert (work / "models" / "pretrain" / "switch" / "model.safetensors").is_file()

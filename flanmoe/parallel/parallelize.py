@@ -54,9 +54,7 @@ def parallelize(
             moe.dispatcher = AllToAllDispatcher(meshes.ep, moe.experts.num_experts // ep)
 
     if activation_checkpointing:  # wrap before sharding, so FSDP hooks sit outside the recomputed region
-        for stack in (model.encoder, model.decoder):
-            for i, block in enumerate(stack.blocks):
-                stack.blocks[i] = checkpoint_wrapper(block)
+        apply_activation_checkpointing(model)
 
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     ignored: set[nn.Parameter] = set()
@@ -75,6 +73,13 @@ def parallelize(
             m.set_gradient_divide_factor(1.0)
             m.set_force_sum_reduction_for_comms(True)
     return model
+
+
+def apply_activation_checkpointing(model: FlanMoEModel) -> None:
+    """In place: every block recomputes its activations in backward (memory for compute)."""
+    for stack in (model.encoder, model.decoder):
+        for i, block in enumerate(stack.blocks):
+            stack.blocks[i] = checkpoint_wrapper(block)
 
 
 def _expert_placement(dims: ParallelDims) -> Callable[[nn.Parameter], Shard]:

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from flanmoe.data.tokenizer import PAD_ID
+from flanmoe.model.transformer import IGNORE_INDEX
 
-IGNORE_INDEX = -100  # the loss's ignore index (= flanmoe.model.transformer.IGNORE_INDEX)
 _VAL_STREAM = 2**32 - 1  # rng stream of split_validation: no epoch number reaches it
 
 

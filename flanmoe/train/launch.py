@@ -90,18 +90,11 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, dist: Dist) -> nn.Module:
             activation_checkpointing=par.activation_checkpointing,
         )
     elif par.activation_checkpointing:
-        _checkpoint_blocks(model)
+        from flanmoe.parallel.parallelize import apply_activation_checkpointing
+
+        apply_activation_checkpointing(model)
     if par.compile:  # per block (torchtitan): parameter names stay those of the plain model
         for stack in (model.encoder, model.decoder):
             for block in stack.blocks:
                 block.compile()
     return model
-
-
-def _checkpoint_blocks(model: nn.Module) -> None:
-    """Activation checkpointing of each block, in one process (FSDP applies its own)."""
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-
-    for stack in (model.encoder, model.decoder):
-        for i, block in enumerate(stack.blocks):
-            stack.blocks[i] = checkpoint_wrapper(block, preserve_rng_state=True)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flanmoe.model.transformer import IGNORE_INDEX, FlanMoEModel, shift_right
+from flanmoe.model.transformer import IGNORE_INDEX, shift_right
 from flanmoe.train.config import TrainConfig
 from flanmoe.train.optim import build_optimizer, build_scheduler
 
@@ -399,11 +399,6 @@ def state_dict_for_export(model: nn.Module) -> dict[str, Tensor]:
             k = k.replace(junk, "")
         clean[k] = v.full_tensor() if hasattr(v, "full_tensor") else v
     return clean
-
-
-def unwrap_config(model: nn.Module) -> FlanMoEModel:
-    """The ``FlanMoEModel`` under compile / wrappers (for its ``cfg`` and ``vocab_size``)."""
-    return getattr(model, "_orig_mod", model)
 
 
 __all__ = ["Dist", "Trainer", "TrainResult", "forward_batch", "state_dict_for_export", "token_ce_sum"]

@@ -18,7 +18,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.common import DATA, METRICS, atomic_dir, dvc_md5, fail, load_params, tracked_run, write_json
+from stages.common import (
+    DATA,
+    METRICS,
+    atomic_dir,
+    dvc_md5,
+    fail,
+    load_params,
+    stage_deps,
+    tracked_run,
+    write_json,
+)
 
 TOKENIZED = DATA / "tokenized"
 MODELS = Path("models")
@@ -29,14 +39,19 @@ _LAYOUT_KEYS = {"parallel", "grad_accum", "log_every", "eval_every", "checkpoint
 
 
 def checkpoint_fingerprint(stage: str, arch: str, params, data_hash: str) -> str:
-    """What a checkpoint must match to be resumed: the arch's model, the math of the trainer, the seed
-    and the data (not the process layout: a checkpoint resumes at another world size)."""
+    """What a checkpoint must match to be resumed: the arch's model, the math of the trainer, the seed,
+    the data and the stage's code (DVC reruns a stage whose code changed: it must not resume the old
+    run), not the process layout (a checkpoint resumes at another world size)."""
     cfg = getattr(params, stage)
+    code = {
+        d: dvc_md5(Path(d)) for d in stage_deps(f"{stage}@{arch}") if d.startswith(("flanmoe/", "stages/"))
+    }
     blob = {
         "model": params.arch_config(arch).model_dump(mode="json"),
         "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _LAYOUT_KEYS},
         "seed": params.base.seed,
         "data": data_hash,
+        "code": code,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 

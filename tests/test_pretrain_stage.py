@@ -159,6 +159,22 @@ def test_checkpoints_of_other_params_are_not_resumed(tmp_path, tokenized):
     assert "starting fresh" in out.stdout and "resumed" not in out.stdout
 
 
+def test_checkpoints_of_other_code_are_not_resumed(tmp_path, tokenized):
+    # DVC reruns a stage whose code changed: the rerun must train anew, not resume the old run
+    work = _workspace(tmp_path, tokenized, steps=4)
+    (work / "stages").mkdir()
+    (work / "stages" / "fake_dep.py").write_text("x = 1\n")
+    (work / "dvc.yaml").write_text(
+        "stages:\n  pretrain:\n    foreach: [switch]\n    do:\n      cmd: python -m stages.pretrain ${item}\n"
+        "      deps:\n        - stages/fake_dep.py\n"
+    )
+    run_stage("pretrain", work, args=("switch",))
+    assert "resumed from step 4" in run_stage("pretrain", work, args=("switch",)).stdout  # same code
+    (work / "stages" / "fake_dep.py").write_text("x = 2\n")
+    out = run_stage("pretrain", work, args=("switch",))
+    assert "starting fresh" in out.stdout and "resumed" not in out.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -62,7 +62,7 @@ def prepare_checkpoint_dir(root: Path, fingerprint: str, is_main: bool) -> None:
     if not is_main:
         return
     if root.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
-        print(f"pretrain: {root} holds checkpoints of other params or data; starting fresh", flush=True)
+        print(f"pretrain: {root} holds checkpoints of other params, data or code; starting fresh", flush=True)
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")

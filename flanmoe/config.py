@@ -21,7 +21,7 @@ from flanmoe.data.tokenize import TokenizeConfig
 from flanmoe.model.config import ModelConfig, MoEConfig
 from flanmoe.model.flops import dense_twin
 from flanmoe.params_base import StrictModel, format_validation_error
-from flanmoe.train.config import TrainConfig
+from flanmoe.train.config import InstructConfig, TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -81,6 +81,7 @@ class Params(StrictModel):
     model: ModelConfig = Field(default_factory=_default_model)  # backbone (+ shared MoE defaults)
     archs: ArchsParams = ArchsParams()
     pretrain: TrainConfig = TrainConfig()
+    instruct: InstructConfig = InstructConfig()
 
     @model_validator(mode="after")
     def _check_archs(self) -> Params:
@@ -89,11 +90,13 @@ class Params(StrictModel):
                 raise ValueError(f"archs.run: unknown arch {name!r}; defined: {sorted(self.archs.variants)}")
         for name in self.archs.variants:
             cfg = self._resolve(name, [])  # raises with the arch's dotted key
-            ep = self.pretrain.parallel.ep
-            if name in self.archs.run and cfg.moe is not None and cfg.moe.num_experts % ep != 0:
-                raise ValueError(
-                    f"pretrain.parallel.ep: {ep} does not divide num_experts {cfg.moe.num_experts} of arch {name!r}"
-                )
+            for stage in ("pretrain", "instruct"):
+                ep = getattr(self, stage).parallel.ep
+                if name in self.archs.run and cfg.moe is not None and cfg.moe.num_experts % ep != 0:
+                    raise ValueError(
+                        f"{stage}.parallel.ep: {ep} does not divide num_experts {cfg.moe.num_experts} "
+                        f"of arch {name!r}"
+                    )
         return self
 
     def _resolve(self, name: str, seen: list[str]) -> ModelConfig:

@@ -12,6 +12,7 @@ import yaml
 
 from flanmoe import tracking
 from tests.stage_helpers import REPO, TINY_EMBEDDED, shipped_params
+from tests.test_instruct_stage import micro_instruct
 from tests.test_pretrain_stage import MICRO_MODEL, MICRO_TOKENIZE, micro_pretrain
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,7 @@ def workspace(tmp_path):
     params["tokenize"].update(MICRO_TOKENIZE)
     params["model"] = {**params["model"], **MICRO_MODEL}
     params["pretrain"] = micro_pretrain(steps=4)
+    params["instruct"] = micro_instruct(steps=2)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -71,7 +73,9 @@ def test_make_run_path(workspace):
     work, env = workspace
     _repro(work, env)
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "tokenize", "pretrain@dense", "pretrain@switch"}
+    assert set(lock["stages"]) == {
+        "prepare", "tokenize", "pretrain@dense", "pretrain@switch", "instruct@dense", "instruct@switch"
+    }  # fmt: skip
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
     assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
 
@@ -81,11 +85,12 @@ def test_make_run_path(workspace):
     children = {
         r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]
     }
-    assert set(children) == {"prepare", "tokenize", "pretrain"}
-    archs = {r["tags"].get("arch") for r in runs if r["tags"].get("stage") == "pretrain"}
-    assert archs == {"dense", "switch"}
-    for arch in ("dense", "switch"):
-        assert (work / "models" / "pretrain" / arch / "model.safetensors").is_file()
+    assert set(children) == {"prepare", "tokenize", "pretrain", "instruct"}
+    for stage in ("pretrain", "instruct"):
+        archs = {r["tags"].get("arch") for r in runs if r["tags"].get("stage") == stage}
+        assert archs == {"dense", "switch"}
+        for arch in ("dense", "switch"):
+            assert (work / "models" / stage / arch / "model.safetensors").is_file()
     # the stage's input hash tag is the hash DVC recorded for that dependency
     dep = {d["path"]: d["md5"] for d in lock["stages"]["tokenize"]["deps"]}
     assert children["tokenize"]["tags"]["dvc.dep.data/prepared"] == dep["data/prepared"]

@@ -148,3 +148,20 @@ def test_compiled_blocks_train_like_eager(monkeypatch):
     eager = _trained_with({})
     assert _trained_with({"compile": True}) == pytest.approx(eager, rel=1e-4)
     torch._dynamo.reset()
+
+
+def test_loss_is_on_target_tokens_only():
+    # instruction pairs: the encoder reads the inputs, only non-padding targets carry loss
+    from flanmoe.train.data import Batch
+    from flanmoe.train.trainer import forward_batch
+
+    torch.manual_seed(0)
+    model = build_model(micro_cfg(), VOCAB).eval()
+    inputs = np.array([[5, 6, 7, 1, 0, 0], [8, 9, 1, 0, 0, 0]])
+    labels = np.array([[10, 11, 1], [12, 1, 0]])  # the second target is padded
+    batch = Batch.from_arrays(inputs, labels)
+    assert batch.num_target_tokens == 5 and (batch.labels == -100).sum() == 1
+    ce_sum, out = forward_batch(model, batch)
+    logp = torch.log_softmax(out.logits, -1)
+    manual = -sum(logp[b, t, labels[b, t]] for b in range(2) for t in range(3) if labels[b, t] != 0)
+    torch.testing.assert_close(ce_sum, manual)

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from flanmoe.params_base import StrictModel
+from flanmoe.train.mixture import MixtureConfig
 
 
 class ParallelConfig(StrictModel):
@@ -73,3 +74,14 @@ class TrainConfig(StrictModel):
     def groups(self) -> int:
         """Micro-batches per global batch: ``nproc * grad_accum``."""
         return self.parallel.nproc * self.grad_accum
+
+
+class InstructConfig(TrainConfig):
+    """Instruction tuning: a ``TrainConfig`` over variable-length pairs (micro-batches under
+    ``max_tokens``), plus how the instruction tasks are mixed."""
+
+    steps: int = Field(200, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    schedule: Literal["constant", "inverse_sqrt", "cosine"] = "constant"  # FLAN-T5: constant
+    warmup_steps: int = Field(20, ge=0)
+    mixture: MixtureConfig = MixtureConfig()

@@ -1,0 +1,88 @@
+"""Stage `instruct`: instruction tuning of one arch's pretrained model -> models/instruct/<arch>/.
+
+    python -m stages.instruct <arch>        # dvc.yaml: foreach over archs.run
+
+Starts from models/pretrain/<arch>/, trains on data/tokenized/flan (a seeded held-out slice is the
+validation set) mixed as FLAN does (examples-proportional with a per-task cap and a temperature:
+`instruct.mixture`), in micro-batches formed by length under `instruct.max_tokens`. The loss is on the
+target tokens only (the encoder reads the instruction; padding is ignored). Outputs as every training
+stage (`stages/training.py`), plus the mixture's shares in the metrics file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from stages.common import dvc_md5, fail, load_params
+from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
+
+DATA_DIR = TOKENIZED / "flan"
+
+
+def template_shares(template_types: list[str]) -> dict[str, float]:
+    """Shares of zero-shot, few-shot and with-options examples (FLAN ``template_type``: ``zs_opt``,
+    ``zs_noopt``, ``fs_opt``, ``fs_noopt``)."""
+    n = max(len(template_types), 1)
+    return {
+        "zero_shot": sum(t.startswith("zs") for t in template_types) / n,
+        "few_shot": sum(t.startswith("fs") for t in template_types) / n,
+        "with_options": sum(t.endswith("_opt") for t in template_types) / n,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    params = load_params()
+    arch = parse_arch("instruct", argv, params)
+    cfg = params.instruct
+    init_dir = MODELS / "pretrain" / arch
+    require(DATA_DIR, TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
+    require(init_dir, hint=f"run the pretrain stage first (dvc repro pretrain@{arch})")
+
+    import datasets
+
+    ds = datasets.load_from_disk(str(DATA_DIR))
+    if cfg.val_examples >= len(ds):
+        fail(f"instruct.val_examples: {cfg.val_examples} >= {len(ds)} examples in {DATA_DIR}")
+
+    from flanmoe.train.launch import relaunch_under_torchrun, under_torchrun
+
+    if cfg.parallel.nproc > 1 and not under_torchrun():  # checked above, so no process fails alone
+        relaunch_under_torchrun(cfg.parallel.nproc, "stages.instruct", argv)
+
+    def make_data(seed: int) -> StageData:
+        from flanmoe.train.data import TokenBudgetBatches, eval_batches, split_validation
+        from flanmoe.train.mixture import mixture_indices
+
+        train_ds, val_ds = split_validation(ds, cfg.val_examples, seed)
+        rows, tasks = mixture_indices(train_ds["task_name"], cfg.mixture, seed)
+        mixed = train_ds.select(rows)
+        sampler = TokenBudgetBatches(mixed, cfg.max_tokens, seed)
+        if sampler.groups_per_epoch() < cfg.groups:
+            fail(f"instruct.max_tokens: {cfg.max_tokens} gives fewer micro-batches than nproc x grad_accum")
+        lengths = [
+            (len(x), len(y)) for x, y in zip(mixed["input_ids"][:2000], mixed["labels"][:2000], strict=True)
+        ]
+        return StageData(
+            sampler=sampler,
+            val_batches=eval_batches(val_ds, max_tokens=cfg.max_tokens),
+            enc_len=max(1, round(sum(a for a, _ in lengths) / len(lengths))),
+            dec_len=max(1, round(sum(b for _, b in lengths) / len(lengths))),
+            metrics={
+                "mixture": {
+                    "tasks": len(tasks),
+                    "rows": len(rows),
+                    **template_shares(mixed["template_type"]),
+                    "max_rate": max(t["rate"] for t in tasks.values()),
+                    "min_rate": min(t["rate"] for t in tasks.values()),
+                }
+            },
+        )
+
+    data_hash = dvc_md5(DATA_DIR) + dvc_md5(Path(init_dir))
+    run_training("instruct", arch, params, data_hash, make_data, init_dir=init_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""What the training stages (pretrain, instruct; finetune next) share: resumable checkpoints with a
+fingerprint, the MLflow run, training through ``flanmoe.train``, and the exported outputs:
+
+- ``models/<stage>/<arch>/`` (config.json, model.safetensors, tokenizer.json): the DVC out;
+- ``metrics/<stage>/<arch>.json`` (no timings: same params, same file) and ``plots/<stage>/<arch>.json``;
+- ``checkpoints/<stage>/<arch>/`` (DCP; outside DVC's outs, so a crashed or killed run loses at most
+  ``checkpoint_every`` steps and a rerun resumes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.common import DATA, METRICS, atomic_dir, dvc_md5, fail, stage_deps, tracked_run, write_json
+
+TOKENIZED = DATA / "tokenized"
+TOKENIZER = TOKENIZED / "tokenizer.json"
+MODELS = Path("models")
+PLOTS = Path("plots")
+CHECKPOINTS = Path("checkpoints")
+# settings that change neither the math nor the data order: a checkpoint stays valid across them
+_LAYOUT_KEYS = {"parallel", "grad_accum", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
+
+
+def parse_arch(stage: str, argv: list[str], params) -> str:
+    """The one argument of ``python -m stages.<stage> <arch>``, checked against ``archs.variants``."""
+    if len(argv) != 1:
+        fail(f"usage: python -m stages.{stage} <arch>")
+    arch = argv[0]
+    if arch not in params.archs.variants:
+        fail(f"arch: unknown arch {arch!r}; archs.variants defines {sorted(params.archs.variants)}")
+    return arch
+
+
+def require(*paths: Path, hint: str) -> None:
+    """Exit 2 naming the first missing input (``hint``: which stage makes it)."""
+    for path in paths:
+        if not path.exists():
+            fail(f"{path} not found: {hint}")
+
+
+def checkpoint_fingerprint(stage: str, arch: str, params, data_hash: str) -> str:
+    """What a checkpoint must match to be resumed: the arch's model, the math of the trainer, the seed,
+    the data and the stage's code (DVC reruns a stage whose code changed: it must not resume the old
+    run), not the process layout (a checkpoint resumes at another world size)."""
+    cfg = getattr(params, stage)
+    code = {
+        d: dvc_md5(Path(d)) for d in stage_deps(f"{stage}@{arch}") if d.startswith(("flanmoe/", "stages/"))
+    }
+    blob = {
+        "model": params.arch_config(arch).model_dump(mode="json"),
+        "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _LAYOUT_KEYS},
+        "seed": params.base.seed,
+        "data": data_hash,
+        "code": code,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_checkpoint_dir(stage: str, root: Path, fingerprint: str, is_main: bool) -> None:
+    """Keep ``root``'s checkpoints only if they were made with the same fingerprint."""
+    stamp = root / "FINGERPRINT"
+    if not is_main:
+        return
+    if root.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        print(f"{stage}: {root} holds checkpoints of other params, data or code; starting fresh", flush=True)
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+
+
+@dataclass
+class StageData:
+    """What a training stage feeds the trainer (built after the process layout is known)."""
+
+    sampler: Any  # PackedBatches / TokenBudgetBatches
+    val_batches: list
+    enc_len: int  # typical lengths, for FLOPs per token
+    dec_len: int
+    metrics: dict[str, Any] = field(default_factory=dict)  # data figures for the metrics file
+
+
+def run_training(
+    stage: str,
+    arch: str,
+    params,
+    data_hash: str,
+    make_data: Callable[[int], StageData],
+    init_dir: Path | None = None,
+) -> None:
+    """Train ``arch`` with ``params.<stage>`` (already validated, already under torchrun if needed):
+    from a fresh init (seeded) or the exported model in ``init_dir``; export, metrics, plot, MLflow."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from flanmoe.model import FlanMoEModel, accounting, build_model
+    from flanmoe.model.pretrained import save_pretrained
+    from flanmoe.parallel import Checkpointer
+    from flanmoe.train.launch import prepare_model, setup_distributed
+    from flanmoe.train.trainer import Trainer, state_dict_for_export
+
+    cfg, model_cfg = getattr(params, stage), params.arch_config(arch)
+    seed = cfg.seed if cfg.seed is not None else params.base.seed
+    dist = setup_distributed(cfg.parallel)
+    data = make_data(seed)
+    vocab = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
+    acct = accounting(model_cfg, vocab, data.enc_len, data.dec_len)
+    torch.manual_seed(seed)  # the same initial model (and dropout streams) on every process
+    model = build_model(model_cfg, vocab)
+    if init_dir is not None:  # this stage's config (dropout, capacity, ...) with the earlier weights
+        try:
+            model.load_state_dict(FlanMoEModel.from_pretrained(init_dir).state_dict())
+        except (RuntimeError, ValueError) as e:
+            fail(f"{init_dir}: does not fit arch {arch!r} of params.yaml (rerun the stage that made it): {e}")
+    model = prepare_model(model, cfg, dist)
+
+    ckpt_root = CHECKPOINTS / stage / arch
+    prepare_checkpoint_dir(
+        stage, ckpt_root, checkpoint_fingerprint(stage, arch, params, data_hash), dist.is_main
+    )
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    moe = model_cfg.moe
+    tags = {
+        "arch": arch,
+        "router": "dense" if moe is None else moe.router,
+        "num_experts": 0 if moe is None else moe.num_experts,
+        "world_size": dist.world_size,
+        "ep": cfg.parallel.ep if moe is not None else 1,
+        "device": dist.device.type,
+    }
+    sections = ["base", "model", stage]
+    run_ctx = (
+        tracked_run(f"{stage}@{arch}", params, sections, tags) if dist.is_main else contextlib.nullcontext()
+    )
+    with run_ctx as run:
+        if run is not None:
+            run.log_params({f"arch.{k}": v for k, v in _flat_arch(model_cfg).items()})
+        trainer = Trainer(
+            model,
+            cfg,
+            data.sampler,
+            data.val_batches,
+            dist=dist,
+            checkpointer=Checkpointer(ckpt_root, cfg.keep_checkpoints),
+            log_fn=run.log_metrics if run is not None else None,
+            flops_per_token=acct.train_flops_per_token,
+            progress_desc=f"{stage}@{arch}",
+        )
+        result = trainer.fit()
+        state = state_dict_for_export(model)  # collective: every process takes part
+        if not dist.is_main:
+            return
+        out_dir = MODELS / stage / arch
+        with atomic_dir(out_dir) as tmp:
+            save_pretrained(model, tmp, tokenizer_path=TOKENIZER, state_dict=state)
+        metrics = {
+            "arch": arch,
+            "steps": result.steps,
+            "train_loss": result.train_loss,
+            "val_loss": result.val_loss,
+            "tokens_seen": result.tokens_seen,
+            "pad_fraction": result.pad_fraction,
+            "params": acct.params,
+            "active_params": acct.active_params,
+            "flops_per_token": acct.forward_flops_per_token,
+            "train_flops_per_token": acct.train_flops_per_token,
+            "router": {k: v for k, v in result.router.items() if k.startswith("moe/")},
+            "expert_load": {k: v for k, v in result.router.items() if "/expert_fraction/" in k},
+            **data.metrics,
+        }
+        plot = PLOTS / stage / f"{arch}.json"
+        write_json(METRICS / stage / f"{arch}.json", metrics)
+        write_json(plot, result.curve)  # type: ignore[arg-type]
+        final = {"final/train_loss": result.train_loss, "final/val_loss": result.val_loss or float("nan")}
+        run.log_metrics({**final, "params": acct.params, "active_params": acct.active_params,
+                         "flops_per_token": acct.forward_flops_per_token})  # fmt: skip
+        run.log_dict(metrics, "metrics.json")
+        run.log_artifacts(out_dir, "model")
+        run.log_artifact(plot, "plots")
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
+    print(
+        f"{stage}@{arch}: {result.steps} steps{resumed}, train loss {result.train_loss:.4f}, val loss {val}"
+    )
+
+
+def _flat_arch(model_cfg) -> dict[str, object]:
+    from flanmoe.config import flatten
+
+    return {k: v for k, v in flatten(model_cfg).items() if k.startswith("moe.") or k == "d_ff"}

@@ -21,7 +21,7 @@ from flanmoe.data.tokenize import TokenizeConfig
 from flanmoe.model.config import ModelConfig, MoEConfig
 from flanmoe.model.flops import dense_twin
 from flanmoe.params_base import StrictModel, format_validation_error
-from flanmoe.train.config import InstructConfig, TrainConfig
+from flanmoe.train.config import FinetuneConfig, InstructConfig, TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -82,6 +82,7 @@ class Params(StrictModel):
     archs: ArchsParams = ArchsParams()
     pretrain: TrainConfig = TrainConfig()
     instruct: InstructConfig = InstructConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
     @model_validator(mode="after")
     def _check_archs(self) -> Params:
@@ -90,7 +91,12 @@ class Params(StrictModel):
                 raise ValueError(f"archs.run: unknown arch {name!r}; defined: {sorted(self.archs.variants)}")
         for name in self.archs.variants:
             cfg = self._resolve(name, [])  # raises with the arch's dotted key
-            for stage in ("pretrain", "instruct"):
+            if self.finetune.freeze != "none" and name in self.archs.run and cfg.moe is None:
+                raise ValueError(
+                    f"finetune.freeze: {self.finetune.freeze!r} needs MoE archs, but archs.run has the dense "
+                    f"arch {name!r} (a dense model accepts only 'none')"
+                )
+            for stage in ("pretrain", "instruct", "finetune"):
                 ep = getattr(self, stage).parallel.ep
                 if name in self.archs.run and cfg.moe is not None and cfg.moe.num_experts % ep != 0:
                     raise ValueError(

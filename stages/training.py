@@ -94,19 +94,30 @@ def run_training(
     data_hash: str,
     make_data: Callable[[int], StageData],
     init_dir: Path | None = None,
+    variant: str | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    freeze: str = "none",
+    tags: dict[str, Any] | None = None,
 ) -> None:
     """Train ``arch`` with ``params.<stage>`` (already validated, already under torchrun if needed):
-    from a fresh init (seeded) or the exported model in ``init_dir``; export, metrics, plot, MLflow."""
+    from a fresh init (seeded) or the exported model in ``init_dir``; export, metrics, plot, MLflow.
+
+    ``variant`` names the outputs (default ``arch``); ``model_overrides`` are ModelConfig fields
+    (``moe``: a dict merged into it) this stage changes (dropout, expert dropout); ``freeze`` an option
+    of ``flanmoe.train.freeze``. With early stopping the best model is exported, not the last."""
     import torch
     from tokenizers import Tokenizer
 
     from flanmoe.model import FlanMoEModel, accounting, build_model
     from flanmoe.model.pretrained import save_pretrained
     from flanmoe.parallel import Checkpointer
+    from flanmoe.train.freeze import apply_freeze
     from flanmoe.train.launch import prepare_model, setup_distributed
     from flanmoe.train.trainer import Trainer, state_dict_for_export
 
-    cfg, model_cfg = getattr(params, stage), params.arch_config(arch)
+    cfg = getattr(params, stage)
+    model_cfg = _with_overrides(params.arch_config(arch), model_overrides or {})
+    variant = variant or arch
     seed = cfg.seed if cfg.seed is not None else params.base.seed
     dist = setup_distributed(cfg.parallel)
     data = make_data(seed)
@@ -119,29 +130,30 @@ def run_training(
             model.load_state_dict(FlanMoEModel.from_pretrained(init_dir).state_dict())
         except (RuntimeError, ValueError) as e:
             fail(f"{init_dir}: does not fit arch {arch!r} of params.yaml (rerun the stage that made it): {e}")
+    frozen = apply_freeze(model, freeze)  # before sharding: FSDP and the optimizer see requires_grad
     model = prepare_model(model, cfg, dist)
 
-    ckpt_root = CHECKPOINTS / stage / arch
-    prepare_checkpoint_dir(
-        stage, ckpt_root, checkpoint_fingerprint(stage, arch, params, data_hash), dist.is_main
-    )
+    ckpt_root = CHECKPOINTS / stage / variant
+    fingerprint = checkpoint_fingerprint(stage, arch, params, data_hash + variant)
+    prepare_checkpoint_dir(stage, ckpt_root, fingerprint, dist.is_main)
     if dist.world_size > 1:
         import torch.distributed as tdist
 
         tdist.barrier()
     moe = model_cfg.moe
-    tags = {
+    run_tags = {
         "arch": arch,
         "router": "dense" if moe is None else moe.router,
         "num_experts": 0 if moe is None else moe.num_experts,
         "world_size": dist.world_size,
         "ep": cfg.parallel.ep if moe is not None else 1,
         "device": dist.device.type,
+        **(tags or {}),
     }
     sections = ["base", "model", stage]
-    run_ctx = (
-        tracked_run(f"{stage}@{arch}", params, sections, tags) if dist.is_main else contextlib.nullcontext()
-    )
+    name = f"{stage}@{variant}"
+    run_ctx = tracked_run(name, params, sections, run_tags) if dist.is_main else contextlib.nullcontext()
+    best_dir = ckpt_root / "best"
     with run_ctx as run:
         if run is not None:
             run.log_params({f"arch.{k}": v for k, v in _flat_arch(model_cfg).items()})
@@ -154,32 +166,40 @@ def run_training(
             checkpointer=Checkpointer(ckpt_root, cfg.keep_checkpoints),
             log_fn=run.log_metrics if run is not None else None,
             flops_per_token=acct.train_flops_per_token,
-            progress_desc=f"{stage}@{arch}",
+            progress_desc=name,
+            keep_best=lambda state: _save_exported(model, best_dir, state),
         )
         result = trainer.fit()
         state = state_dict_for_export(model)  # collective: every process takes part
         if not dist.is_main:
             return
-        out_dir = MODELS / stage / arch
+        out_dir = MODELS / stage / variant
         with atomic_dir(out_dir) as tmp:
-            save_pretrained(model, tmp, tokenizer_path=TOKENIZER, state_dict=state)
+            if cfg.early_stopping_patience is not None and best_dir.is_dir():  # the best, not the last
+                for f in best_dir.iterdir():
+                    shutil.copy2(f, tmp / f.name)
+            else:
+                save_pretrained(model, tmp, tokenizer_path=TOKENIZER, state_dict=state)
         metrics = {
             "arch": arch,
             "steps": result.steps,
+            "best_step": result.best_step,
+            "stopped_early": result.stopped_early,
             "train_loss": result.train_loss,
             "val_loss": result.val_loss,
             "tokens_seen": result.tokens_seen,
             "pad_fraction": result.pad_fraction,
             "params": acct.params,
             "active_params": acct.active_params,
+            "trainable_params": frozen["trainable"],
             "flops_per_token": acct.forward_flops_per_token,
             "train_flops_per_token": acct.train_flops_per_token,
             "router": {k: v for k, v in result.router.items() if k.startswith("moe/")},
             "expert_load": {k: v for k, v in result.router.items() if "/expert_fraction/" in k},
             **data.metrics,
         }
-        plot = PLOTS / stage / f"{arch}.json"
-        write_json(METRICS / stage / f"{arch}.json", metrics)
+        plot = PLOTS / stage / f"{variant}.json"
+        write_json(METRICS / stage / f"{variant}.json", metrics)
         write_json(plot, result.curve)  # type: ignore[arg-type]
         final = {"final/train_loss": result.train_loss, "final/val_loss": result.val_loss or float("nan")}
         run.log_metrics({**final, "params": acct.params, "active_params": acct.active_params,
@@ -189,9 +209,27 @@ def run_training(
         run.log_artifact(plot, "plots")
     resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
-    print(
-        f"{stage}@{arch}: {result.steps} steps{resumed}, train loss {result.train_loss:.4f}, val loss {val}"
-    )
+    print(f"{name}: {result.steps} steps{resumed}, train loss {result.train_loss:.4f}, val loss {val}")
+
+
+def _with_overrides(model_cfg, overrides: dict[str, Any]):
+    """``model_cfg`` with a stage's changes (``moe`` merged field by field; ignored for dense)."""
+    if not overrides:
+        return model_cfg
+    data = model_cfg.model_dump()
+    moe = overrides.get("moe") or {}
+    data.update({k: v for k, v in overrides.items() if k != "moe"})
+    if data["moe"] is not None:
+        data["moe"] = {**data["moe"], **moe}
+    return type(model_cfg).model_validate(data)
+
+
+def _save_exported(model, path: Path, state) -> None:
+    """An exported model directory (atomic): the best model so far, kept beside the checkpoints."""
+    from flanmoe.model.pretrained import save_pretrained
+
+    with atomic_dir(path) as tmp:
+        save_pretrained(model, tmp, tokenizer_path=TOKENIZER, state_dict=state)
 
 
 def _flat_arch(model_cfg) -> dict[str, object]:

@@ -12,6 +12,7 @@ import yaml
 
 from flanmoe import tracking
 from tests.stage_helpers import REPO, TINY_EMBEDDED, shipped_params
+from tests.test_finetune_stage import micro_finetune
 from tests.test_instruct_stage import micro_instruct
 from tests.test_pretrain_stage import MICRO_MODEL, MICRO_TOKENIZE, micro_pretrain
 
@@ -52,6 +53,7 @@ def workspace(tmp_path):
     params["model"] = {**params["model"], **MICRO_MODEL}
     params["pretrain"] = micro_pretrain(steps=4)
     params["instruct"] = micro_instruct(steps=2)
+    params["finetune"] = micro_finetune(steps=2)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -73,8 +75,11 @@ def test_make_run_path(workspace):
     work, env = workspace
     _repro(work, env)
     lock = yaml.safe_load((work / "dvc.lock").read_text())
+    finetune = {
+        f"finetune@{a}-fact_verification-{s}" for a in ("dense", "switch") for s in ("direct", "after_it")
+    }
     assert set(lock["stages"]) == {
-        "prepare", "tokenize", "pretrain@dense", "pretrain@switch", "instruct@dense", "instruct@switch"
+        "prepare", "tokenize", "pretrain@dense", "pretrain@switch", "instruct@dense", "instruct@switch", *finetune
     }  # fmt: skip
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
     assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
@@ -85,7 +90,9 @@ def test_make_run_path(workspace):
     children = {
         r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]
     }
-    assert set(children) == {"prepare", "tokenize", "pretrain", "instruct"}
+    assert set(children) == {"prepare", "tokenize", "pretrain", "instruct", "finetune"}
+    tuned = {(r["tags"]["arch"], r["tags"]["scenario"]) for r in runs if r["tags"].get("stage") == "finetune"}
+    assert tuned == {(a, s) for a in ("dense", "switch") for s in ("direct", "after_it")}
     for stage in ("pretrain", "instruct"):
         archs = {r["tags"].get("arch") for r in runs if r["tags"].get("stage") == stage}
         assert archs == {"dense", "switch"}

@@ -165,3 +165,21 @@ def test_loss_is_on_target_tokens_only():
     logp = torch.log_softmax(out.logits, -1)
     manual = -sum(logp[b, t, labels[b, t]] for b in range(2) for t in range(3) if labels[b, t] != 0)
     torch.testing.assert_close(ce_sum, manual)
+
+
+def test_early_stopping_keeps_the_best_model():
+    ds = packed()
+    kept: list[tuple[int, dict]] = []
+    cfg = train_cfg(steps=40, lr=3.0, warmup_steps=0, eval_every=1, log_every=1, checkpoint_every=40,
+                    early_stopping_patience=2, clip_grad_norm=None)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(micro_cfg(), VOCAB)
+    trainer = Trainer(model, cfg, PackedBatches(ds, 8, 0), eval_batches(ds.select(range(8)), 8),
+                      keep_best=lambda state: kept.append((trainer.step, state)))  # fmt: skip
+    res = trainer.fit()  # lr 3.0 diverges: validation stops improving
+    assert res.stopped_early and res.steps < 40
+    assert res.best_step == kept[-1][0] and res.steps == res.best_step + 2  # patience 2
+    vals = {p["step"]: p["val_loss"] for p in res.curve}
+    assert vals[res.best_step] == min(vals.values())
+    best_state = kept[-1][1]
+    assert any(not torch.equal(best_state[n], p.detach()) for n, p in model.named_parameters())

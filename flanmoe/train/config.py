@@ -15,6 +15,8 @@ from pydantic import Field, model_validator
 from flanmoe.params_base import StrictModel
 from flanmoe.train.mixture import MixtureConfig
 
+FreezeOption = Literal["none", "gate", "experts", "non_moe"]  # the paper's fine-tuning ablation
+
 
 class ParallelConfig(StrictModel):
     """Devices and parallelism. ``nproc > 1`` re-launches the stage under ``torchrun --standalone``."""
@@ -55,6 +57,8 @@ class TrainConfig(StrictModel):
     log_every: int = Field(10, ge=1)  # metrics to MLflow / progress every N steps (one batch of values)
     checkpoint_every: int = Field(100, ge=1)  # resumable DCP checkpoint every N steps (and at the end)
     keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept
+    early_stopping_patience: int | None = Field(None, ge=1)  # stop after N evals without a better
+    # validation loss and export the best model (null: train all steps, export the last)
     seed: int | None = Field(None, ge=0)  # init, data order, dropout; None = base.seed
     parallel: ParallelConfig = ParallelConfig()
 
@@ -85,3 +89,23 @@ class InstructConfig(TrainConfig):
     schedule: Literal["constant", "inverse_sqrt", "cosine"] = "constant"  # FLAN-T5: constant
     warmup_steps: int = Field(20, ge=0)
     mixture: MixtureConfig = MixtureConfig()
+
+
+class FinetuneConfig(TrainConfig):
+    """Single-task fine-tuning (the paper's scenarios 1 and 3): a ``TrainConfig`` over variable-length
+    pairs, from the pretrained (``direct``) or the instruction-tuned (``after_it``) model."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["fact_verification", "list_sum"], min_length=1)
+    scenarios: list[Literal["direct", "after_it"]] = Field(
+        default_factory=lambda: ["direct", "after_it"], min_length=1
+    )  # direct: from pretrain; after_it: from instruct
+    freeze: FreezeOption = "none"  # gate = routers, experts = expert FFNs, non_moe = the rest (MoE only)
+    dropout_rate: float | None = Field(0.1, ge=0, lt=1)  # fine-tuning dropout (T5: 0.1); null: model's
+    expert_dropout: float | None = Field(None, ge=0, lt=1)  # Switch fine-tuning: 0.4; null: model's
+    steps: int = Field(150, ge=1)
+    max_tokens: int = Field(2048, ge=16)
+    lr: float = Field(5e-4, gt=0)
+    schedule: Literal["constant", "inverse_sqrt", "cosine"] = "constant"
+    warmup_steps: int = Field(10, ge=0)
+    eval_every: int = Field(25, ge=1)
+    early_stopping_patience: int | None = Field(3, ge=1)

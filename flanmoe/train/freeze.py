@@ -4,13 +4,10 @@ built, so they receive no gradient and the optimizer holds no state for them."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import nn
 
 from flanmoe.model.transformer import FlanMoEModel
-
-FreezeOption = Literal["none", "gate", "experts", "non_moe"]
+from flanmoe.train.config import FreezeOption
 # which param_group() each option freezes: gate = routers, experts = expert FFNs, non_moe = the rest
 _FROZEN: dict[str, set[str]] = {
     "none": set(),

@@ -78,6 +78,8 @@ class TrainResult:
     router: dict[str, float]  # router statistics over the last log interval (MoE only)
     pad_fraction: float  # share of padding in the batches seen
     resumed_from: int | None  # the step of the checkpoint the run resumed from
+    best_step: int | None  # early stopping: the step of the best validation loss (its model was kept)
+    stopped_early: bool  # early stopping ended the run before cfg.steps
     throughput: dict[str, float]  # tokens/s, FLOP/s, MFU of the last interval (not reproducible)
 
 
@@ -130,11 +132,13 @@ class Trainer:
         log_fn: LogFn | None = None,
         flops_per_token: float | None = None,
         progress_desc: str = "train",
+        keep_best: Callable[[dict[str, Tensor]], None] | None = None,
     ):
         self.model, self.cfg, self.data, self.val_batches = model, cfg, train_data, list(val_batches)
         self.dist = dist or Dist()
         self.checkpointer, self.log_fn = checkpointer, log_fn
         self.flops_per_token, self.progress_desc = flops_per_token, progress_desc
+        self.keep_best = keep_best  # early stopping: called (main process) with the best full state
         self.optimizer = build_optimizer(model.parameters(), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.step = 0
@@ -142,6 +146,7 @@ class Trainer:
         self.padded_seen = [0, 0]  # padding positions, all positions
         self.curve: list[dict[str, float]] = []
         self.last = {"train_loss": math.nan, "val_loss": None, "router": {}}  # the latest log point
+        self.best = {"val_loss": math.inf, "step": None, "bad_evals": 0}  # early stopping
         self.resumed_from: int | None = None
         self._peak = self._peak_flops()
 
@@ -159,6 +164,7 @@ class Trainer:
             "padded_seen": list(self.padded_seen),
             "curve": list(self.curve),
             "last": dict(self.last),
+            "best": dict(self.best),
             "world_size": self.dist.world_size,
             "rng": rng,
         }
@@ -182,6 +188,7 @@ class Trainer:
         self.padded_seen = list(extra.get("padded_seen", [0, 0]))
         self.curve = list(extra.get("curve", []))
         self.last = dict(extra.get("last", self.last))
+        self.best = dict(extra.get("best", self.best))
         rng = extra.get("rng")
         if rng is not None and extra.get("world_size") == self.dist.world_size:  # same layout: exact
             torch.set_rng_state(rng["torch"])
@@ -240,6 +247,23 @@ class Trainer:
         vals["grad_norm"] = grad_norm.detach().float().to(dist.device) / dist.world_size  # summed later
         return {"values": vals, "stats": stats}
 
+    def _after_eval(self, val_loss: float | None) -> None:
+        """Early stopping: keep the best model (through ``keep_best``), count evals without progress."""
+        if self.cfg.early_stopping_patience is None or val_loss is None:
+            return
+        if val_loss < self.best["val_loss"]:
+            self.best.update(val_loss=val_loss, step=self.step, bad_evals=0)
+            state = state_dict_for_export(self.model)  # collective
+            if self.dist.is_main and self.keep_best is not None:  # a snapshot: training goes on in place
+                self.keep_best({k: v.detach().clone() for k, v in state.items()})
+        else:
+            self.best["bad_evals"] += 1
+
+    @property
+    def should_stop(self) -> bool:
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and self.best["bad_evals"] >= patience
+
     @torch.no_grad()
     def validate(self) -> float | None:
         """Mean target-token cross-entropy over ``val_batches`` (eval mode: eval capacity, no dropout)."""
@@ -268,7 +292,7 @@ class Trainer:
         throughput: dict[str, float] = {}
         progress = _Progress(cfg.steps, self.step, self.progress_desc, enabled=dist.is_main)
         t_window, tokens_window, positions_window = time.perf_counter(), self.tokens_seen, self.padded_seen[1]
-        while self.step < cfg.steps:
+        while self.step < cfg.steps and not self.should_stop:
             out = self.train_step()
             window.append(out["values"])
             for s in out["stats"]:
@@ -316,6 +340,7 @@ class Trainer:
                 point = {"step": self.step, "train_loss": means["lm_loss"], "lr": metrics["train/lr"]}
                 if self.step % cfg.eval_every == 0 or last_step:
                     self.last["val_loss"] = val_loss = self.validate()
+                    self._after_eval(val_loss)
                     if val_loss is not None:
                         metrics["val/loss"] = val_loss
                         point["val_loss"] = val_loss
@@ -327,13 +352,17 @@ class Trainer:
             elif self.step % cfg.eval_every == 0:
                 t_side = time.perf_counter()
                 self.last["val_loss"] = val_loss = self.validate()
+                self._after_eval(val_loss)
                 if dist.is_main and self.log_fn is not None and val_loss is not None:
                     self.log_fn({"val/loss": val_loss}, self.step)
                 t_window += time.perf_counter() - t_side
-            if self.step % cfg.checkpoint_every == 0 or last_step:
+            stop = self.should_stop
+            if self.step % cfg.checkpoint_every == 0 or last_step or stop:
                 t_side = time.perf_counter()
                 self.save_checkpoint()
                 t_window += time.perf_counter() - t_side
+            if stop:
+                break
         progress.close()
         return TrainResult(
             steps=self.step,
@@ -344,6 +373,8 @@ class Trainer:
             router=dict(self.last["router"]),
             pad_fraction=self.pad_fraction,
             resumed_from=self.resumed_from,
+            best_step=self.best["step"],
+            stopped_early=self.step < cfg.steps,
             throughput=throughput,
         )
 

@@ -1,0 +1,97 @@
+"""Stage `finetune`: single-task fine-tuning of one arch on one task, in one scenario.
+
+    python -m stages.finetune <arch> <task> <scenario>     # dvc.yaml: matrix arch x task x scenario
+
+Scenario `direct` starts from models/pretrain/<arch> (the paper's scenario 1), `after_it` from
+models/instruct/<arch> (scenario 3). Trains on data/tokenized/finetune/<task> `train`, validates on its
+`validation` split, stops early when the validation loss stops improving and exports the best model
+to models/finetune/<arch>-<task>-<scenario>/. `finetune.freeze` freezes the gate, the experts or every
+non-MoE parameter (the paper's ablation; a dense arch accepts only `none`); `dropout_rate` and
+`expert_dropout` apply to this stage only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from stages.common import dvc_md5, fail, load_params
+from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
+
+INIT_STAGE = {"direct": "pretrain", "after_it": "instruct"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    params = load_params()
+    if len(argv) != 3:
+        fail("usage: python -m stages.finetune <arch> <task> <scenario>")
+    arch = parse_arch("finetune", argv[:1], params)
+    task, scenario = argv[1], argv[2]
+    if scenario not in INIT_STAGE:
+        fail(f"scenario: unknown scenario {scenario!r}; one of {sorted(INIT_STAGE)}")
+    cfg = params.finetune
+    data_dir = TOKENIZED / "finetune" / task
+    if not data_dir.is_dir():
+        have = (
+            sorted(p.name for p in (TOKENIZED / "finetune").glob("*"))
+            if (TOKENIZED / "finetune").is_dir()
+            else []
+        )
+        fail(f"task: {task!r} is not in {TOKENIZED / 'finetune'} (tasks: {have}); check finetune.tasks")
+    init_dir = MODELS / INIT_STAGE[scenario] / arch
+    require(TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
+    require(
+        init_dir, hint=f"run the {INIT_STAGE[scenario]} stage first (dvc repro {INIT_STAGE[scenario]}@{arch})"
+    )
+    if cfg.freeze != "none" and params.arch_config(arch).moe is None:
+        fail(f"finetune.freeze: {cfg.freeze!r} needs an MoE arch; {arch!r} is dense (only 'none')")
+
+    import datasets
+
+    splits = datasets.load_from_disk(str(data_dir))
+    for split in ("train", "validation"):
+        if split not in splits or len(splits[split]) == 0:
+            fail(f"task: {data_dir} has no {split!r} split with examples")
+
+    from flanmoe.train.launch import relaunch_under_torchrun, under_torchrun
+
+    if cfg.parallel.nproc > 1 and not under_torchrun():  # checked above, so no process fails alone
+        relaunch_under_torchrun(cfg.parallel.nproc, "stages.finetune", argv)
+
+    def make_data(seed: int) -> StageData:
+        from flanmoe.train.data import TokenBudgetBatches, eval_batches
+
+        train = splits["train"]
+        sampler = TokenBudgetBatches(train, cfg.max_tokens, seed)
+        if sampler.groups_per_epoch() < cfg.groups:
+            fail(f"finetune.max_tokens: {cfg.max_tokens} gives fewer micro-batches than nproc x grad_accum")
+        lengths = [(len(x), len(y)) for x, y in zip(train["input_ids"], train["labels"], strict=True)]
+        return StageData(
+            sampler=sampler,
+            val_batches=eval_batches(splits["validation"], max_tokens=cfg.max_tokens),
+            enc_len=max(1, round(sum(a for a, _ in lengths) / len(lengths))),
+            dec_len=max(1, round(sum(b for _, b in lengths) / len(lengths))),
+            metrics={"task": task, "scenario": scenario, "freeze": cfg.freeze, "train_examples": len(train)},
+        )
+
+    overrides: dict = {}
+    if cfg.dropout_rate is not None:
+        overrides["dropout_rate"] = cfg.dropout_rate
+    if cfg.expert_dropout is not None:
+        overrides["moe"] = {"expert_dropout": cfg.expert_dropout}
+    run_training(
+        "finetune",
+        arch,
+        params,
+        dvc_md5(data_dir) + dvc_md5(init_dir),
+        make_data,
+        init_dir=init_dir,
+        variant=f"{arch}-{task}-{scenario}",
+        model_overrides=overrides,
+        freeze=cfg.freeze,
+        tags={"task": task, "scenario": scenario, "freeze": cfg.freeze},
+    )
+
+
+if __name__ == "__main__":
+    main()

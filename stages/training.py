@@ -184,6 +184,7 @@ def run_training(
             "arch": arch,
             "steps": result.steps,
             "best_step": result.best_step,
+            "best_val_loss": result.best_val_loss,
             "stopped_early": result.stopped_early,
             "train_loss": result.train_loss,
             "val_loss": result.val_loss,
@@ -209,6 +210,8 @@ def run_training(
         run.log_artifact(plot, "plots")
     resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
+    if result.best_step is not None:
+        val += f" (best {result.best_val_loss:.4f} at step {result.best_step}: exported)"
     print(f"{name}: {result.steps} steps{resumed}, train loss {result.train_loss:.4f}, val loss {val}")
 
 

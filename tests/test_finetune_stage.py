@@ -77,7 +77,7 @@ def test_scenarios_start_from_their_models_freeze_and_export_the_best(tmp_path, 
         assert m["trainable_params"] < m["params"]
         curve = json.loads((work / "plots" / "finetune" / f"{variant}.json").read_text())
         best = min(curve, key=lambda p: p["val_loss"])
-        assert m["best_step"] == best["step"]  # the exported model is the best one
+        assert m["best_step"] == best["step"] and m["best_val_loss"] == best["val_loss"]  # exported
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from torch import nn
 
 from flanmoe.model.transformer import FlanMoEModel
 from flanmoe.train.config import FreezeOption
+
 # which param_group() each option freezes: gate = routers, experts = expert FFNs, non_moe = the rest
 _FROZEN: dict[str, set[str]] = {
     "none": set(),

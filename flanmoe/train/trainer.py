@@ -79,6 +79,7 @@ class TrainResult:
     pad_fraction: float  # share of padding in the batches seen
     resumed_from: int | None  # the step of the checkpoint the run resumed from
     best_step: int | None  # early stopping: the step of the best validation loss (its model was kept)
+    best_val_loss: float | None  # early stopping: that loss (the exported model's)
     stopped_early: bool  # early stopping ended the run before cfg.steps
     throughput: dict[str, float]  # tokens/s, FLOP/s, MFU of the last interval (not reproducible)
 
@@ -374,6 +375,7 @@ class Trainer:
             pad_fraction=self.pad_fraction,
             resumed_from=self.resumed_from,
             best_step=self.best["step"],
+            best_val_loss=self.best["val_loss"] if self.best["step"] is not None else None,
             stopped_early=self.step < cfg.steps,
             throughput=throughput,
         )

@@ -80,6 +80,11 @@ def _with(repo_root, dotted: str, value) -> dict:
             "archs.variants.dense.dense_twin_of: unknown arch",
         ),
         (
+            "archs.variants.dense",
+            {"dense_twin_of": "dense"},
+            "archs.variants.dense.dense_twin_of: circular reference",
+        ),
+        (
             "pretrain.parallel",
             {"nproc": 16, "ep": 16},
             "pretrain.parallel.ep: 16 does not divide num_experts 8",

@@ -172,6 +172,7 @@ def run_training(
         result = trainer.fit()
         state = state_dict_for_export(model)  # collective: every process takes part
         if not dist.is_main:
+            _finish(dist)
             return
         out_dir = MODELS / stage / variant
         with atomic_dir(out_dir) as tmp:
@@ -213,6 +214,18 @@ def run_training(
     if result.best_step is not None:
         val += f" (best {result.best_val_loss:.4f} at step {result.best_step}: exported)"
     print(f"{name}: {result.steps} steps{resumed}, train loss {result.train_loss:.4f}, val loss {val}")
+    _finish(dist)
+
+
+def _finish(dist) -> None:
+    """Every process waits for the main one's outputs, then leaves the process group cleanly (a
+    process that exits with gloo threads still running aborts: 'terminate called without an active
+    exception')."""
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+        tdist.destroy_process_group()
 
 
 def _with_overrides(model_cfg, overrides: dict[str, Any]):

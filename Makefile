@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/moe_layer.py
 	$(BIN)/python bench/train_step.py --quick
 	$(BIN)/python bench/train_throughput.py --quick
+	$(BIN)/python bench/eval_throughput.py --quick
 
 # The MLflow UI on the local store, bound to 127.0.0.1 (Ctrl-C stops it and its worker).
 MLFLOW_PORT ?= 5000

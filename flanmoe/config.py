@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from flanmoe.data.embedded import EmbeddedConfig
 from flanmoe.data.sources import SourceSpec
 from flanmoe.data.tokenize import TokenizeConfig
+from flanmoe.eval.config import EvaluateConfig
 from flanmoe.model.config import ModelConfig, MoEConfig
 from flanmoe.model.flops import dense_twin
 from flanmoe.params_base import StrictModel, format_validation_error
@@ -83,6 +84,7 @@ class Params(StrictModel):
     pretrain: TrainConfig = TrainConfig()
     instruct: InstructConfig = InstructConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
     def _check_archs(self) -> Params:

@@ -114,8 +114,23 @@ class StageRun:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     @_tolerant
+    def log_table(self, rows: list[dict], artifact_file: str) -> None:
+        """Rows of dicts as an MLflow table (shown in the UI's evaluation / artifact views)."""
+        if rows:
+            keys = list(dict.fromkeys(k for r in rows for k in r))
+            data = {k: [_cell(r.get(k)) for r in rows] for k in keys}
+            mlflow.log_table(data=data, artifact_file=artifact_file)
+
+    @_tolerant
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifacts(str(directory), artifact_path=artifact_path)
+
+
+def _cell(value: object) -> object:
+    """A table cell: lists and dicts as JSON text (a table column holds scalars)."""
+    import json
+
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 @contextlib.contextmanager

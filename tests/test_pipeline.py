@@ -1,6 +1,7 @@
 """The main job end to end on a copy of the repo: `python -m pipelines.repro` (what `make run` calls)
 runs `dvc repro` under one MLflow parent run; a second call is a no-op; dvc push works."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import yaml
 
 from flanmoe import tracking
 from tests.stage_helpers import REPO, TINY_EMBEDDED, shipped_params
+from tests.test_evaluate_stage import MICRO_EVAL
 from tests.test_finetune_stage import micro_finetune
 from tests.test_instruct_stage import micro_instruct
 from tests.test_pretrain_stage import MICRO_MODEL, MICRO_TOKENIZE, micro_pretrain
@@ -54,6 +56,8 @@ def workspace(tmp_path):
     params["pretrain"] = micro_pretrain(steps=4)
     params["instruct"] = micro_instruct(steps=2)
     params["finetune"] = micro_finetune(steps=2)
+    params["instruct"]["val_examples"] = 16
+    params["evaluate"] = {**params["evaluate"], **MICRO_EVAL}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -78,8 +82,11 @@ def test_make_run_path(workspace):
     finetune = {
         f"finetune@{a}-fact_verification-{s}" for a in ("dense", "switch") for s in ("direct", "after_it")
     }
+    evaluate = {f"evaluate@{a}-{m}" for a in ("dense", "switch") for m in ("pretrain", "instruct")}
+    evaluate |= {f"evaluate_{s}" for s in finetune}
     assert set(lock["stages"]) == {
-        "prepare", "tokenize", "pretrain@dense", "pretrain@switch", "instruct@dense", "instruct@switch", *finetune
+        "prepare", "tokenize", "pretrain@dense", "pretrain@switch", "instruct@dense", "instruct@switch",
+        *finetune, *evaluate,
     }  # fmt: skip
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
     assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
@@ -90,7 +97,21 @@ def test_make_run_path(workspace):
     children = {
         r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]
     }
-    assert set(children) == {"prepare", "tokenize", "pretrain", "instruct", "finetune"}
+    assert set(children) == {"prepare", "tokenize", "pretrain", "instruct", "finetune", "evaluate"}
+    # the paper's comparisons line up in MLflow: evaluate runs by arch and scenario, every score present
+    scored = {
+        (r["tags"]["arch"], r["tags"]["scenario"], r["tags"]["model_stage"]): r["metrics"]
+        for r in runs
+        if r["tags"].get("stage") == "evaluate"
+    }
+    assert set(scored) == {
+        (a, "it_zero_few", m) for a in ("dense", "switch") for m in ("pretrain", "instruct")
+    } | {(a, s, "finetune") for a in ("dense", "switch") for s in ("direct", "after_it")}
+    for (_, scenario, _), logged in scored.items():
+        keys = ("normalized_average/few_shot/score", "bbh/zero_shot/score", "mmlu/few_shot/score")
+        assert all(
+            k in logged for k in (keys if scenario == "it_zero_few" else ("finetune/zero_shot/score",))
+        )
     tuned = {(r["tags"]["arch"], r["tags"]["scenario"]) for r in runs if r["tags"].get("stage") == "finetune"}
     assert tuned == {(a, s) for a in ("dense", "switch") for s in ("direct", "after_it")}
     for stage in ("pretrain", "instruct"):
@@ -121,6 +142,16 @@ def test_make_run_path(workspace):
         text=True,
     )
     assert shown.returncode == 0 and "metrics/pretrain/switch.json" in shown.stdout, shown.stderr
+    listed = json.loads(shown.stdout)
+    files = next(iter(listed.values()))["data"]
+    for a in ("dense", "switch"):
+        assert (
+            "score" in files[f"metrics/evaluate/{a}-instruct.json"]["data"]["normalized_average"]["few_shot"]
+        )
+        assert (
+            "score"
+            in files[f"metrics/evaluate/{a}-fact_verification-after_it.json"]["data"]["finetune"]["zero_shot"]
+        )
     plots = subprocess.run(
         [sys.executable, "-m", "dvc", "plots", "show", "--json"],
         cwd=work,

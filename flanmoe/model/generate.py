@@ -4,6 +4,8 @@ on the whole prefix each step, the reference the cached path must match).
 With token-choice capacity in the decoder, the two paths see different routing groups (B tokens
 per step vs. the whole prefix), so they agree only when no token is dropped: dropless, or capacity
 large enough (eval capacity factor with ``min_capacity``). Expert-choice is never in the decoder.
+Positions after a sequence's eos are masked out of routing (they neither take expert capacity nor
+count in router statistics).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from flanmoe.model.moe import MoEAux
     from flanmoe.model.transformer import FlanMoEModel
 
 
@@ -27,22 +30,30 @@ def greedy_generate(
     use_cache: bool = True,
     start_id: int = 0,
     pad_id: int = 0,
+    aux: list[tuple[str, MoEAux]] | None = None,
 ) -> Tensor:
-    """Greedy ids ``[B, <= max_new_tokens]`` for ``input_ids`` ``[B, S]``; pad after a sequence's eos."""
+    """Greedy ids ``[B, <= max_new_tokens]`` for ``input_ids`` ``[B, S]``; pad after a sequence's eos.
+
+    ``aux``, if given, collects every MoE layer's output (router stats) of the encoder pass and of
+    each decoding step.
+    """
     if attention_mask is None:
         attention_mask = input_ids != pad_id
     B = input_ids.shape[0]
-    enc = model.encode(input_ids, attention_mask)
+    enc = model.encode(input_ids, attention_mask, aux)
     dec = torch.full((B, 1), start_id, dtype=torch.long, device=input_ids.device)
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+    alive = [~done]  # per decoder position: the sequence had not ended before it
     cache = model.new_cache() if use_cache else None
     out = []
     for _ in range(max_new_tokens):
         step_in = dec[:, -1:] if use_cache else dec
-        logits = model.decode(step_in, enc, attention_mask, cache=cache)[:, -1]  # [B, vocab]
+        mask = alive[-1][:, None] if use_cache else torch.stack(alive, dim=1)
+        logits = model.decode(step_in, enc, attention_mask, aux, decoder_mask=mask, cache=cache)[:, -1]
         nxt = logits.argmax(-1).masked_fill(done, pad_id)
         out.append(nxt)
-        done |= nxt == eos_id
+        done = done | (nxt == eos_id)
+        alive.append(~done)
         dec = torch.cat([dec, nxt[:, None]], dim=1)
         if bool(done.all()):
             break

@@ -94,17 +94,26 @@ def load_config(path: str | Path) -> ModelConfig:
 
 
 def load_pretrained(
-    path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    path: str | Path,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    moe_overrides: Mapping[str, Any] | None = None,
 ) -> FlanMoEModel:
     """The model saved in ``path``, weights exactly as stored (then moved to ``device``/``dtype``).
 
-    Returned in training mode, like a freshly built model: call ``.eval()`` for inference.
+    ``moe_overrides`` replace ``MoEConfig`` fields that hold no weights (``dropless``, capacity
+    factors, ...; ignored for a dense model). Returned in training mode, like a freshly built model:
+    call ``.eval()`` for inference.
     """
     from safetensors.torch import load_file
 
+    from flanmoe.model.config import MoEConfig
     from flanmoe.model.transformer import FlanMoEModel
 
     cfg = load_config(path)
+    if moe_overrides and cfg.moe is not None:
+        moe = MoEConfig.model_validate({**cfg.moe.model_dump(), **moe_overrides})
+        cfg = cfg.model_copy(update={"moe": moe})
     file = _model_dir(path) / WEIGHTS_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing")

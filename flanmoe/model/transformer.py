@@ -267,22 +267,28 @@ class FlanMoEModel(nn.Module):
         max_new_tokens: int = 32,
         eos_id: int = EOS_ID,
         use_cache: bool = True,
+        aux: list[tuple[str, MoEAux]] | None = None,
     ) -> Tensor:
         """Greedy decoding: ``[B, S]`` -> generated ids ``[B, <= max_new_tokens]`` (no start token;
         after a sequence's eos, pad). Stops early once every sequence has produced eos. Call
-        ``model.eval()`` first (dropout, eval capacity factor)."""
+        ``model.eval()`` first (dropout, eval capacity factor). ``aux`` collects the MoE outputs."""
         from flanmoe.model.generate import greedy_generate
 
-        return greedy_generate(self, input_ids, attention_mask, max_new_tokens, eos_id, use_cache)
+        return greedy_generate(self, input_ids, attention_mask, max_new_tokens, eos_id, use_cache, aux=aux)
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        cls,
+        path: str | Path,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        moe_overrides: dict | None = None,
     ) -> FlanMoEModel:
-        """Load a directory written by ``save_pretrained`` (strict: every key, every shape)."""
+        """Load a directory written by ``save_pretrained`` (strict: every key, every shape);
+        ``moe_overrides`` change routing settings that hold no weights (e.g. ``{"dropless": True}``)."""
         from flanmoe.model.pretrained import load_pretrained
 
-        return load_pretrained(path, device, dtype)
+        return load_pretrained(path, device, dtype, moe_overrides)
 
     def save_pretrained(self, path: str | Path, tokenizer_path: str | Path | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` (and ``tokenizer.json``) to ``path``."""

@@ -1,0 +1,262 @@
+"""Stage `evaluate`: score one exported model -> metrics/evaluate/<name>.json and evals/<name>/.
+
+    python -m stages.evaluate <model_dir> [--task TASK] [--name NAME]
+
+Without ``--task`` (scenario ``it_zero_few``): the held-out suites of ``evaluate.suites`` zero-shot
+and few-shot (``evaluate.fewshot_k`` exemplars): MMLU-schema multiple choice by log-likelihood
+(data/tokenized/mmlu), BBH-schema exact match of greedy generations (data/tokenized/bbh), and the
+held-in instruction pairs of the instruct stage's validation split (``heldin``: exact match), then
+the paper's normalized average over the held-out suites. dvc.yaml runs it on the pretrained-only and
+the instruction-tuned model of every arch: the instruction-tuning gain is their difference.
+
+With ``--task`` (scenarios ``direct`` and ``after_it``): the fine-tuned model on the task's test split
+(data/tokenized/finetune/<task>): accuracy by rank classification when the task has at most
+``evaluate.max_labels`` distinct targets, else exact match.
+
+Every score has its 95% bootstrap CI, its chance level (the embedded suite's ``CHANCE``; for real
+data 1/len(choices) for multiple choice and 0 for exact match) and a best-constant baseline.
+``evals/<name>/`` holds ``predictions.jsonl`` (prompt, target, prediction, correct per example),
+``routing.json`` (MoE: expert load per layer per task) and ``summary.json`` (every figure).
+``<name>`` defaults to ``<variant>-<stage>`` for models/<stage>/<variant> (``switch-instruct``),
+the variant for models/finetune/<variant>, else the directory's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stages.common import DATA, METRICS, atomic_dir, fail, load_params, tracked_run, write_json
+
+TOKENIZED = DATA / "tokenized"
+EVALS = Path("evals")
+OUT_METRICS = METRICS / "evaluate"
+MODES = ("zero_shot", "few_shot")
+HELDOUT = ("mmlu", "bbh")  # the suites of the paper's normalized average
+
+
+def default_name(model_dir: Path) -> str:
+    parts = model_dir.resolve().parts
+    if len(parts) >= 3 and parts[-3] == "models":
+        stage, variant = parts[-2], parts[-1]
+        return variant if stage == "finetune" else f"{variant}-{stage}"
+    return model_dir.resolve().name
+
+
+def describe(model_dir: Path, task: str | None) -> dict[str, str]:
+    """MLflow tags from the layout models/<stage>/<variant> (arch, scenario, source stage, task)."""
+    parts = model_dir.resolve().parts
+    tags: dict[str, str] = {"model_dir": str(model_dir)}
+    if len(parts) >= 3 and parts[-3] == "models":
+        stage, variant = parts[-2], parts[-1]
+        tags["model_stage"] = stage
+        tags["arch"] = variant.split("-")[0]
+        if stage == "finetune":
+            tags["scenario"] = variant.rsplit("-", 1)[-1]
+        elif stage in ("pretrain", "instruct"):
+            tags["scenario"] = "it_zero_few"
+            tags["instruction_tuned"] = str(stage == "instruct").lower()
+    if task is not None:
+        tags["task"] = task
+    return tags
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", type=Path, help="an exported model directory (config.json, ...)")
+    parser.add_argument("--task", help="a fine-tuning task of data/tokenized/finetune: score its test split")
+    parser.add_argument("--name", help="output name (metrics/evaluate/<name>.json, evals/<name>/)")
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed the usage line and the error
+        raise SystemExit(2 if e.code else 0) from None
+
+
+def _heldin_rows(params) -> list[dict]:
+    """The instruct stage's validation pairs (never trained on), as the tokenize stage encoded them."""
+    import datasets
+
+    from flanmoe.train.data import split_validation
+
+    ds = datasets.load_from_disk(str(TOKENIZED / "flan"))
+    seed = params.instruct.seed if params.instruct.seed is not None else params.base.seed
+    _, val = split_validation(ds, params.instruct.val_examples, seed)
+    val = val.select(range(min(params.evaluate.heldin_examples, len(val))))
+    return [
+        {"input_ids": x, "labels": y, "task": t}
+        for x, y, t in zip(val["input_ids"], val["labels"], val["task_name"], strict=True)
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    params = load_params()
+    cfg = params.evaluate
+    model_dir: Path = args.model_dir
+    if not (model_dir / "config.json").is_file():
+        fail(f"model_dir: {model_dir} is not an exported model directory (no config.json)")
+    if not (model_dir / "tokenizer.json").is_file():
+        fail(f"model_dir: {model_dir} has no tokenizer.json (export the model with its tokenizer)")
+    name = args.name or default_name(model_dir)
+    if not name or "/" in name:
+        fail(f"--name: {name!r} must be a plain file name")
+    embedded = {s: getattr(params.prepare, s).kind == "embedded" for s in ("mmlu", "bbh", "finetune")}
+    if args.task is not None:
+        task_dir = TOKENIZED / "finetune" / args.task
+        if not task_dir.is_dir():
+            root = TOKENIZED / "finetune"
+            have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            fail(f"--task: {args.task!r} is not in {root} (tasks: {have})")
+        needed = [task_dir]
+    else:
+        needed = [TOKENIZED / s for s in cfg.suites if s != "heldin"]
+        if "heldin" in cfg.suites:
+            needed.append(TOKENIZED / "flan")
+    for path in needed:
+        if not path.exists():
+            fail(f"{path} not found: run the tokenize stage first (dvc repro tokenize)")
+
+    import datasets
+    import torch
+
+    from flanmoe.data.embedded import CHANCE
+    from flanmoe.data.tokenizer import load_tokenizer
+    from flanmoe.eval.suites import EvalSettings, Evaluator, label_set
+    from flanmoe.model.pretrained import load_config
+    from flanmoe.model.transformer import FlanMoEModel
+
+    try:
+        load_config(model_dir)
+    except (ValueError, FileNotFoundError) as e:
+        fail(f"model_dir: {e}")
+    if args.task is not None:
+        splits = datasets.load_from_disk(str(TOKENIZED / "finetune" / args.task))
+        if "test" not in splits or len(splits["test"]) == 0:
+            fail(f"--task: {TOKENIZED / 'finetune' / args.task} has no 'test' split with examples")
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(
+        "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
+    model = FlanMoEModel.from_pretrained(
+        model_dir, device, dtype, moe_overrides={"dropless": cfg.dropless}
+    ).eval()
+    tok = load_tokenizer(model_dir)
+    tok.encode_special_tokens = True  # as the tokenize stage encodes
+    seed = cfg.seed if cfg.seed is not None else params.base.seed
+    settings = EvalSettings(
+        mmlu_format=cfg.mmlu_format,
+        mc_headline=cfg.mc_headline,
+        fewshot_k=cfg.fewshot_k,
+        max_input_length=cfg.max_input_length or params.tokenize.max_input_length,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        bootstrap=cfg.bootstrap,
+        confidence=cfg.confidence,
+        seed=seed,
+        max_examples=cfg.max_examples,
+    )
+    ev = Evaluator(model, tok, settings)
+    tags = describe(model_dir, args.task)
+    results = []
+    with tracked_run(f"evaluate@{name}", params, ["evaluate"], tags=tags) as run:
+        if args.task is not None:
+            test = splits["test"]
+            train = splits["train"] if "train" in splits else test
+            labels = label_set(train["targets"], cfg.max_labels) if "targets" in train.column_names else None
+            if labels is not None and not set(t.strip() for t in test["targets"]) <= set(labels):
+                labels = None  # a test target outside the label set: open-ended, exact match
+            rows = [
+                {"input_ids": x, "targets": t, "task": args.task}
+                for x, t in zip(test["input_ids"], test["targets"], strict=True)
+            ]
+            chance = {args.task: CHANCE["finetune"].get(args.task, 0.0)} if embedded["finetune"] else None
+            if chance is None and labels is not None:
+                chance = {args.task: 1.0 / len(labels)}
+            results.append(ev.pairs("finetune", rows, chance, {args.task: labels} if labels else None))
+        else:
+            if "mmlu" in cfg.suites:
+                mmlu = datasets.load_from_disk(str(TOKENIZED / "mmlu"))
+                for shots in (0, cfg.fewshot_k):
+                    results.append(ev.mmlu(mmlu, shots, cfg.mmlu_split))
+            if "bbh" in cfg.suites:
+                bbh = datasets.load_from_disk(str(TOKENIZED / "bbh"))
+                chance = CHANCE["bbh"] if embedded["bbh"] else None
+                for shots in (0, cfg.fewshot_k):
+                    results.append(ev.bbh(bbh, shots, chance))
+            if "heldin" in cfg.suites:
+                rows = [{**r, "targets": ev.decode(r.pop("labels"))} for r in _heldin_rows(params)]
+                results.append(ev.pairs("heldin", rows))
+        metrics, summary = _collect(results, settings)
+        routing = ev.routing_summary()
+        with atomic_dir(EVALS / name) as tmp:
+            with (tmp / "predictions.jsonl").open("w") as f:
+                for res in results:
+                    for rec in res.records:
+                        f.write(json.dumps(rec, sort_keys=True) + "\n")
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            (tmp / "routing.json").write_text(json.dumps(routing, indent=2, sort_keys=True) + "\n")
+        write_json(OUT_METRICS / f"{name}.json", metrics)
+        run.log_metrics(_flat(metrics))
+        run.log_artifacts(EVALS / name, "evaluation")
+        run.log_table([rec for res in results for rec in res.records], "evaluation/predictions_table.json")
+    heldout = [r for r in results if r.suite in HELDOUT]
+    line = ", ".join(f"{r.suite} {r.mode} {r.summary['score']:.3f}" for r in results)
+    print(
+        f"evaluate {name}: {line}"
+        + (f"; normalized average {metrics.get('normalized_average')}" if heldout else "")
+    )
+
+
+def _collect(results, settings) -> tuple[dict, dict]:
+    """(metrics for dvc: headline figures and per-task scores, full summary)."""
+    from flanmoe.eval.metrics import normalized_average
+
+    metrics: dict = {}
+    summary: dict = {}
+    for r in results:
+        s = r.summary
+        metrics.setdefault(r.suite, {})[r.mode] = {
+            **{k: v for k, v in s.items() if k not in ("tasks", "average")},
+            "tasks": {
+                t: {k: v[k] for k in ("score", "score_lo", "score_hi", "chance", "best_constant")}
+                for t, v in s["tasks"].items()
+            },
+        }
+        summary.setdefault(r.suite, {})[r.mode] = s
+    for mode in MODES:
+        parts = {
+            r.suite: (r.values, r.summary["chance"]) for r in results if r.suite in HELDOUT and r.mode == mode
+        }
+        if parts:
+            point, lo, hi = normalized_average(parts, settings.bootstrap, settings.confidence, settings.seed)
+            avg = {
+                "score": round(point, 4),
+                "score_lo": round(lo, 4),
+                "score_hi": round(hi, 4),
+                "suites": sorted(parts),
+            }
+            metrics.setdefault("normalized_average", {})[mode] = {
+                k: v for k, v in avg.items() if k != "suites"
+            }
+            summary.setdefault("normalized_average", {})[mode] = avg
+    return metrics, summary
+
+
+def _flat(obj, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "/"))
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out[key] = v
+    return out
+
+
+if __name__ == "__main__":
+    main()

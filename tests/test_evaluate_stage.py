@@ -1,0 +1,201 @@
+"""Stage `evaluate` on micro shapes: held-out suites zero-/few-shot with CIs and the normalized
+average, fine-tuned tasks on their test split, real-schema data, MLflow run and outputs; clear exit-2
+errors before anything is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.stage_helpers import TINY_EMBEDDED, local_sources, run_stage, write_params
+from tests.test_pretrain_stage import MICRO_MODEL, MICRO_TOKENIZE, tokenized  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+
+MICRO_EVAL = {"fewshot_k": 2, "bootstrap": 200, "heldin_examples": 8, "max_new_tokens": 8, "batch_size": 4}
+
+
+def _save_random_model(work, arch: str, dest: str) -> None:
+    """A randomly initialised model of ``arch`` exported like a training stage exports one."""
+    import torch
+
+    from flanmoe.config import load_params
+    from flanmoe.model import build_model
+
+    params = load_params(work / "params.yaml")
+    torch.manual_seed(0)
+    model = build_model(params.arch_config(arch), 600)
+    model.save_pretrained(work / dest, work / "data" / "tokenized" / "tokenizer.json")
+
+
+def _workspace(tmp_path, tokenized, **evaluate):  # noqa: F811
+    shutil.copytree(tokenized, tmp_path / "data")
+    write_params(
+        tmp_path,
+        prepare={"embedded": TINY_EMBEDDED},
+        tokenize=MICRO_TOKENIZE,
+        model=MICRO_MODEL,
+        instruct={"val_examples": 16},
+        evaluate={**MICRO_EVAL, **evaluate},
+    )
+    return tmp_path
+
+
+def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # noqa: F811
+    from flanmoe.tracking import search_runs
+
+    work = _workspace(tmp_path, tokenized)
+    _save_random_model(work, "switch", "models/instruct/switch")
+    proc = run_stage("evaluate", work, args=("models/instruct/switch",))
+    assert "evaluate switch-instruct: mmlu zero_shot" in proc.stdout
+    metrics_file = work / "metrics" / "evaluate" / "switch-instruct.json"
+    m = json.loads(metrics_file.read_text())
+    assert set(m) == {"mmlu", "bbh", "heldin", "normalized_average"}
+    for suite in ("mmlu", "bbh"):
+        for mode in ("zero_shot", "few_shot"):
+            s = m[suite][mode]
+            assert s["score_lo"] <= s["score"] <= s["score_hi"]
+            assert s["normalized"] == pytest.approx(
+                100 * (s["score"] - s["chance"]) / (1 - s["chance"]), abs=1e-3
+            )
+            assert s["tasks"]
+    assert m["mmlu"]["zero_shot"]["chance"] == pytest.approx(0.25)
+    # the normalized average is the mean of the two suites' normalized scores
+    for mode in ("zero_shot", "few_shot"):
+        avg = m["normalized_average"][mode]
+        expected = (m["mmlu"][mode]["normalized"] + m["bbh"][mode]["normalized"]) / 2
+        assert avg["score"] == pytest.approx(expected, abs=1e-3)
+        assert avg["score_lo"] <= avg["score"] <= avg["score_hi"]
+
+    out = work / "evals" / "switch-instruct"
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    n_mmlu = m["mmlu"]["zero_shot"]["n"] + m["mmlu"]["few_shot"]["n"]
+    n_bbh = m["bbh"]["zero_shot"]["n"] + m["bbh"]["few_shot"]["n"]
+    assert len(records) == n_mmlu + n_bbh + m["heldin"]["zero_shot"]["n"]
+    assert all(
+        {"prompt", "target", "prediction", "correct", "suite", "task", "mode"} <= set(r) for r in records
+    )
+    zs_bbh = [r["correct"] for r in records if r["suite"] == "bbh" and r["mode"] == "zero_shot"]
+    assert m["bbh"]["zero_shot"]["n"] == len(zs_bbh)
+    # routing per task of every suite, every MoE layer, fractions summing to one
+    routing = json.loads((out / "routing.json").read_text())
+    assert set(routing) == {"mmlu", "bbh", "heldin"}
+    assert set(routing["mmlu"]) == set(m["mmlu"]["zero_shot"]["tasks"])
+    for layers in routing["bbh"].values():
+        assert set(layers) == {"encoder.1", "decoder.1"}
+        for layer in layers.values():
+            assert sum(layer["expert_fraction"]) == pytest.approx(1, abs=1e-4)
+
+    runs = search_runs("flan-moe", "tags.stage = 'evaluate'", uri=f"sqlite:///{work / 'mlruns.db'}")
+    assert len(runs) == 1 and runs[0]["status"] == "FINISHED"
+    tags, logged = runs[0]["tags"], runs[0]["metrics"]
+    assert (tags["arch"], tags["scenario"], tags["model_stage"]) == ("switch", "it_zero_few", "instruct")
+    assert logged["mmlu/zero_shot/score"] == m["mmlu"]["zero_shot"]["score"]
+
+    # same params, same model, same bytes (dvc.lock stays put on a rerun)
+    before = metrics_file.read_bytes()
+    run_stage("evaluate", work, args=("models/instruct/switch",))
+    assert metrics_file.read_bytes() == before
+
+
+def test_finetuned_task_scored_on_its_test_split(tmp_path, tokenized):  # noqa: F811
+    work = _workspace(tmp_path, tokenized)
+    _save_random_model(work, "dense", "models/finetune/dense-fact_verification-direct")
+    run_stage(
+        "evaluate",
+        work,
+        args=("models/finetune/dense-fact_verification-direct", "--task", "fact_verification"),
+    )
+    m = json.loads((work / "metrics" / "evaluate" / "dense-fact_verification-direct.json").read_text())
+    s = m["finetune"]["zero_shot"]
+    import datasets
+
+    test = datasets.load_from_disk(str(work / "data" / "tokenized" / "finetune" / "fact_verification"))[
+        "test"
+    ]
+    assert s["n"] == len(test)
+    assert s["tasks"]["fact_verification"]["chance"] == 0.5  # the embedded suite's CHANCE
+    records = [
+        json.loads(x)
+        for x in (work / "evals" / "dense-fact_verification-direct" / "predictions.jsonl").open()
+    ]
+    labels = {t.strip() for t in test["targets"]}
+    # true/false: a classification task, scored by ranking the labels (every prediction is a label)
+    assert {r["prediction"] for r in records} <= labels
+    assert s["score"] == pytest.approx(sum(r["correct"] for r in records) / len(records), abs=1e-6)
+    assert not (work / "evals" / "dense-fact_verification-direct" / "routing.json").read_text().strip("{}\n")
+
+
+def test_real_schema_sources_score_through_the_same_code(tmp_path):
+    """BBH in the BIG-Bench-Hard JSON layout and MMLU in the cais/mmlu layout, prepared from local
+    files: chance is 1/len(choices) for multiple choice and 0 for exact match."""
+    write_params(
+        tmp_path,
+        prepare={**local_sources(), "embedded": TINY_EMBEDDED},
+        tokenize=MICRO_TOKENIZE,
+        model=MICRO_MODEL,
+        evaluate={**MICRO_EVAL, "suites": ["mmlu", "bbh"]},
+    )
+    run_stage("prepare", tmp_path)
+    run_stage("tokenize", tmp_path)
+    _save_random_model(tmp_path, "dense", "models/pretrain/dense")
+    run_stage("evaluate", tmp_path, args=("models/pretrain/dense",))
+    m = json.loads((tmp_path / "metrics" / "evaluate" / "dense-pretrain.json").read_text())
+    import datasets
+
+    bbh = datasets.load_from_disk(str(tmp_path / "data" / "tokenized" / "bbh"))
+    assert set(m["bbh"]["zero_shot"]["tasks"]) == set(bbh)
+    assert all(t["chance"] == 0 for t in m["bbh"]["zero_shot"]["tasks"].values())
+    mmlu = datasets.load_from_disk(str(tmp_path / "data" / "tokenized" / "mmlu"))["test"]
+    assert m["mmlu"]["zero_shot"]["n"] == len(mmlu)
+    expected_chance = sum(1 / len(c) for c in mmlu["choices"]) / len(mmlu)
+    assert m["mmlu"]["zero_shot"]["chance"] == pytest.approx(expected_chance, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "evaluate", "expected"),
+    [
+        (("models/instruct/nope",), {}, "model_dir: models/instruct/nope is not an exported model directory"),
+        (
+            ("models/finetune/dense-fact_verification-direct", "--task", "no_such_task"),
+            {},
+            "--task: 'no_such_task' is not in data/tokenized/finetune",
+        ),
+        (
+            ("models/finetune/dense-fact_verification-direct",),
+            {"mmlu_format": "bogus"},
+            "evaluate.mmlu_format",
+        ),
+        (
+            ("models/finetune/dense-fact_verification-direct",),
+            {"suites": ["mmlu", "glue"]},
+            "evaluate.suites",
+        ),
+        (
+            ("models/finetune/dense-fact_verification-direct", "--bogus"),
+            {},
+            "unrecognized arguments: --bogus",
+        ),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, tokenized, args, evaluate, expected):  # noqa: F811
+    work = _workspace(tmp_path, tokenized)
+    _save_random_model(work, "dense", "models/finetune/dense-fact_verification-direct")
+    write_params(
+        work, prepare={"embedded": TINY_EMBEDDED}, tokenize=MICRO_TOKENIZE, model=MICRO_MODEL,
+        instruct={"val_examples": 16}, evaluate={**MICRO_EVAL, **evaluate},
+    )  # fmt: skip
+    proc = run_stage("evaluate", work, check=False, args=args)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["data", "models", "params.yaml"]
+
+
+def test_model_without_tokenizer_is_refused(tmp_path, tokenized):  # noqa: F811
+    work = _workspace(tmp_path, tokenized)
+    _save_random_model(work, "dense", "models/pretrain/dense")
+    (work / "models" / "pretrain" / "dense" / "tokenizer.json").unlink()
+    proc = run_stage("evaluate", work, check=False, args=("models/pretrain/dense",))
+    assert proc.returncode == 2 and "has no tokenizer.json" in proc.stderr
+    assert not (work / "metrics").exists() and not (work / "evals").exists()

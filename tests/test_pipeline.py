@@ -56,7 +56,7 @@ def workspace(tmp_path):
     params["pretrain"] = micro_pretrain(steps=4)
     params["instruct"] = micro_instruct(steps=2)
     params["finetune"] = micro_finetune(steps=2)
-    params["instruct"]["val_examples"] = 16
+    params["instruct"].update(val_examples=16, seed=None)  # the evaluate stages depend on both keys
     params["evaluate"] = {**params["evaluate"], **MICRO_EVAL}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {

@@ -58,6 +58,21 @@ def _round(x: float) -> float:
     return round(float(x), 6)
 
 
+def _score_row(n: int, ci: tuple[float, float, float], chance: float) -> dict[str, Any]:
+    """A score with its CI, chance level and normalized score (with the CI's endpoints mapped)."""
+    score, lo, hi = ci
+    return {
+        "n": n,
+        "score": score,
+        "score_lo": lo,
+        "score_hi": hi,
+        "chance": chance,
+        "normalized": normalized_score(score, chance),
+        "normalized_lo": normalized_score(lo, chance),
+        "normalized_hi": normalized_score(hi, chance),
+    }
+
+
 def summarize(
     correct: Mapping[str, Sequence[float]],
     chance: Mapping[str, float],
@@ -76,20 +91,8 @@ def summarize(
     b = {"n_resamples": settings.bootstrap, "confidence": settings.confidence, "seed": settings.seed}
     tasks: dict[str, Any] = {}
     for task, vals in correct.items():
-        score, lo, hi = bootstrap_ci(list(vals), **b)
-        c = chance[task]
-        row = {
-            "n": len(vals),
-            "score": score,
-            "score_lo": lo,
-            "score_hi": hi,
-            "chance": c,
-            "normalized": normalized_score(score, c),
-            "normalized_lo": normalized_score(lo, c),
-            "normalized_hi": normalized_score(hi, c),
-            "best_constant": baselines[task],
-            "truncated": truncated.get(task, 0),
-        }
+        row = _score_row(len(vals), bootstrap_ci(list(vals), **b), chance[task])
+        row.update(best_constant=baselines[task], truncated=truncated.get(task, 0))
         for name, per_task in (extra or {}).items():
             row[name] = sum(per_task[task]) / max(len(per_task[task]), 1)
         tasks[task] = {k: _round(v) if isinstance(v, float) else v for k, v in row.items()}
@@ -106,19 +109,8 @@ def summarize(
         def weighted(key: str) -> float:
             return sum(tasks[t][key] for t in tasks) / max(len(tasks), 1)
 
-    c = weighted("chance")
-    overall = {
-        "n": n_all,
-        "score": score,
-        "score_lo": lo,
-        "score_hi": hi,
-        "chance": c,
-        "normalized": normalized_score(score, c),
-        "normalized_lo": normalized_score(lo, c),
-        "normalized_hi": normalized_score(hi, c),
-        "best_constant": weighted("best_constant"),
-        "truncated": sum(truncated.values()),
-    }
+    overall = _score_row(n_all, (score, lo, hi), weighted("chance"))
+    overall.update(best_constant=weighted("best_constant"), truncated=sum(truncated.values()))
     for name in extra or {}:
         overall[name] = weighted(name)
     overall = {k: _round(v) if isinstance(v, float) else v for k, v in overall.items()}
@@ -340,7 +332,8 @@ class Evaluator:
 
         A task with a label set in ``labels`` (a classification task) is scored by rank
         classification instead: the label of highest log-likelihood (accuracy); the exact match of
-        its generation is kept as ``exact_match`` beside it.
+        its generation is kept as ``exact_match`` beside it. The suite's score is the mean over
+        every pair (each task's own score is in ``tasks``).
         """
         s = self.s
         result = SuiteResult(suite, "zero_shot")
@@ -394,13 +387,13 @@ class Evaluator:
                 result.records.append(rec)
         ch = {t: (chance or {}).get(t, 0.0) for t in correct}
         result.summary = summarize(
-            correct, ch, baselines, truncated, s, average="tasks", extra={"exact_match": em}
+            correct, ch, baselines, truncated, s, average="examples", extra={"exact_match": em}
         )
         for task in result.summary["tasks"]:
             result.summary["tasks"][task]["metric"] = (
                 "accuracy" if (labels or {}).get(task) else "exact_match"
             )
-        result.values = correct
+        result.values = [x for t in sorted(correct) for x in correct[t]]
         return result
 
 

@@ -1,0 +1,647 @@
+"""The pipeline as a Prefect 3 flow that runs every stage *through DVC*.
+
+dvc.yaml stays the one DAG and DVC (its cache and dvc.lock) decides what is up to date: the flow reads
+the stage graph from DVC, and runs each stage as its own Prefect task run (named after the stage, e.g.
+``pretrain@switch``) through ``dvc repro --single-item <stage>``, one at a time in dependency order (a
+workspace allows one DVC process). A stage ends ``ran``, ``skipped`` (DVC: up to date), ``restored``
+(DVC checked its outputs out of the run cache) or ``failed``; the stages downstream of a failure end
+``not run`` and the flow fails. Prefect caching is off: DVC alone skips unchanged stages.
+
+With parameter overrides (dotted keys), the flow validates them against the project's params schema
+before anything runs (params.yaml untouched on error), then runs the pipeline as one DVC experiment
+(``dvc exp run -n NAME -S key=value ...``) in one task, and reports the per-stage states it parses
+from DVC's output.
+
+The whole flow is one MLflow parent run (every stage's run is a child through
+``FLANMOE_PARENT_RUN_ID``), tagged with the Prefect flow run id; the flow run gets the tag
+``mlflow_run_id:<id>``. At the end a markdown artifact lists the stages, their states and the
+evaluation scores of ``metrics/evaluate/*.json``.
+
+    python -m pipelines.flow                                   # the workspace, `dvc repro` semantics
+    python -m pipelines.flow --set pretrain.steps=50 --set 'archs.run=[dense,switch]' --name steps50
+    python -m pipelines.flow --target tokenize --target pretrain@dense
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import flanmoe  # noqa: F401 - applies the offline environment before prefect reads its settings
+
+# Prefect reads its settings when it is imported: an ephemeral server on a loaded machine needs longer
+# than the default 20 s to start.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from flanmoe.config import ParamsError, parse_params  # noqa: E402
+
+RAN, SKIPPED, RESTORED, FAILED, NOT_RUN = "ran", "skipped", "restored", "failed", "not run"
+PARAMS_FILE = "params.yaml"
+STDERR_TAIL = 20  # lines of a failed stage's stderr in the log and the exception
+ARTIFACT_KEY = "flan-moe-pipeline"
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage graph, from DVC
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    """Work in ``path`` (DVC names stages relative to the working directory, MLflow's default store is
+    ./mlruns.db)."""
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def stage_graph(repo: str | Path = ".") -> dict[str, list[str]]:
+    """The pipeline stages of ``repo`` (expanded names such as ``pretrain@switch``) in a topological
+    order (dvc.yaml order where the DAG allows), each with its direct upstream stages.
+
+    Read from DVC's own index, so it is exactly the DAG `dvc repro` runs.
+    """
+    import networkx as nx
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    with _cwd(Path(repo).resolve()), Repo(".") as dvc_repo:  # names relative to the repo root
+        index = dvc_repo.index
+        graph = index.graph  # an edge goes from a stage to a stage it depends on
+        position = {stage: i for i, stage in enumerate(index.stages)}
+        order = nx.lexicographical_topological_sort(
+            graph.reverse(copy=True), key=lambda s: (position.get(s, len(position)), s.addressing)
+        )
+        result: dict[str, list[str]] = {}
+        for stage in order:
+            if not isinstance(stage, PipelineStage):
+                continue  # `dvc add`/import .dvc files: data sources, not run by `repro --single-item`
+            upstream: list[str] = []
+            todo = list(graph.successors(stage))
+            seen = set()
+            while todo:  # nearest pipeline stages, through any .dvc data sources in between
+                node = todo.pop()
+                if node in seen:
+                    continue
+                seen.add(node)
+                if isinstance(node, PipelineStage):
+                    upstream.append(node.addressing)
+                else:
+                    todo.extend(graph.successors(node))
+            result[stage.addressing] = sorted(upstream, key=lambda name: list(result).index(name))
+        return result
+
+
+def select_stages(graph: Mapping[str, list[str]], targets: list[str] | None) -> dict[str, list[str]]:
+    """The stages `dvc repro TARGET...` would consider: each target (a stage name, or a foreach/matrix
+    name such as ``pretrain`` for every ``pretrain@...``) with all its upstream stages, in ``graph``'s
+    order. ``ValueError`` names a target that matches no stage."""
+    if not targets:
+        return dict(graph)
+    wanted: set[str] = set()
+    for target in targets:
+        matched = [s for s in graph if s == target or s.split("@", 1)[0] == target]
+        if not matched:
+            raise ValueError(f"targets: no stage {target!r} in dvc.yaml; stages: {', '.join(graph)}")
+        todo = list(matched)
+        while todo:
+            stage = todo.pop()
+            if stage not in wanted:
+                wanted.add(stage)
+                todo.extend(graph[stage])
+    return {s: ups for s, ups in graph.items() if s in wanted}
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides: validated like params.yaml, rendered as Hydra overrides for `dvc exp run -S`
+
+
+def _merge(base: object, value: object) -> object:
+    """OmegaConf's merge, as Hydra applies an override: mappings merge key by key, the rest replaces."""
+    if isinstance(base, dict) and isinstance(value, dict):
+        out = dict(base)
+        for k, v in value.items():
+            out[k] = _merge(out[k], v) if k in out else v
+        return out
+    return value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (parsed params.yaml) with dotted-key ``overrides`` applied, as ``dvc exp run -S`` would
+    (a new copy; missing sections are created). ``ParamsError`` names a key that cannot be set."""
+    out = json.loads(json.dumps(dict(data)))  # deep copy of plain YAML data
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if not key or any(not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", p) for p in parts):
+            raise ParamsError("overrides", [f"{key}: not a dotted key of params.yaml"])
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ParamsError("overrides", [f"{key}: {where} is not a mapping (it is {child!r})"])
+            node = child
+        last = parts[-1]
+        node[last] = _merge(node[last], value) if last in node else value
+    return out
+
+
+def validate_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], source: str = PARAMS_FILE):
+    """The validated ``Params`` of ``data`` with ``overrides``; ``ParamsError`` names every bad key."""
+    return parse_params(apply_overrides(data, overrides), f"{source} with overrides")
+
+
+def _has_key(data: Mapping[str, Any], key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./@]*")  # unquoted, Hydra reads these as strings...
+_RESERVED = {"true", "false", "null", "nan", "inf"}  # ...except these (any case)
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar (other strings quoted: ``'1234'`` stays a string)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        if "${" in value:
+            raise ValueError(f"{value!r}: interpolations are not supported in overrides")
+        if _PLAIN.fullmatch(value) and value.lower() not in _RESERVED:
+            return value  # parses back as this string: dense, data/raw/x.json
+        # Hydra unescapes only the backslashes before a quote or the closing quote
+        return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value) + "'"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = []
+        for k, v in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(k)):
+                raise ValueError(f"{k!r}: not a plain mapping key")
+            items.append(f"{k}:{hydra_value(v)}")
+        return "{" + ",".join(items) + "}"
+    raise ValueError(f"{value!r}: a {type(value).__name__} is not a params value")
+
+
+def hydra_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """``-S`` arguments for ``dvc exp run``: ``key=value``, or ``+key=value`` for a key params.yaml
+    lacks or a mapping value (Hydra refuses to add a key without ``+``, and merges a mapping into the
+    existing one, which adds keys)."""
+    return [
+        f"{'' if _has_key(data, key) and not isinstance(value, dict) else '+'}{key}={hydra_value(value)}"
+        for key, value in overrides.items()
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Running DVC
+
+
+class StageFailed(RuntimeError):
+    """A DVC command failed; ``stage_returncode`` is the stage command's exit status when DVC says it."""
+
+    def __init__(self, stage: str, returncode: int, stage_returncode: int | None, tail: list[str]):
+        self.stage = stage
+        self.returncode = returncode
+        self.stage_returncode = stage_returncode
+        self.tail = tail
+        self.states: dict[str, str] = {}
+        status = f"dvc exit status {returncode}"
+        if stage_returncode is not None:
+            status += f", stage command exit status {stage_returncode}"
+        super().__init__(f"{stage} failed ({status}); last lines of stderr:\n" + "\n".join(tail))
+
+
+class StageParamsError(StageFailed):
+    """A stage stopped on invalid params (exit status 2), or DVC found a params dependency missing:
+    retrying cannot help."""
+
+
+_EXITED = re.compile(r"exited with (-?\d+)")
+_MISSING_PARAMS = re.compile(r"Parameters .* (is|are) missing from")
+_STATE_LINES = [
+    (re.compile(r"Running stage '([^']+)'"), RAN),
+    (re.compile(r"Stage '([^']+)' didn't change, skipping"), SKIPPED),
+    (re.compile(r"Stage '([^']+)' is cached - skipping run"), RESTORED),
+    (re.compile(r"failed to reproduce '([^']+)'"), FAILED),
+]
+_SKIPPED_DOWNSTREAM = re.compile(r"Stages? (.+) will be skipped due to this failure")
+
+
+def parse_states(lines: list[str]) -> dict[str, str]:
+    """Per-stage states from the output of `dvc repro` / `dvc exp run`, in the order DVC reached them."""
+    states: dict[str, str] = {}
+    for line in lines:
+        for pattern, state in _STATE_LINES:
+            for match in pattern.finditer(line):
+                states[match.group(1)] = state
+        m = _SKIPPED_DOWNSTREAM.search(line)
+        if m:
+            for name in re.findall(r"'([^']+)'", m.group(1)):
+                states[name] = NOT_RUN
+    return states
+
+
+def stage_env(parent_run_id: str | None = None) -> dict[str, str]:
+    """The environment of DVC and its stages: `python` is this interpreter's, output unbuffered (lines
+    reach the log as they are printed), MLflow runs children of the flow's parent run."""
+    from flanmoe import tracking
+
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if parent_run_id:
+        env[tracking.PARENT_ENV] = parent_run_id
+    return env
+
+
+def stream(
+    cmd: list[str], cwd: str | Path, env: Mapping[str, str], logger
+) -> tuple[int, list[str], list[str]]:
+    """Run ``cmd``, logging each output line as it comes; returns (exit status, all lines, stderr tail)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
+    lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+
+    def pump(pipe, name: str) -> None:
+        for line in pipe:
+            lines.put((name, line.rstrip("\r\n")))
+        lines.put((name, None))
+
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, "stdout"), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, "stderr"), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    seen: list[str] = []
+    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+    open_pipes = 2
+    try:
+        while open_pipes:
+            name, line = lines.get()
+            if line is None:
+                open_pipes -= 1
+                continue
+            seen.append(line)
+            if name == "stderr":
+                tail.append(line)
+            if line.strip():
+                logger.info(line)
+    except BaseException:  # interrupted, cancelled: DVC must not run on unseen
+        proc.terminate()
+        proc.wait()
+        raise
+    for t in threads:
+        t.join()
+    return proc.wait(), seen, list(tail)
+
+
+def _dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def _failure(stage: str, rc: int, lines: list[str], tail: list[str]) -> StageFailed:
+    codes = [int(m.group(1)) for line in lines for m in _EXITED.finditer(line)]
+    stage_rc = codes[-1] if codes else None
+    missing = any(_MISSING_PARAMS.search(line) for line in lines)  # DVC: a params dep absent
+    cls = StageParamsError if stage_rc == 2 or missing else StageFailed
+    return cls(stage, rc, stage_rc, tail)
+
+
+def _retry_unless_params_error(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        with contextlib.suppress(Exception):
+            exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, StageParamsError)
+
+
+@task(
+    task_run_name="{stage}",
+    cache_policy=NO_CACHE,  # DVC decides what is up to date
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=_retry_unless_params_error,
+)
+def run_stage(stage: str, repo: str, parent_run_id: str | None = None) -> str:
+    """``dvc repro --single-item STAGE``: returns ``ran``, ``skipped`` or ``restored``; raises
+    ``StageFailed`` (``StageParamsError`` for exit status 2, never retried)."""
+    logger = get_run_logger()
+    rc, lines, tail = stream(_dvc("repro", "--single-item", stage), repo, stage_env(parent_run_id), logger)
+    if rc != 0:
+        exc = _failure(stage, rc, lines, tail)
+        logger.error("%s", exc)
+        raise exc
+    state = parse_states(lines).get(stage, SKIPPED)  # no "Running stage" line: DVC ran nothing
+    logger.info("stage %s: %s", stage, state)
+    return state
+
+
+@task(task_run_name="dvc exp run {name}", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10,
+      retry_condition_fn=_retry_unless_params_error)  # fmt: skip
+def run_experiment(
+    name: str, set_params: list[str], targets: list[str], repo: str, parent_run_id: str | None = None
+) -> dict[str, str]:
+    """``dvc exp run -n NAME -S k=v ... [TARGET ...]`` (DVC runs the DAG); returns per-stage states
+    parsed from its output, logged one line per stage. Raises ``StageFailed`` like ``run_stage``."""
+    logger = get_run_logger()
+    cmd = _dvc("exp", "run", "-n", name, *(a for s in set_params for a in ("-S", s)), *targets)
+    logger.info("$ %s", " ".join(cmd[2:]))
+    rc, lines, tail = stream(cmd, repo, stage_env(parent_run_id), logger)
+    states = parse_states(lines)
+    for stage, state in states.items():
+        logger.info("stage %s: %s", stage, state)
+    if rc != 0:
+        failed = [s for s, st in states.items() if st == FAILED] or [f"experiment {name}"]
+        exc = _failure(", ".join(failed), rc, lines, tail)
+        exc.states = states  # what DVC reached before the failure
+        logger.error("%s", exc)
+        raise exc
+    return states
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+
+
+def _score(section: Mapping[str, Any] | None, mode: str) -> str:
+    cell = (section or {}).get(mode)
+    if not isinstance(cell, dict) or "score" not in cell:
+        return ""
+    text = f"{cell['score']:.3f}"
+    if "best_constant" in cell:
+        text += f" (const {cell['best_constant']:.3f})"
+    return text
+
+
+def metrics_table(repo: str | Path) -> str:
+    """Markdown table of the headline scores in ``metrics/evaluate/*.json`` ('' when none)."""
+    files = sorted((Path(repo) / "metrics" / "evaluate").glob("*.json"))
+    columns = [
+        (section, mode)
+        for section in ("normalized_average", "mmlu", "bbh", "heldin", "finetune")
+        for mode in ("zero_shot", "few_shot")
+    ]
+    rows = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        rows.append((f.stem, [_score(data.get(s), m) for s, m in columns]))
+    used = [i for i, col in enumerate(columns) if any(cells[i] for _, cells in rows)]
+    if not rows or not used:
+        return ""
+    head = ["model"] + [f"{columns[i][0]} {columns[i][1].replace('_', '-')}" for i in used]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join([name] + [cells[i] for i in used]) + " |" for name, cells in rows]
+    return "\n".join(out)
+
+
+def report(states: Mapping[str, str], repo: str | Path, title: str, extra: Mapping[str, str]) -> str:
+    lines = [f"# {title}", ""]
+    lines += [f"- {k}: `{v}`" for k, v in extra.items() if v]
+    counts = {s: sum(1 for v in states.values() if v == s) for s in (RAN, SKIPPED, RESTORED, FAILED, NOT_RUN)}
+    lines += ["- states: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), ""]
+    lines += ["| stage | state |", "|---|---|"] + [f"| {s} | {st} |" for s, st in states.items()]
+    table = metrics_table(repo)
+    if table:
+        lines += ["", "## Evaluation (metrics/evaluate; score, with the best-constant baseline)", "", table]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# The flow
+
+
+def _git_commit(repo: Path) -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return proc.stdout.strip() or None
+
+
+def _tag_flow_run(tag: str, logger) -> None:
+    """Add ``tag`` to the current Prefect flow run (best effort)."""
+    from prefect import runtime
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(runtime.flow_run.id)
+            client.update_flow_run(flow_run.id, tags=[*flow_run.tags, tag])
+    except Exception as e:  # noqa: BLE001 - a tag is not worth failing the pipeline
+        logger.warning("could not tag the flow run with %s: %s", tag, e)
+
+
+class PipelineFailed(RuntimeError):
+    """A stage failed; ``states`` holds every stage's state."""
+
+    def __init__(self, message: str, states: Mapping[str, str]):
+        super().__init__(message)
+        self.states = dict(states)
+
+
+@flow(name="flan-moe")
+def pipeline(
+    overrides: dict[str, Any] | None = None,
+    name: str | None = None,
+    targets: list[str] | None = None,
+    retries: int = 1,
+    retry_delay_seconds: float = 10.0,
+    keep_going: bool = False,
+    repo: str = ".",
+) -> dict[str, str]:
+    """Run dvc.yaml's stages through DVC; returns ``{stage: state}``.
+
+    overrides: dotted params keys -> values (e.g. ``{"pretrain.steps": 50}``). None: run the workspace
+      stage by stage (`dvc repro`); given (or with ``name``): one DVC experiment (`dvc exp run -S`),
+      validated before anything runs.
+    name: the DVC experiment's name (default ``flow-<time>``); also the MLflow parent run's name.
+    targets: stage names (or foreach/matrix names such as ``pretrain``) to run with their upstream
+      stages; None: all.
+    retries, retry_delay_seconds: retries of a failed stage (a params error, exit status 2, never).
+    keep_going: after a failure, still run the stages that do not depend on it (like `repro -k`).
+    repo: the DVC workspace.
+    """
+    from prefect import runtime
+
+    from flanmoe import tracking
+
+    logger = get_run_logger()
+    root = Path(repo).resolve()
+    overrides = dict(overrides or {})
+    targets = list(targets or [])
+    experiment = bool(overrides) or name is not None
+
+    # everything that can be checked is checked before anything runs
+    data = yaml.safe_load((root / PARAMS_FILE).read_text()) or {}
+    params = validate_overrides(data, overrides, str(root / PARAMS_FILE))
+    set_params = hydra_overrides(data, overrides)
+    # the experiment's DAG follows its own params (e.g. archs.run): DVC checks its targets
+    graph = {} if experiment else select_stages(stage_graph(root), targets)
+    run_name = name or time.strftime("flow-%Y%m%d-%H%M%S")
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+
+    states: dict[str, str] = {}
+    errors: dict[str, BaseException] = {}
+    with _cwd(root):  # MLflow's default store is ./mlruns.db: the one the stages use
+        tags = {
+            "pipeline": "prefect flow",
+            "prefect_flow_run_id": flow_run_id,
+            "dvc_exp": run_name if experiment else None,
+            "git_commit": _git_commit(root),
+            "overrides": json.dumps(overrides) if overrides else None,
+            "targets": " ".join(targets) or None,
+        }
+        with tracking.start_run(run_name, params.base.experiment, tags=tags) as run:
+            logger.info(
+                "MLflow parent run %s (%s) in experiment %r", run_name, run.run_id, params.base.experiment
+            )
+            _tag_flow_run(f"mlflow_run_id:{run.run_id}", logger)
+            options = {"retries": retries, "retry_delay_seconds": retry_delay_seconds}
+            if experiment:
+                logger.info("DVC experiment %s: %s", run_name, " ".join(set_params) or "(no overrides)")
+                state = run_experiment.with_options(**options)(
+                    run_name, set_params, targets, str(root), run.run_id, return_state=True
+                )
+                if state.is_failed():
+                    exc = state.result(raise_on_failure=False)
+                    errors[f"experiment {run_name}"] = exc
+                    states = dict(getattr(exc, "states", None) or {})
+                else:
+                    states = state.result()
+            else:
+                done = {}
+                for stage, upstream in graph.items():
+                    blocked = [u for u in upstream if states.get(u) in (FAILED, NOT_RUN)]
+                    if blocked or (errors and not keep_going):
+                        states[stage] = NOT_RUN
+                        logger.warning(
+                            "stage %s: not run (upstream %s)", stage, ", ".join(blocked) or "failed"
+                        )
+                        continue
+                    state = run_stage.with_options(**options)(
+                        stage, str(root), run.run_id, return_state=True, wait_for=[done[u] for u in upstream]
+                    )
+                    done[stage] = state
+                    if state.is_failed():
+                        states[stage] = FAILED
+                        errors[stage] = state.result(raise_on_failure=False)
+                    else:
+                        states[stage] = state.result()
+            counts = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
+            run.set_tags({f"stages.{s.replace(' ', '_')}": n for s, n in counts.items()})
+            markdown = report(
+                states,
+                root,
+                f"flan-moe pipeline: {run_name}",
+                {
+                    "DVC experiment": run_name if experiment else "",
+                    "overrides": " ".join(set_params),
+                    "MLflow parent run": run.run_id,
+                    "Prefect flow run": flow_run_id or "",
+                },
+            )
+            create_markdown_artifact(markdown, key=ARTIFACT_KEY, description=f"stages of {run_name}")
+            if errors:
+                first = next(iter(errors.values()))
+                raise PipelineFailed(
+                    f"failed: {', '.join(errors)}; not run: "
+                    f"{', '.join(s for s, st in states.items() if st == NOT_RUN) or 'none'}\n{first}",
+                    states,
+                ) from first
+    return states
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected key=value")
+        out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.flow", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override (value in YAML: 50, [dense,switch], null); runs a DVC experiment")  # fmt: skip
+    ap.add_argument("--name", help="DVC experiment (and MLflow run) name; runs a DVC experiment")
+    ap.add_argument(
+        "--target", dest="targets", action="append", default=[], help="stage to run (with upstream)"
+    )
+    ap.add_argument("--retries", type=int, default=1)
+    ap.add_argument("--keep-going", action="store_true")
+    args = ap.parse_args(argv)
+    overrides = _parse_set(args.overrides)
+    try:
+        states = pipeline(
+            overrides=overrides or None,
+            name=args.name,
+            targets=args.targets or None,
+            retries=args.retries,
+            keep_going=args.keep_going,
+        )
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (PipelineFailed, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    width = max((len(s) for s in states), default=0)
+    for stage, state in states.items():
+        print(f"{stage:<{width}}  {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""The Prefect flow (pipelines/flow.py) runs dvc.yaml's stages through DVC: the graph comes from DVC,
+one task run per stage in dependency order, DVC decides what is skipped, overrides are validated before
+anything runs, one MLflow parent run around it all, a markdown artifact at the end.
+
+The flow runs use a copy of the repo at micro sizes (test_pipeline's `workspace`); the graph and
+override tests need no run.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flanmoe import tracking
+from flanmoe.config import ParamsError
+from pipelines import flow as pf
+from tests.stage_helpers import REPO
+from tests.test_pipeline import workspace  # noqa: F401 - the micro-size copy of the repo (fixture)
+
+slow = pytest.mark.slow
+
+
+# -- the graph, from the real dvc.yaml (no run) ------------------------------------------------------
+
+
+def test_stage_graph_is_a_topological_order_of_dvc_yaml():
+    graph = pf.stage_graph(REPO)
+    order = list(graph)
+    pos = {s: i for i, s in enumerate(order)}
+    archs = yaml.safe_load((REPO / "params.yaml").read_text())["archs"]["run"]
+    assert order[:2] == ["prepare", "tokenize"]
+    for stage, upstream in graph.items():
+        assert all(pos[u] < pos[stage] for u in upstream), (stage, upstream)
+    for arch in archs:
+        assert graph[f"pretrain@{arch}"] == ["tokenize"]
+        assert "pretrain@" + arch in graph[f"instruct@{arch}"]
+        assert pos[f"instruct@{arch}"] > pos[f"pretrain@{arch}"]
+        assert f"instruct@{arch}" in graph[f"evaluate@{arch}-instruct"]
+        assert pos[f"evaluate@{arch}-instruct"] > pos[f"instruct@{arch}"]
+    assert "finetune@switch-list_sum-direct" in graph and "evaluate@dense-instruct" in graph
+    assert {"pretrain@switch", "instruct@switch"} <= set(graph["finetune@switch-list_sum-direct"])
+    assert graph["evaluate_finetune@switch-list_sum-direct"] == [
+        "tokenize",
+        "finetune@switch-list_sum-direct",
+    ]
+
+    # targets: a stage (or a foreach/matrix name) with everything upstream of it, in the same order
+    assert list(pf.select_stages(graph, ["pretrain@dense"])) == ["prepare", "tokenize", "pretrain@dense"]
+    picked = pf.select_stages(graph, ["instruct"])
+    assert set(picked) == {"prepare", "tokenize"} | {
+        f"{s}@{a}" for s in ("pretrain", "instruct") for a in archs
+    }
+    with pytest.raises(ValueError, match="pretrain@nope"):
+        pf.select_stages(graph, ["pretrain@nope"])
+
+
+# -- overrides: what the flow validates is what `dvc exp run -S` writes ------------------------------
+
+
+def test_overrides_render_to_what_dvc_applies(tmp_path):
+    from dvc.utils.hydra import apply_overrides as dvc_apply
+
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    overrides = {
+        "pretrain.steps": 50,
+        "archs.run": ["dense", "switch"],
+        "pretrain.lr": 0.25,  # (a float without a dot, 1e-05, comes back from DVC's YAML as a string)
+        "evaluate.max_examples": None,
+        "model.moe.dropless": True,
+        "tokenize.tokenizer_path": "data/raw/tok.json",
+        "base.experiment": "it's a \\ test, ok",
+        "evaluate.suites": ["True", "null", "1234", "a b", "nan"],  # strings that look like other types
+        "prepare.pretrain": {"kind": "hub", "path": "allenai/c4", "name": "en"},  # a mapping merges
+        "archs.variants.gshard2": {"moe": {"router": "gshard", "num_experts": 4}},  # a new key: +key=
+    }
+    args = pf.hydra_overrides(data, overrides)
+    assert "pretrain.steps=50" in args and "archs.run=[dense,switch]" in args
+    assert "+archs.variants.gshard2={moe:{router:gshard,num_experts:4}}" in args
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", path)
+    dvc_apply(path, args)
+    assert yaml.safe_load(path.read_text()) == pf.apply_overrides(data, overrides)
+
+    params = pf.validate_overrides(data, {k: v for k, v in overrides.items() if k != "evaluate.suites"})
+    assert params.pretrain.steps == 50 and params.prepare.pretrain.kind == "hub"
+    for bad, key in [
+        ({"pretrain.parallel.ep": 3}, "pretrain.parallel.ep"),
+        ({"pretrain.stpes": 5}, "pretrain.stpes"),
+        ({"archs.run": ["dense", "nope"]}, "archs.run"),
+        ({"pretrain.steps.x": 1}, "pretrain.steps.x"),
+    ]:
+        with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+            pf.validate_overrides(data, bad)
+
+
+def test_states_parsed_from_dvc_output():
+    lines = [
+        "Stage 'prepare' didn't change, skipping",
+        "Running stage 'pretrain@dense':",
+        "> python -m stages.pretrain dense",
+        "Stage 'pretrain@switch' is cached - skipping run, checking out outputs",
+        "Running stage 'instruct@dense':",
+        "ERROR: failed to reproduce 'instruct@dense': failed to run: python -m stages.instruct dense, exited with 2",
+        "WARNING: Stages 'evaluate@dense-instruct' and 'finetune@dense-list_sum-direct' will be skipped due to this failure",
+    ]
+    assert pf.parse_states(lines) == {
+        "prepare": "skipped",
+        "pretrain@dense": "ran",
+        "pretrain@switch": "restored",
+        "instruct@dense": "failed",
+        "evaluate@dense-instruct": "not run",
+        "finetune@dense-list_sum-direct": "not run",
+    }
+    assert isinstance(pf._failure("instruct@dense", 1, lines, []), pf.StageParamsError)
+    assert type(pf._failure("x", 1, ["failed to run: y, exited with 1"], [])) is pf.StageFailed
+
+
+# -- flow runs (Prefect test server, a micro copy of the repo) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=240):  # ephemeral server, slow on a busy machine
+        yield
+
+
+@pytest.fixture
+def micro(workspace, monkeypatch):  # noqa: F811
+    work, env = workspace
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["instruct"].setdefault("seed", None)  # dvc.yaml's evaluate depends on instruct.seed
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    return work
+
+
+def _prefect_record(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return flow_run, {t.name: t for t in tasks}, artifacts
+
+
+# The whole micro pipeline costs ~5 minutes here (20 stages; evaluate alone ~3 min): the run covers
+# the stages up to pretrain@dense (prepare, tokenize, pretrain@dense).
+TARGETS = ["pretrain@dense"]
+SUBSET = ["prepare", "tokenize", "pretrain@dense"]
+
+
+@slow
+def test_flow_runs_each_stage_through_dvc_then_skips(prefect_server, micro):
+    work = micro
+    t0 = time.monotonic()
+    state = pf.pipeline(repo=str(work), targets=TARGETS, retry_delay_seconds=1, return_state=True)
+    first_s = time.monotonic() - t0
+    assert state.is_completed(), state.message
+    states = state.result()
+    assert states == dict.fromkeys(SUBSET, "ran")
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(SUBSET)
+    assert (work / "models" / "pretrain" / "dense" / "model.safetensors").is_file()
+
+    flow_run_id = state.state_details.flow_run_id
+    flow_run, tasks, artifacts = _prefect_record(flow_run_id)
+    assert set(tasks) == set(SUBSET)  # one task run per stage, named after it
+    assert all(t.state.is_completed() and t.run_count == 1 for t in tasks.values())
+    # in dependency order, each with its upstream task as an input
+    assert tasks["prepare"].end_time <= tasks["tokenize"].start_time <= tasks["pretrain@dense"].start_time
+    waited = {str(i.id) for i in tasks["pretrain@dense"].task_inputs.get("wait_for", [])}
+    assert waited == {str(tasks["tokenize"].id)}
+    (artifact,) = [a for a in artifacts if a.key == pf.ARTIFACT_KEY]
+    assert "| pretrain@dense | ran |" in artifact.data and "| prepare | ran |" in artifact.data
+
+    # MLflow: one parent run for the flow, tagged with the flow run; every stage's run is its child
+    runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
+    (parent,) = [r for r in runs if r["tags"].get("pipeline") == "prefect flow"]
+    assert parent["status"] == "FINISHED" and parent["tags"]["prefect_flow_run_id"] == str(flow_run_id)
+    assert f"mlflow_run_id:{parent['run_id']}" in flow_run.tags
+    children = {r["tags"]["stage"] for r in runs if r["tags"].get("mlflow.parentRunId") == parent["run_id"]}
+    assert children == {"prepare", "tokenize", "pretrain"}
+
+    # second run: DVC finds every stage up to date
+    t0 = time.monotonic()
+    again = pf.pipeline(repo=str(work), targets=TARGETS)
+    second_s = time.monotonic() - t0
+    assert again == dict.fromkeys(SUBSET, "skipped")
+
+    # with an override: one DVC experiment, per-stage states parsed from `dvc exp run`
+    t0 = time.monotonic()
+    exp = pf.pipeline(repo=str(work), overrides={"pretrain.steps": 3}, name="steps3", targets=TARGETS)
+    exp_s = time.monotonic() - t0
+    assert exp == {"prepare": "skipped", "tokenize": "skipped", "pretrain@dense": "ran"}
+    assert yaml.safe_load((work / "params.yaml").read_text())["pretrain"]["steps"] == 3  # the exp's workspace
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "list", "--name-only"], cwd=work, capture_output=True, text=True
+    )
+    assert "steps3" in listed.stdout.split(), listed.stdout + listed.stderr
+    runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
+    (exp_parent,) = [r for r in runs if r["tags"].get("dvc_exp") == "steps3"]
+    assert exp_parent["run_name"] == "steps3" and exp_parent["status"] == "FINISHED"
+    assert any(r["tags"].get("mlflow.parentRunId") == exp_parent["run_id"] for r in runs)
+    print(f"flow: first run {first_s:.1f} s, all-skipped run {second_s:.1f} s, experiment {exp_s:.1f} s")
+
+
+@slow
+def test_bad_override_fails_the_flow_before_any_stage(prefect_server, micro):
+    work = micro
+    before = (work / "params.yaml").read_bytes()
+    state = pf.pipeline(repo=str(work), overrides={"pretrain.parallel.ep": 3}, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ParamsError, match=r"pretrain\.parallel\.ep"):
+        state.result()
+    assert (work / "params.yaml").read_bytes() == before
+    assert not (work / "dvc.lock").exists() and not (work / "data" / "prepared").exists()
+    _, tasks, _ = _prefect_record(state.state_details.flow_run_id)
+    assert tasks == {}  # no stage, no experiment task
+    assert tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}") == []
+
+
+@slow
+def test_failed_stage_is_retried_unless_a_params_error(prefect_server, micro):
+    work = micro
+    script = work / "stages" / "prepare.py"
+    for code, attempts in [(3, 2), (2, 1)]:  # a params error (exit status 2) is not retried
+        script.write_text(f"import sys\nprint('boom {code}', file=sys.stderr)\nsys.exit({code})\n")
+        state = pf.pipeline(repo=str(work), targets=["tokenize"], retry_delay_seconds=0, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(pf.PipelineFailed) as err:
+            state.result()
+        assert err.value.states == {"prepare": "failed", "tokenize": "not run"}
+        assert f"boom {code}" in str(err.value) and f"exited with {code}" in str(err.value)
+        _, tasks, artifacts = _prefect_record(state.state_details.flow_run_id)
+        assert set(tasks) == {"prepare"} and tasks["prepare"].state.is_failed()
+        assert tasks["prepare"].run_count == attempts
+        (artifact,) = [a for a in artifacts if a.key == pf.ARTIFACT_KEY]
+        assert "| tokenize | not run |" in artifact.data
+    assert not (work / "data" / "tokenized").exists()
+    runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
+    assert [r["status"] for r in runs if r["tags"].get("pipeline") == "prefect flow"] == ["FAILED"] * 2
+
+
+def test_metrics_table_reads_evaluate_metrics(tmp_path):
+    (tmp_path / "metrics" / "evaluate").mkdir(parents=True)
+    score = {"score": 0.25, "best_constant": 0.3}
+    (tmp_path / "metrics" / "evaluate" / "dense-instruct.json").write_text(
+        json.dumps({"normalized_average": {"zero_shot": {"score": -2.5}}, "mmlu": {"few_shot": score}})
+    )
+    table = pf.metrics_table(tmp_path)
+    assert "| dense-instruct | -2.500 | 0.250 (const 0.300) |" in table
+    assert pf.metrics_table(Path(tmp_path / "none")) == ""

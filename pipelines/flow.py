@@ -53,6 +53,7 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flanmoe.config import ParamsError, parse_params  # noqa: E402
+from pipelines.settings import RunSettings  # noqa: E402
 
 RAN, SKIPPED, RESTORED, FAILED, NOT_RUN = "ran", "skipped", "restored", "failed", "not run"
 PARAMS_FILE = "params.yaml"
@@ -491,6 +492,7 @@ class PipelineFailed(RuntimeError):
 
 @flow(name="flan-moe")
 def pipeline(
+    settings: RunSettings | None = None,
     overrides: dict[str, Any] | None = None,
     name: str | None = None,
     targets: list[str] | None = None,
@@ -500,6 +502,8 @@ def pipeline(
     repo: str = ".",
 ) -> dict[str, str]:
     """Run dvc.yaml's stages through DVC; returns ``{stage: state}``.
+
+    settings: the UI form (``pipelines.settings.RunSettings``); its filled fields become overrides.
 
     overrides: dotted params keys -> values (e.g. ``{"pretrain.steps": 50}``). None: run the workspace
       stage by stage (`dvc repro`); given (or with ``name``): one DVC experiment (`dvc exp run -S`),
@@ -517,6 +521,9 @@ def pipeline(
 
     logger = get_run_logger()
     root = Path(repo).resolve()
+    if settings is not None:
+        overrides = {**settings.overrides(), **(overrides or {})}
+        name = name or settings.experiment_name
     overrides = dict(overrides or {})
     targets = list(targets or [])
     experiment = bool(overrides) or name is not None

@@ -234,6 +234,15 @@ def test_bad_override_fails_the_flow_before_any_stage(prefect_server, micro):
     assert tasks == {}  # no stage, no experiment task
     assert tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}") == []
 
+    # the UI form goes through the same check: freezing the gate of a dense arch is refused
+    from pipelines.settings import RunSettings
+
+    form = RunSettings(archs=["dense", "switch"], freeze="gate", experiment_name="frozen")
+    state = pf.pipeline(repo=str(work), settings=form, return_state=True)
+    with pytest.raises(ParamsError, match=r"finetune\.freeze"):
+        state.result()
+    assert (work / "params.yaml").read_bytes() == before and not (work / "dvc.lock").exists()
+
 
 @slow
 def test_failed_stage_is_retried_unless_a_params_error(prefect_server, micro):
@@ -266,3 +275,57 @@ def test_metrics_table_reads_evaluate_metrics(tmp_path):
     table = pf.metrics_table(tmp_path)
     assert "| dense-instruct | -2.500 | 0.250 (const 0.300) |" in table
     assert pf.metrics_table(Path(tmp_path / "none")) == ""
+
+
+# -- the UI form (pipelines/settings.py) --------------------------------------------------------------
+
+
+def test_form_renders_dropdowns_and_every_field_is_a_params_key():
+    from prefect.utilities.callables import parameter_schema
+
+    from pipelines.settings import KEYS, RunSettings
+
+    schema = parameter_schema(pf.pipeline.fn).model_dump()
+    assert "settings" in schema["properties"]
+    props = schema["definitions"]["RunSettings"]["properties"]
+    archs = props["archs"]["anyOf"][0]["items"]["enum"]
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(archs) == set(shipped["archs"]["variants"])  # a dropdown of the defined archs
+    assert props["freeze"]["anyOf"][0]["enum"] == ["none", "gate", "experts", "non_moe"]
+    assert all(props[f].get("description") for f in KEYS)
+    # every field maps onto a key of the params schema (one params.yaml leaves out gets `+key=`)
+    from flanmoe.config import parse_params
+
+    defaults = parse_params(shipped).model_dump()
+    for key in KEYS.values():
+        node = defaults
+        for part in key.split("."):
+            assert part in node, key
+            node = node[part]
+    assert RunSettings().overrides() == {}
+    form = RunSettings(archs=["dense", "gshard"], pretrain_steps=5, freeze="none", experiment_name="x")
+    assert form.overrides() == {
+        "archs.run": ["dense", "gshard"],
+        "pretrain.steps": 5,
+        "finetune.freeze": "none",
+    }
+
+
+@pytest.mark.parametrize(
+    ("form", "key"),
+    [
+        ({"archs": ["dense", "switch"], "freeze": "gate"}, "finetune.freeze"),  # dense accepts only none
+        ({"num_experts": 6, "moe_every": 2}, None),  # valid
+        ({"preset": "tiny", "num_experts": 1, "archs": ["gshard"]}, "num_experts"),  # top-2 needs 2 experts
+    ],
+)
+def test_form_combinations_are_validated_like_params_yaml(form, key):
+    from pipelines.settings import RunSettings
+
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    overrides = RunSettings(**form).overrides()
+    if key is None:
+        pf.validate_overrides(data, overrides)
+    else:
+        with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+            pf.validate_overrides(data, overrides)

@@ -182,14 +182,14 @@ def load_params_or_exit(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise SystemExit(2) from None
 
 
-def flatten(obj: object, prefix: str = "") -> dict[str, object]:
-    """Nested params as ``{"a.b.c": value}`` (for MLflow params)."""
+def flatten(obj: object, prefix: str = "", sep: str = ".") -> dict[str, object]:
+    """Nested params (or dicts) as ``{"a.b.c": value}`` (MLflow params; ``sep="/"`` for metrics)."""
     if hasattr(obj, "model_dump"):
         obj = obj.model_dump(mode="json")
     out: dict[str, object] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}{sep}", sep))
     else:
-        out[prefix.rstrip(".")] = obj
+        out[prefix.removesuffix(sep)] = obj
     return out

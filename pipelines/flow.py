@@ -54,6 +54,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flanmoe.config import ParamsError, parse_params  # noqa: E402
 from pipelines.settings import RunSettings  # noqa: E402
+from stages.common import git_commit  # noqa: E402
 
 RAN, SKIPPED, RESTORED, FAILED, NOT_RUN = "ran", "skipped", "restored", "failed", "not run"
 PARAMS_FILE = "params.yaml"
@@ -110,7 +111,7 @@ def stage_graph(repo: str | Path = ".") -> dict[str, list[str]]:
                     upstream.append(node.addressing)
                 else:
                     todo.extend(graph.successors(node))
-            result[stage.addressing] = sorted(upstream, key=lambda name: list(result).index(name))
+            result[stage.addressing] = sorted(upstream, key=list(result).index)
         return result
 
 
@@ -464,11 +465,6 @@ def report(states: Mapping[str, str], repo: str | Path, title: str, extra: Mappi
 # The flow
 
 
-def _git_commit(repo: Path) -> str | None:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
-    return proc.stdout.strip() or None
-
-
 def _tag_flow_run(tag: str, logger) -> None:
     """Add ``tag`` to the current Prefect flow run (best effort)."""
     from prefect import runtime
@@ -544,7 +540,7 @@ def pipeline(
             "pipeline": "prefect flow",
             "prefect_flow_run_id": flow_run_id,
             "dvc_exp": run_name if experiment else None,
-            "git_commit": _git_commit(root),
+            "git_commit": git_commit(),  # of the workspace (cwd), as every stage tags its run
             "overrides": json.dumps(overrides) if overrides else None,
             "targets": " ".join(targets) or None,
         }

@@ -28,9 +28,10 @@ import json
 import sys
 from pathlib import Path
 
-from stages.common import DATA, METRICS, atomic_dir, fail, load_params, tracked_run, write_json
+from flanmoe.config import flatten
+from stages.common import METRICS, atomic_dir, fail, load_params, tracked_run, write_json
+from stages.training import TOKENIZED, require
 
-TOKENIZED = DATA / "tokenized"
 EVALS = Path("evals")
 OUT_METRICS = METRICS / "evaluate"
 MODES = ("zero_shot", "few_shot")
@@ -74,8 +75,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise SystemExit(2 if e.code else 0) from None
 
 
-def _heldin_rows(params) -> list[dict]:
-    """The instruct stage's validation pairs (never trained on), as the tokenize stage encoded them."""
+def _heldin_rows(params, decode) -> list[dict]:
+    """The instruct stage's validation pairs (never trained on), as the tokenize stage encoded them;
+    targets decoded to text."""
     import datasets
 
     from flanmoe.train.data import split_validation
@@ -85,7 +87,7 @@ def _heldin_rows(params) -> list[dict]:
     _, val = split_validation(ds, params.instruct.val_examples, seed)
     val = val.select(range(min(params.evaluate.heldin_examples, len(val))))
     return [
-        {"input_ids": x, "labels": y, "task": t}
+        {"input_ids": x, "targets": decode(y), "task": t}
         for x, y, t in zip(val["input_ids"], val["labels"], val["task_name"], strict=True)
     ]
 
@@ -114,9 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         needed = [TOKENIZED / s for s in cfg.suites if s != "heldin"]
         if "heldin" in cfg.suites:
             needed.append(TOKENIZED / "flan")
-    for path in needed:
-        if not path.exists():
-            fail(f"{path} not found: run the tokenize stage first (dvc repro tokenize)")
+    require(*needed, hint="run the tokenize stage first (dvc repro tokenize)")
 
     import datasets
     import torch
@@ -189,8 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                 for shots in (0, cfg.fewshot_k):
                     results.append(ev.bbh(bbh, shots, chance))
             if "heldin" in cfg.suites:
-                rows = [{**r, "targets": ev.decode(r.pop("labels"))} for r in _heldin_rows(params)]
-                results.append(ev.pairs("heldin", rows))
+                results.append(ev.pairs("heldin", _heldin_rows(params, ev.decode)))
         metrics, summary = _collect(results, settings)
         routing = ev.routing_summary()
         with atomic_dir(EVALS / name) as tmp:
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
             (tmp / "routing.json").write_text(json.dumps(routing, indent=2, sort_keys=True) + "\n")
         write_json(OUT_METRICS / f"{name}.json", metrics)
-        run.log_metrics(_flat(metrics))
+        run.log_metrics(flatten(metrics, sep="/"))
         run.log_artifacts(EVALS / name, "evaluation")
         run.log_table([rec for res in results for rec in res.records], "evaluation/predictions_table.json")
     heldout = [r for r in results if r.suite in HELDOUT]
@@ -234,28 +233,10 @@ def _collect(results, settings) -> tuple[dict, dict]:
         }
         if parts:
             point, lo, hi = normalized_average(parts, settings.bootstrap, settings.confidence, settings.seed)
-            avg = {
-                "score": round(point, 4),
-                "score_lo": round(lo, 4),
-                "score_hi": round(hi, 4),
-                "suites": sorted(parts),
-            }
-            metrics.setdefault("normalized_average", {})[mode] = {
-                k: v for k, v in avg.items() if k != "suites"
-            }
-            summary.setdefault("normalized_average", {})[mode] = avg
+            avg = {"score": round(point, 4), "score_lo": round(lo, 4), "score_hi": round(hi, 4)}
+            metrics.setdefault("normalized_average", {})[mode] = avg
+            summary.setdefault("normalized_average", {})[mode] = {**avg, "suites": sorted(parts)}
     return metrics, summary
-
-
-def _flat(obj, prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in obj.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "/"))
-        elif isinstance(v, int | float) and not isinstance(v, bool):
-            out[key] = v
-    return out
 
 
 if __name__ == "__main__":

@@ -61,6 +61,11 @@ def _arrays(groups: Mapping[str, Sequence[float]] | Sequence[float]) -> list[np.
     return [a for a in (np.asarray(v, dtype=np.float64) for v in values) if a.size]
 
 
+def _mean(arrays: list[np.ndarray]) -> float:
+    """The mean of each array's mean (one array: its mean)."""
+    return float(np.mean([a.mean() for a in arrays]))
+
+
 def bootstrap_means(
     groups: Mapping[str, Sequence[float]] | Sequence[float], n_resamples: int = 1000, seed: int = 0
 ) -> np.ndarray:
@@ -102,7 +107,7 @@ def bootstrap_ci(
     arrays = _arrays(groups)
     if not arrays:
         return float("nan"), float("nan"), float("nan")
-    point = float(np.mean([a.mean() for a in arrays]))
+    point = _mean(arrays)
     if n_resamples <= 0:
         return point, point, point
     return (point, *percentile_interval(bootstrap_means(groups, n_resamples, seed), confidence))
@@ -119,11 +124,7 @@ def normalized_average(
     chance level); each benchmark is resampled independently."""
     if not suites:
         raise ValueError("normalized_average: no suites")
-    point = float(
-        np.mean(
-            [normalized_score(float(np.mean([a.mean() for a in _arrays(g)])), c) for g, c in suites.values()]
-        )
-    )
+    point = float(np.mean([normalized_score(_mean(_arrays(g)), c) for g, c in suites.values()]))
     if n_resamples <= 0:
         return point, point, point
     reps = np.mean(

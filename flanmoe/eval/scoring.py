@@ -45,8 +45,12 @@ def _pad(seqs: Sequence[Sequence[int]], device: torch.device) -> Tensor:
     return out.to(device)
 
 
-def _batches(order: list[int], size: int) -> list[list[int]]:
-    return [order[i : i + size] for i in range(0, len(order), size)]
+def _length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``prompts`` sorted by length, cut into batches (similar lengths: little padding)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: {batch_size} must be >= 1")
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _stats(aux: list, hook: StatsHook | None) -> None:
@@ -77,12 +81,9 @@ def score_candidates(
     """
     if len(prompts) != len(candidates):
         raise ValueError(f"candidates: {len(candidates)} lists for {len(prompts)} prompts")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: {batch_size} must be >= 1")
     device = next(model.parameters()).device
     out: list[list[CandidateScore] | None] = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for rows in _batches(order, batch_size):
+    for rows in _length_batches(prompts, batch_size):
         aux: list = []
         ids = _pad([prompts[i] for i in rows], device)
         mask = ids != PAD_ID
@@ -119,12 +120,9 @@ def generate(
     eos_id: int = EOS_ID,
 ) -> list[list[int]]:
     """Greedy continuation of each prompt (ids, without eos and padding), ``batch_size`` at a time."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: {batch_size} must be >= 1")
     device = next(model.parameters()).device
     out: list[list[int] | None] = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for rows in _batches(order, batch_size):
+    for rows in _length_batches(prompts, batch_size):
         aux: list = []
         ids = _pad([prompts[i] for i in rows], device)
         gen = model.generate(ids, ids != PAD_ID, max_new_tokens=max_new_tokens, eos_id=eos_id, aux=aux)

@@ -299,7 +299,7 @@ class Evaluator:
             correct[task] = [float(exact_match(p, t)) for p, t in zip(preds, targets[:n], strict=True)]
             truncated[task] = sum(e.truncated for e in enc)
             baselines[task] = best_constant(targets[:n])[1]
-            for e, p, t, ok in zip(enc, preds, targets, correct[task], strict=False):
+            for e, p, t, ok in zip(enc, preds, targets[:n], correct[task], strict=True):
                 result.records.append(
                     {
                         "suite": suite,

@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 # DVC stages call `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test lint bench mlflow-ui clean
+.PHONY: setup run test lint bench ui mlflow-ui clean
 
 setup: $(STAMP)
 
@@ -47,7 +47,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --quick
 	$(BIN)/python bench/eval_throughput.py --quick
 
-# The MLflow UI on the local store, bound to 127.0.0.1 (Ctrl-C stops it and its worker).
+# The Prefect UI (the pipeline served as deployment flan-moe/pipeline: its form starts runs) and the
+# MLflow UI on the project's store, both on 127.0.0.1; Ctrl-C stops all of it (pipelines/ui.py).
+PREFECT_PORT ?= 4200
+ui: $(STAMP)
+	PREFECT_PORT=$(PREFECT_PORT) MLFLOW_PORT=$(MLFLOW_PORT) $(BIN)/python -m pipelines.ui
+
+# Only the MLflow UI on the local store, bound to 127.0.0.1 (Ctrl-C stops it and its worker).
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns.db \

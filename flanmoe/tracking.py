@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import re
+import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import LoggedModelOutput
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from flanmoe.env import apply_offline_env
@@ -30,6 +39,8 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+MODEL_TYPE = "flanmoe"  # logged models: the exported directory format of flanmoe.model.pretrained
+_BAD_MODEL_NAME_CHARS = re.compile(r"[/:.%\"']")  # characters MLflow refuses in a logged model's name
 
 
 def tracking_uri() -> str:
@@ -80,11 +91,42 @@ def _tolerant(method: Callable) -> Callable:
     return wrapper
 
 
-class StageRun:
-    """A live MLflow run: what a stage logs goes through here (failures warn, never raise)."""
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset a run reads, logged by reference (nothing is loaded into memory).
 
-    def __init__(self, run_id: str):
+    ``path``: a local file or directory (``name`` and ``source`` are the path; ``digest`` its DVC
+    md5), or ``hub``: a Hugging Face dataset id (``config``, ``split``, ``revision`` as
+    ``datasets.load_dataset`` takes them; without a digest MLflow derives one from the reference).
+    ``context``: what the run does with it (``training``, ``evaluation``, ``source``).
+    """
+
+    name: str
+    path: str | None = None
+    hub: str | None = None
+    config: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    digest: str | None = None
+    context: str | None = None
+
+    def to_mlflow(self) -> MetaDataset:
+        if self.hub is not None:
+            source = HuggingFaceDatasetSource(
+                self.hub, config_name=self.config, split=self.split, revision=self.revision
+            )
+        else:  # the "local" source MLflow registers for file paths, without its guessing
+            source = get_dataset_source_from_json(json.dumps({"uri": str(self.path)}), "local")
+        return MetaDataset(source, name=self.name, digest=self.digest)
+
+
+class StageRun:
+    """A live MLflow run: what a stage logs goes through here (failures warn, never raise).
+    ``tags``: the tags it was opened with (a logged model of the run carries them too)."""
+
+    def __init__(self, run_id: str, tags: Mapping[str, str] | None = None):
         self.run_id = run_id
+        self.tags = dict(tags or {})
         self.broken = False
 
     @_tolerant
@@ -94,12 +136,15 @@ class StageRun:
             mlflow.log_params(dict(items[i : i + _MAX_PARAMS_PER_CALL]))
 
     @_tolerant
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None
+    ) -> None:
+        """Numeric ``metrics`` of the run (and of logged model ``model_id``, when given)."""
         clean = {
             k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
         if clean:
-            mlflow.log_metrics(clean, step=step)
+            mlflow.log_metrics(clean, step=step, model_id=model_id)
 
     @_tolerant
     def set_tags(self, tags: Mapping[str, object]) -> None:
@@ -125,6 +170,58 @@ class StageRun:
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifacts(str(directory), artifact_path=artifact_path)
 
+    @_tolerant
+    def log_datasets(self, datasets: Iterable[DatasetRef]) -> None:
+        """The datasets this run reads, as run inputs (``mlflow.log_inputs``)."""
+        refs = list(datasets)
+        if refs:
+            mlflow.log_inputs(
+                datasets=[r.to_mlflow() for r in refs],
+                contexts=[r.context for r in refs],
+                tags_list=[None] * len(refs),
+            )
+
+    @_tolerant
+    def log_model(
+        self,
+        directory: str | Path,
+        name: str,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> str | None:
+        """An exported model directory (config.json, model.safetensors, tokenizer.json) as an MLflow 3
+        logged model: an output of this run, tagged like it plus ``tags``, with ``params`` (e.g. the
+        model config). Its files are stored as they are (no flavor, nothing pickled) beside an
+        ``MLmodel`` file naming the loader. Returns the model id (for ``log_metrics(model_id=)``).
+        """
+        client = MlflowClient()
+        model = mlflow.initialize_logged_model(
+            name=_BAD_MODEL_NAME_CHARS.sub("_", name),
+            source_run_id=self.run_id,
+            tags={k: str(v) for k, v in {**self.tags, **(tags or {})}.items() if v is not None},
+            params={k: "None" if v is None else str(v)[:6000] for k, v in (params or {}).items()},
+            model_type=MODEL_TYPE,
+        )
+        try:
+            client.log_outputs(self.run_id, models=[LoggedModelOutput(model.model_id, step=0)])
+            spec = Model(
+                artifact_path=model.artifact_location,
+                model_uuid=model.model_id,
+                model_id=model.model_id,
+                run_id=self.run_id,
+            )
+            spec.add_flavor(MODEL_TYPE, loader="flanmoe.model.FlanMoEModel.from_pretrained")
+            with tempfile.TemporaryDirectory() as tmp:
+                spec.save(os.path.join(tmp, "MLmodel"))
+                client.log_model_artifact(model.model_id, os.path.join(tmp, "MLmodel"))
+            client.log_model_artifacts(model.model_id, str(directory))
+        except Exception:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        client.finalize_logged_model(model.model_id, "READY")
+        return model.model_id
+
 
 def _cell(value: object) -> object:
     """A table cell: lists and dicts as JSON text (a table column holds scalars)."""
@@ -145,7 +242,7 @@ def start_run(
     parent = parent_run_id or os.environ.get(PARENT_ENV) or None
     run_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
     run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags, parent_run_id=parent)
-    stage_run = StageRun(run.info.run_id)
+    stage_run = StageRun(run.info.run_id, run_tags)
     status = "FAILED"
     try:
         yield stage_run

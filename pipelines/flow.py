@@ -8,9 +8,10 @@ workspace allows one DVC process). A stage ends ``ran``, ``skipped`` (DVC: up to
 ``not run`` and the flow fails. Prefect caching is off: DVC alone skips unchanged stages.
 
 With parameter overrides (dotted keys), the flow validates them against the project's params schema
-before anything runs (params.yaml untouched on error), then runs the pipeline as one DVC experiment
-(``dvc exp run -n NAME -S key=value ...``) in one task, and reports the per-stage states it parses
-from DVC's output.
+before anything runs (params.yaml untouched on error), then runs the pipeline as a DVC experiment: in a
+private copy of the workspace (a git clone sharing DVC's cache, the overrides applied as `dvc exp run
+-S` would), stage by stage as above, recorded at the end with `dvc exp save` (``dvc exp show`` lists
+it). The workspace is not touched, so experiments run one after another or at once cannot mix.
 
 The whole flow is one MLflow parent run (every stage's run is a child through
 ``FLANMOE_PARENT_RUN_ID``), tagged with the Prefect flow run id; the flow run gets the tag
@@ -22,8 +23,6 @@ evaluation scores of ``metrics/evaluate/*.json``.
     python -m pipelines.flow --target tokenize --target pretrain@dense
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import json
@@ -31,6 +30,7 @@ import math
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -49,7 +49,7 @@ import flanmoe  # noqa: F401 - applies the offline environment before prefect re
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flanmoe.config import ParamsError, parse_params  # noqa: E402
@@ -60,6 +60,7 @@ RAN, SKIPPED, RESTORED, FAILED, NOT_RUN = "ran", "skipped", "restored", "failed"
 PARAMS_FILE = "params.yaml"
 STDERR_TAIL = 20  # lines of a failed stage's stderr in the log and the exception
 ARTIFACT_KEY = "flan-moe-pipeline"
+TABLE_KEY = "flan-moe-scores"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,18 +282,23 @@ def parse_states(lines: list[str]) -> dict[str, str]:
     return states
 
 
-def stage_env(parent_run_id: str | None = None) -> dict[str, str]:
+def stage_env(parent_run_id: str | None = None, experiment: str | None = None) -> dict[str, str]:
     """The environment of DVC and its stages: `python` is this interpreter's, output unbuffered (lines
-    reach the log as they are printed), MLflow runs children of the flow's parent run."""
+    reach the log as they are printed), MLflow runs children of the flow's parent run in the store the
+    flow uses (an absolute URI: experiments run in another directory), ``DVC_EXP_NAME`` the experiment's
+    name (as `dvc exp run` sets it)."""
     from flanmoe import tracking
 
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
+        "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
     }
     if parent_run_id:
         env[tracking.PARENT_ENV] = parent_run_id
+    if experiment:
+        env["DVC_EXP_NAME"] = experiment
     return env
 
 
@@ -374,11 +380,12 @@ def _retry_unless_params_error(task, task_run, state) -> bool:  # noqa: ARG001 -
     retry_delay_seconds=10,
     retry_condition_fn=_retry_unless_params_error,
 )
-def run_stage(stage: str, repo: str, parent_run_id: str | None = None) -> str:
+def run_stage(stage: str, repo: str, parent_run_id: str | None = None, experiment: str | None = None) -> str:
     """``dvc repro --single-item STAGE``: returns ``ran``, ``skipped`` or ``restored``; raises
     ``StageFailed`` (``StageParamsError`` for exit status 2, never retried)."""
     logger = get_run_logger()
-    rc, lines, tail = stream(_dvc("repro", "--single-item", stage), repo, stage_env(parent_run_id), logger)
+    env = stage_env(parent_run_id, experiment)
+    rc, lines, tail = stream(_dvc("repro", "--single-item", stage), repo, env, logger)
     if rc != 0:
         exc = _failure(stage, rc, lines, tail)
         logger.error("%s", exc)
@@ -388,27 +395,108 @@ def run_stage(stage: str, repo: str, parent_run_id: str | None = None) -> str:
     return state
 
 
-@task(task_run_name="dvc exp run {name}", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10,
-      retry_condition_fn=_retry_unless_params_error)  # fmt: skip
-def run_experiment(
-    name: str, set_params: list[str], targets: list[str], repo: str, parent_run_id: str | None = None
-) -> dict[str, str]:
-    """``dvc exp run -n NAME -S k=v ... [TARGET ...]`` (DVC runs the DAG); returns per-stage states
-    parsed from its output, logged one line per stage. Raises ``StageFailed`` like ``run_stage``."""
+# --------------------------------------------------------------------------------------------------
+# Experiments: each in its own clone of the workspace, recorded as a DVC experiment
+
+EXPERIMENTS_DIR = Path(".dvc") / "tmp" / "flow-runs"  # inside .dvc: DVC and git ignore it
+
+
+def _git(cwd: str | Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def experiment_ref(repo: str | Path, name: str) -> str | None:
+    """The git ref of DVC experiment ``name`` in ``repo`` (``refs/exps/../NAME``), or None."""
+    refs = _git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    return next((r for r in refs if r.rsplit("/", 1)[-1] == name), None)
+
+
+def check_experiment_name(repo: str | Path, name: str) -> None:
+    """``ValueError`` when ``name`` cannot be a new DVC experiment of ``repo``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name.endswith((".", ".lock")):
+        raise ValueError(f"experiment name {name!r}: use letters, digits, '_', '-' and '.'")
+    try:
+        _git(repo, "rev-parse", "--verify", "-q", "HEAD")
+    except subprocess.CalledProcessError:
+        raise ValueError(f"{repo}: DVC experiments need a git repository with a commit") from None
+    if experiment_ref(repo, name):
+        raise ValueError(
+            f"experiment name {name!r}: a DVC experiment of that name exists (`dvc exp remove {name}`, "
+            "or choose another name)"
+        )
+
+
+def _dvc_cache_dir(repo: Path) -> str:
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return dvc_repo.cache.local_cache_dir
+
+
+@contextlib.contextmanager
+def experiment_workspace(root: Path, name: str, set_params: list[str]) -> Iterator[Path]:
+    """A private copy of the workspace for experiment ``name``, removed at the end.
+
+    What `dvc exp run --temp` does, so that every stage can still be its own task run: a git clone of
+    HEAD (objects shared) with the workspace's uncommitted changes copied over, DVC's cache shared with
+    the workspace (so finished stages are found in the run cache, and outputs are not copied twice), and
+    the Hydra overrides applied to its params.yaml. The workspace itself is never touched, so runs of
+    different experiments cannot mix, and a workspace stays what its user left.
+    """
+    from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
+
+    dest = root / EXPERIMENTS_DIR / name
+    shutil.rmtree(dest, ignore_errors=True)  # left behind by a killed run of the same name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        head = _git(root, "rev-parse", "HEAD").strip()
+        _git(root, "clone", "-q", "--shared", "--no-checkout", str(root), str(dest))
+        _git(dest, "checkout", "-q", "--detach", head)
+        changed = _git(root, "ls-files", "-z", "--modified", "--others", "--exclude-standard").split("\0")
+        for rel in filter(None, changed):
+            src = root / rel
+            if src.is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / rel)
+            else:  # deleted in the workspace
+                (dest / rel).unlink(missing_ok=True)
+        local = root / ".dvc" / "config.local"  # the user's local remotes and credentials
+        if local.is_file():
+            shutil.copy2(local, dest / ".dvc" / "config.local")
+        subprocess.run(
+            _dvc("config", "--local", "cache.dir", _dvc_cache_dir(root)),
+            cwd=dest, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        if set_params:
+            dvc_apply_overrides(str(dest / PARAMS_FILE), set_params)
+        yield dest
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+@task(task_run_name="dvc checkout", cache_policy=NO_CACHE)
+def checkout(repo: str) -> None:
+    """Check the outputs dvc.lock records out of the shared cache (missing ones are left to the run)."""
     logger = get_run_logger()
-    cmd = _dvc("exp", "run", "-n", name, *(a for s in set_params for a in ("-S", s)), *targets)
-    logger.info("$ %s", " ".join(cmd[2:]))
-    rc, lines, tail = stream(cmd, repo, stage_env(parent_run_id), logger)
-    states = parse_states(lines)
-    for stage, state in states.items():
-        logger.info("stage %s: %s", stage, state)
+    rc, _, _ = stream(_dvc("checkout", "--quiet"), repo, stage_env(), logger)
     if rc != 0:
-        failed = [s for s, st in states.items() if st == FAILED] or [f"experiment {name}"]
-        exc = _failure(", ".join(failed), rc, lines, tail)
-        exc.states = states  # what DVC reached before the failure
-        logger.error("%s", exc)
-        raise exc
-    return states
+        logger.info("dvc checkout: some outputs are not in the cache; their stages will run")
+
+
+@task(task_run_name="dvc exp save {name}", cache_policy=NO_CACHE)
+def save_experiment(name: str, stages: list[str], repo: str, origin: str) -> str:
+    """Record the run as DVC experiment ``name`` (`dvc exp save`) and push its git ref to the workspace
+    repo ``origin`` (`dvc exp push --no-cache`: the cache is already shared). Returns the ref."""
+    logger = get_run_logger()
+    untracked = _git(repo, "ls-files", "-z", "--others", "--exclude-standard").split("\0")
+    save = _dvc("exp", "save", "-n", name, *(a for p in filter(None, untracked) for a in ("-I", p)), *stages)
+    for cmd in (save, _dvc("exp", "push", "--no-cache", "origin", name)):
+        rc, lines, tail = stream(cmd, repo, stage_env(), logger)
+        if rc != 0:
+            raise StageFailed(f"dvc exp {cmd[4]} {name}", rc, None, tail)
+    ref = experiment_ref(origin, name)
+    logger.info("DVC experiment %s: %s", name, ref)
+    return ref or ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,25 +513,49 @@ def _score(section: Mapping[str, Any] | None, mode: str) -> str:
     return text
 
 
+SCORE_COLUMNS = [
+    (section, mode)
+    for section in ("normalized_average", "mmlu", "bbh", "heldin", "finetune")
+    for mode in ("zero_shot", "few_shot")
+]
+
+
+def score_rows(repo: str | Path) -> list[dict[str, Any]]:
+    """One row per ``metrics/evaluate/*.json``: the model and its headline scores with their 95% CI
+    (columns ``<suite> <zero|few>-shot``, ``... low``, ``... high``; only columns some model has)."""
+    rows = []
+    for f in sorted((Path(repo) / "metrics" / "evaluate").glob("*.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        row: dict[str, Any] = {"model": f.stem}
+        for section, mode in SCORE_COLUMNS:
+            cell = (data.get(section) or {}).get(mode)
+            if isinstance(cell, dict) and "score" in cell:
+                col = f"{section} {mode.replace('_', '-')}"
+                for suffix, key in (("", "score"), (" low", "score_lo"), (" high", "score_hi")):
+                    if isinstance(cell.get(key), int | float):
+                        row[col + suffix] = round(cell[key], 4)
+        rows.append(row)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return [{c: r.get(c) for c in columns} for r in rows] if len(columns) > 1 else []
+
+
 def metrics_table(repo: str | Path) -> str:
     """Markdown table of the headline scores in ``metrics/evaluate/*.json`` ('' when none)."""
     files = sorted((Path(repo) / "metrics" / "evaluate").glob("*.json"))
-    columns = [
-        (section, mode)
-        for section in ("normalized_average", "mmlu", "bbh", "heldin", "finetune")
-        for mode in ("zero_shot", "few_shot")
-    ]
     rows = []
     for f in files:
         try:
             data = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        rows.append((f.stem, [_score(data.get(s), m) for s, m in columns]))
-    used = [i for i, col in enumerate(columns) if any(cells[i] for _, cells in rows)]
+        rows.append((f.stem, [_score(data.get(s), m) for s, m in SCORE_COLUMNS]))
+    used = [i for i, col in enumerate(SCORE_COLUMNS) if any(cells[i] for _, cells in rows)]
     if not rows or not used:
         return ""
-    head = ["model"] + [f"{columns[i][0]} {columns[i][1].replace('_', '-')}" for i in used]
+    head = ["model"] + [f"{SCORE_COLUMNS[i][0]} {SCORE_COLUMNS[i][1].replace('_', '-')}" for i in used]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join([name] + [cells[i] for i in used]) + " |" for name, cells in rows]
     return "\n".join(out)
@@ -486,6 +598,43 @@ class PipelineFailed(RuntimeError):
         self.states = dict(states)
 
 
+def _run_graph(
+    graph: Mapping[str, list[str]],
+    repo: Path,
+    parent_run_id: str,
+    experiment: str | None,
+    options: Mapping[str, Any],
+    keep_going: bool,
+    logger,
+) -> tuple[dict[str, str], dict[str, BaseException]]:
+    """One task run per stage, in ``graph``'s order, each waiting for its upstream stages; a stage
+    downstream of a failure (or any stage after one, unless ``keep_going``) is ``not run``."""
+    states: dict[str, str] = {}
+    errors: dict[str, BaseException] = {}
+    done = {}
+    for stage, upstream in graph.items():
+        blocked = [u for u in upstream if states.get(u) in (FAILED, NOT_RUN)]
+        if blocked or (errors and not keep_going):
+            states[stage] = NOT_RUN
+            logger.warning("stage %s: not run (upstream %s)", stage, ", ".join(blocked) or "failed")
+            continue
+        state = run_stage.with_options(**options)(
+            stage,
+            str(repo),
+            parent_run_id,
+            experiment,
+            return_state=True,
+            wait_for=[done[u] for u in upstream],
+        )
+        done[stage] = state
+        if state.is_failed():
+            states[stage] = FAILED
+            errors[stage] = state.result(raise_on_failure=False)
+        else:
+            states[stage] = state.result()
+    return states, errors
+
+
 @flow(name="flan-moe")
 def pipeline(
     settings: RunSettings | None = None,
@@ -502,8 +651,9 @@ def pipeline(
     settings: the UI form (``pipelines.settings.RunSettings``); its filled fields become overrides.
 
     overrides: dotted params keys -> values (e.g. ``{"pretrain.steps": 50}``). None: run the workspace
-      stage by stage (`dvc repro`); given (or with ``name``): one DVC experiment (`dvc exp run -S`),
-      validated before anything runs.
+      stage by stage (`dvc repro`). Given (or with ``name``): a DVC experiment, validated before
+      anything runs, run stage by stage in a private copy of the workspace (the workspace is left as it
+      is) and recorded with `dvc exp save` (see ``dvc exp show``).
     name: the DVC experiment's name (default ``flow-<time>``); also the MLflow parent run's name.
     targets: stage names (or foreach/matrix names such as ``pretrain``) to run with their upstream
       stages; None: all.
@@ -523,18 +673,20 @@ def pipeline(
     overrides = dict(overrides or {})
     targets = list(targets or [])
     experiment = bool(overrides) or name is not None
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    run_name = name or time.strftime("flow-%Y%m%d-%H%M%S") + (f"-{flow_run_id[:4]}" if flow_run_id else "")
 
     # everything that can be checked is checked before anything runs
     data = yaml.safe_load((root / PARAMS_FILE).read_text()) or {}
     params = validate_overrides(data, overrides, str(root / PARAMS_FILE))
     set_params = hydra_overrides(data, overrides)
-    # the experiment's DAG follows its own params (e.g. archs.run): DVC checks its targets
-    graph = {} if experiment else select_stages(stage_graph(root), targets)
-    run_name = name or time.strftime("flow-%Y%m%d-%H%M%S")
-    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    graph = select_stages(stage_graph(root), targets)
+    if experiment:
+        check_experiment_name(root, run_name)
 
     states: dict[str, str] = {}
     errors: dict[str, BaseException] = {}
+    exp_ref = ""
     with _cwd(root):  # MLflow's default store is ./mlruns.db: the one the stages use
         tags = {
             "pipeline": "prefect flow",
@@ -550,50 +702,42 @@ def pipeline(
             )
             _tag_flow_run(f"mlflow_run_id:{run.run_id}", logger)
             options = {"retries": retries, "retry_delay_seconds": retry_delay_seconds}
-            if experiment:
-                logger.info("DVC experiment %s: %s", run_name, " ".join(set_params) or "(no overrides)")
-                state = run_experiment.with_options(**options)(
-                    run_name, set_params, targets, str(root), run.run_id, return_state=True
+            with contextlib.ExitStack() as stack:
+                work = root
+                if experiment:
+                    logger.info("DVC experiment %s: %s", run_name, " ".join(set_params) or "(no overrides)")
+                    work = stack.enter_context(experiment_workspace(root, run_name, set_params))
+                    graph = select_stages(stage_graph(work), targets)  # its params may change the DAG
+                    checkout(str(work))
+                name_or_none = run_name if experiment else None
+                states, errors = _run_graph(
+                    graph, work, run.run_id, name_or_none, options, keep_going, logger
                 )
-                if state.is_failed():
-                    exc = state.result(raise_on_failure=False)
-                    errors[f"experiment {run_name}"] = exc
-                    states = dict(getattr(exc, "states", None) or {})
-                else:
-                    states = state.result()
-            else:
-                done = {}
-                for stage, upstream in graph.items():
-                    blocked = [u for u in upstream if states.get(u) in (FAILED, NOT_RUN)]
-                    if blocked or (errors and not keep_going):
-                        states[stage] = NOT_RUN
-                        logger.warning(
-                            "stage %s: not run (upstream %s)", stage, ", ".join(blocked) or "failed"
-                        )
-                        continue
-                    state = run_stage.with_options(**options)(
-                        stage, str(root), run.run_id, return_state=True, wait_for=[done[u] for u in upstream]
-                    )
-                    done[stage] = state
-                    if state.is_failed():
-                        states[stage] = FAILED
-                        errors[stage] = state.result(raise_on_failure=False)
-                    else:
-                        states[stage] = state.result()
-            counts = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
-            run.set_tags({f"stages.{s.replace(' ', '_')}": n for s, n in counts.items()})
-            markdown = report(
-                states,
-                root,
-                f"flan-moe pipeline: {run_name}",
-                {
-                    "DVC experiment": run_name if experiment else "",
-                    "overrides": " ".join(set_params),
-                    "MLflow parent run": run.run_id,
-                    "Prefect flow run": flow_run_id or "",
-                },
-            )
+                if experiment and not errors:
+                    exp_ref = save_experiment(run_name, list(graph) if targets else [], str(work), str(root))
+                    run.set_tags({"dvc_exp_ref": exp_ref})
+                counts = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
+                run.set_tags({f"stages.{s.replace(' ', '_')}": n for s, n in counts.items()})
+                scores = score_rows(work)
+                markdown = report(
+                    states,
+                    work,
+                    f"flan-moe pipeline: {run_name}",
+                    {
+                        "DVC experiment": (f"{run_name} ({exp_ref})" if exp_ref else run_name)
+                        if experiment
+                        else "",
+                        "overrides": " ".join(set_params),
+                        "MLflow parent run": run.run_id,
+                        "Prefect flow run": flow_run_id or "",
+                    },
+                )
             create_markdown_artifact(markdown, key=ARTIFACT_KEY, description=f"stages of {run_name}")
+            if scores:
+                create_table_artifact(
+                    scores, key=TABLE_KEY, description=f"{run_name}: scores (95% CI) of metrics/evaluate"
+                )
+                run.log_table(scores, "scores.json")
             if errors:
                 first = next(iter(errors.values()))
                 raise PipelineFailed(

@@ -19,8 +19,10 @@ Freeze = Literal["none", "gate", "experts", "non_moe"]
 FinetuneTask = Literal["fact_verification", "list_sum", "entity_typing", "acronym"]
 Scenario = Literal["direct", "after_it"]
 
-# form field -> params.yaml dotted key
-KEYS: dict[str, str] = {
+TRAINING = ("pretrain", "instruct", "finetune")
+
+# form field -> params.yaml dotted key (a tuple: the value goes to each)
+KEYS: dict[str, str | tuple[str, ...]] = {
     "archs": "archs.run",
     "preset": "model.preset",
     "num_experts": "model.moe.num_experts",
@@ -42,6 +44,8 @@ KEYS: dict[str, str] = {
     "finetune_steps": "finetune.steps",
     "finetune_lr": "finetune.lr",
     "fewshot_k": "evaluate.fewshot_k",
+    "nproc": tuple(f"{s}.parallel.nproc" for s in TRAINING),
+    "expert_parallel": tuple(f"{s}.parallel.ep" for s in TRAINING),
 }
 
 
@@ -97,7 +101,21 @@ class RunSettings(BaseModel):
     )
     finetune_lr: float | None = Field(None, gt=0, description="finetune.lr")
     fewshot_k: int | None = Field(None, ge=1, description="evaluate.fewshot_k: exemplars in few-shot prompts")
+    nproc: int | None = Field(
+        None, ge=1, description="{pretrain,instruct,finetune}.parallel.nproc: processes (>1: torchrun)"
+    )
+    expert_parallel: int | None = Field(
+        None,
+        ge=1,
+        description="{pretrain,instruct,finetune}.parallel.ep: expert-parallel degree (divides nproc and "
+        "num_experts)",
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The filled fields as params.yaml dotted keys."""
-        return {KEYS[k]: v for k, v in self.model_dump().items() if k in KEYS and v is not None}
+        out: dict[str, Any] = {}
+        for field, value in self.model_dump().items():
+            if field in KEYS and value is not None:
+                keys = KEYS[field]
+                out.update(dict.fromkeys((keys,) if isinstance(keys, str) else keys, value))
+        return out

@@ -1,5 +1,7 @@
 """What every stage does the same way: validate params, write outputs atomically, write metrics JSON,
-log one MLflow run tagged with the git commit and the DVC hashes of the stage's inputs.
+log one MLflow run tagged with the git commit, the DVC hashes of the stage's inputs and what runs are
+compared by (seed, DVC experiment, arch, ...), with its datasets as run inputs and its metrics and
+plots files as artifacts.
 
 This module knows the pipeline's file layout and dvc.yaml; the ``flanmoe`` library does not.
 """
@@ -14,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import yaml
@@ -23,6 +25,7 @@ from flanmoe.config import Params, flatten, load_params_or_exit
 
 DATA = Path("data")
 METRICS = Path("metrics")
+DVC_EXP_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` in the stages it runs (dvc/repo/experiments/queue)
 _IGNORED_NAMES = {"__pycache__", ".DS_Store"}  # mirrors .dvcignore
 
 
@@ -135,23 +138,67 @@ def load_params() -> Params:
     return load_params_or_exit()
 
 
+def effective_seed(params: Params, section: str) -> int:
+    """The seed stage ``section`` uses: its own ``seed`` if it has one that is set, else ``base.seed``."""
+    seed = getattr(getattr(params, section, None), "seed", None)
+    return params.base.seed if seed is None else seed
+
+
+def arch_tags(arch: str | None, model_cfg) -> dict[str, object]:
+    """Tags of a run about one model: ``arch``, ``router`` (``dense`` without MoE), ``num_experts``."""
+    moe = model_cfg.moe
+    return {
+        "arch": arch,
+        "router": "dense" if moe is None else moe.router,
+        "num_experts": 0 if moe is None else moe.num_experts,
+    }
+
+
 @contextlib.contextmanager
 def tracked_run(
-    stage: str, params: Params, sections: list[str], tags: dict[str, object] | None = None
+    stage: str,
+    params: Params,
+    sections: list[str],
+    tags: dict[str, object] | None = None,
+    inputs: Mapping[str | Path, str] | None = None,
+    outputs: list[Path] | None = None,
 ) -> Iterator[object]:
-    """An MLflow run for one stage: flattened params of ``sections``, tags ``stage``, git commit and
-    the DVC hashes of the stage's data inputs; the stage's wall time is logged as ``stage_seconds``."""
+    """An MLflow run for one stage: flattened params of ``sections``; tags ``stage``, ``variant``,
+    ``seed`` (the stage's effective seed), ``dvc_exp`` (under ``dvc exp run``), git commit, the DVC
+    hashes of the stage's data inputs, and ``tags`` (``arch_tags``, scenario, task, freeze, ...).
+
+    ``inputs`` (local path -> context, e.g. ``{"data/tokenized/pretrain": "training"}``) are logged as
+    the run's datasets (name and source: the path; digest: its DVC md5); ``outputs`` (metrics and plots
+    files) as artifacts under their workspace folder (``metrics/pretrain/switch.json``) when the stage
+    body ends. The stage's wall time is logged as ``stage_seconds``."""
     from flanmoe import tracking  # mlflow is slow to import: only once validation passed
 
+    hashes = input_hashes(stage)
+    base_stage = stage.partition("@")[0]
     run_tags = {
-        "stage": stage.partition("@")[0],
+        "stage": base_stage,
         "variant": stage.partition("@")[2] or None,
+        "seed": effective_seed(params, base_stage),
+        "dvc_exp": os.environ.get(DVC_EXP_ENV) or None,
         "git_commit": git_commit(),
-        **input_hashes(stage),
+        **hashes,
         **(tags or {}),
     }
     with tracking.start_run(stage.replace("@", ":"), params.base.experiment, tags=run_tags) as run:
         run.log_params({k: v for s in sections for k, v in flatten(getattr(params, s), f"{s}.").items()})
+        datasets = [
+            tracking.DatasetRef(
+                name=str(path),
+                path=str(path),
+                digest=hashes.get(f"dvc.dep.{path}") or dvc_md5(Path(path)),
+                context=context,
+            )
+            for path, context in (inputs or {}).items()
+        ]
+        run.log_datasets(datasets)
         t0 = time.perf_counter()
         yield run
         run.log_metrics({"stage_seconds": time.perf_counter() - t0})
+        for path in outputs or []:
+            if Path(path).is_file():
+                run.log_artifact(path, Path(path).parent.as_posix())

@@ -29,7 +29,17 @@ import sys
 from pathlib import Path
 
 from flanmoe.config import flatten
-from stages.common import METRICS, atomic_dir, fail, load_params, tracked_run, write_json
+from stages.common import (
+    METRICS,
+    arch_tags,
+    atomic_dir,
+    dvc_md5,
+    effective_seed,
+    fail,
+    load_params,
+    tracked_run,
+    write_json,
+)
 from stages.training import TOKENIZED, require
 
 EVALS = Path("evals")
@@ -83,8 +93,7 @@ def _heldin_rows(params, decode) -> list[dict]:
     from flanmoe.train.data import split_validation
 
     ds = datasets.load_from_disk(str(TOKENIZED / "flan"))
-    seed = params.instruct.seed if params.instruct.seed is not None else params.base.seed
-    _, val = split_validation(ds, params.instruct.val_examples, seed)
+    _, val = split_validation(ds, params.instruct.val_examples, effective_seed(params, "instruct"))
     val = val.select(range(min(params.evaluate.heldin_examples, len(val))))
     return [
         {"input_ids": x, "targets": decode(y), "task": t}
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     from flanmoe.model.transformer import FlanMoEModel
 
     try:
-        load_config(model_dir)
+        model_cfg = load_config(model_dir)
     except (ValueError, FileNotFoundError) as e:
         fail(f"model_dir: {e}")
     if args.task is not None:
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     ).eval()
     tok = load_tokenizer(model_dir)
     tok.encode_special_tokens = True  # as the tokenize stage encodes
-    seed = cfg.seed if cfg.seed is not None else params.base.seed
+    seed = effective_seed(params, "evaluate")
     settings = EvalSettings(
         mmlu_format=cfg.mmlu_format,
         mc_headline=cfg.mc_headline,
@@ -162,8 +171,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     ev = Evaluator(model, tok, settings)
     tags = describe(model_dir, args.task)
+    tags.update(arch_tags(tags.get("arch"), model_cfg))
+    tags["model_md5"] = dvc_md5(model_dir)  # the logged model's tag of the same name
+    if tags.get("model_stage") == "finetune":  # the fine-tuning params DVC made this model with
+        tags["freeze"] = params.finetune.freeze
     results = []
-    with tracked_run(f"evaluate@{name}", params, ["evaluate"], tags=tags) as run:
+    with tracked_run(
+        f"evaluate@{name}",
+        params,
+        ["evaluate"],
+        tags=tags,
+        inputs={path: "evaluation" for path in needed},
+        outputs=[OUT_METRICS / f"{name}.json"],
+    ) as run:
         if args.task is not None:
             test = splits["test"]
             train = splits["train"] if "train" in splits else test

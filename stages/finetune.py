@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         variant=f"{arch}-{task}-{scenario}",
         model_overrides=overrides,
         freeze=cfg.freeze,
-        tags={"task": task, "scenario": scenario, "freeze": cfg.freeze},
+        tags={"task": task, "scenario": scenario},
+        inputs={data_dir: "training"},
     )
 
 

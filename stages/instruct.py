@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     data_hash = dvc_md5(DATA_DIR) + dvc_md5(Path(init_dir))
-    run_training("instruct", arch, params, data_hash, make_data, init_dir=init_dir)
+    run_training(
+        "instruct", arch, params, data_hash, make_data, init_dir=init_dir, inputs={DATA_DIR: "training"}
+    )
 
 
 if __name__ == "__main__":

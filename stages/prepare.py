@@ -79,6 +79,34 @@ def warn_untracked_paths(params) -> None:
                 )
 
 
+def local_source_roots(params) -> dict[Path, str]:
+    """The files or directories the local sources read (``path`` up to its first ``{...}``), as
+    dataset inputs of the run (path -> context)."""
+    roots = {}
+    for role in prepared.ROLES:
+        spec = getattr(params.prepare, role)
+        if spec.kind == "local":
+            root = Path(spec.path.split("{")[0])
+            roots[root if root.exists() else root.parent] = "source"
+    return roots
+
+
+def hub_datasets(params) -> list:
+    """The hub sources, one per config read, as dataset references (by id, config, split, revision)."""
+    from flanmoe.tracking import DatasetRef
+
+    refs = []
+    for role in prepared.ROLES:
+        spec = getattr(params.prepare, role)
+        if spec.kind == "hub":
+            for config in spec.configs or [spec.name]:
+                refs.append(
+                    DatasetRef(name=spec.path, hub=spec.path, config=config, split=spec.split,
+                               revision=spec.revision, context="source")
+                )  # fmt: skip
+    return refs
+
+
 def main() -> None:
     params = load_params()
     warn_untracked_paths(params)
@@ -100,8 +128,14 @@ def main() -> None:
     write_json(METRICS / "prepare.json", without_timings(metrics))
     kinds = {role: getattr(params.prepare, role).kind for role in prepared.ROLES}
     with tracked_run(
-        "prepare", params, ["base", "prepare"], tags={f"source.{r}": k for r, k in kinds.items()}
+        "prepare",
+        params,
+        ["base", "prepare"],
+        tags={f"source.{r}": k for r, k in kinds.items()},
+        inputs=local_source_roots(params),
+        outputs=[METRICS / "prepare.json"],
     ) as run:
+        run.log_datasets(hub_datasets(params))
         run.log_metrics(metrics)
         run.log_dict({"outputs": summary}, "prepare_summary.json")
     print(f"prepare: wrote {OUT} ({', '.join(f'{k}={v}' for k, v in metrics.items() if k.endswith('rows'))})")

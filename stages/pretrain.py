@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
             dec_len=len(ds[0]["labels"]),
         )
 
-    run_training("pretrain", arch, params, dvc_md5(DATA_DIR), make_data)
+    run_training("pretrain", arch, params, dvc_md5(DATA_DIR), make_data, inputs={DATA_DIR: "training"})
 
 
 if __name__ == "__main__":

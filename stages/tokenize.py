@@ -32,7 +32,13 @@ def main() -> None:
         k: v for k, v in flatten(stats).items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
     write_json(METRICS / "tokenize.json", without_timings(stats))
-    with tracked_run("tokenize", params, ["base", "tokenize"]) as run:
+    with tracked_run(
+        "tokenize",
+        params,
+        ["base", "tokenize"],
+        inputs={PREPARED: "source"},
+        outputs=[METRICS / "tokenize.json"],
+    ) as run:
         run.log_metrics(metrics)
         run.log_artifact(OUT / "tokenizer.json")
     pre = stats.get("pretrain", {})

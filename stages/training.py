@@ -18,7 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.common import DATA, METRICS, atomic_dir, dvc_md5, fail, stage_deps, tracked_run, write_json
+from stages.common import (
+    DATA,
+    METRICS,
+    arch_tags,
+    atomic_dir,
+    dvc_md5,
+    effective_seed,
+    fail,
+    stage_deps,
+    tracked_run,
+    write_json,
+)
 
 TOKENIZED = DATA / "tokenized"
 TOKENIZER = TOKENIZED / "tokenizer.json"
@@ -98,9 +109,11 @@ def run_training(
     model_overrides: dict[str, Any] | None = None,
     freeze: str = "none",
     tags: dict[str, Any] | None = None,
+    inputs: dict[Path, str] | None = None,
 ) -> None:
     """Train ``arch`` with ``params.<stage>`` (already validated, already under torchrun if needed):
-    from a fresh init (seeded) or the exported model in ``init_dir``; export, metrics, plot, MLflow.
+    from a fresh init (seeded) or the exported model in ``init_dir``; export, metrics, plot, MLflow
+    (the model as a logged model of the run, ``inputs``: the data directories read, path -> context).
 
     ``variant`` names the outputs (default ``arch``); ``model_overrides`` are ModelConfig fields
     (``moe``: a dict merged into it) this stage changes (dropout, expert dropout); ``freeze`` an option
@@ -108,6 +121,7 @@ def run_training(
     import torch
     from tokenizers import Tokenizer
 
+    from flanmoe.config import flatten
     from flanmoe.model import FlanMoEModel, accounting, build_model
     from flanmoe.model.pretrained import save_pretrained
     from flanmoe.parallel import Checkpointer
@@ -118,7 +132,7 @@ def run_training(
     cfg = getattr(params, stage)
     model_cfg = _with_overrides(params.arch_config(arch), model_overrides or {})
     variant = variant or arch
-    seed = cfg.seed if cfg.seed is not None else params.base.seed
+    seed = effective_seed(params, stage)
     dist = setup_distributed(cfg.parallel)
     data = make_data(seed)
     vocab = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
@@ -140,19 +154,22 @@ def run_training(
         import torch.distributed as tdist
 
         tdist.barrier()
-    moe = model_cfg.moe
     run_tags = {
-        "arch": arch,
-        "router": "dense" if moe is None else moe.router,
-        "num_experts": 0 if moe is None else moe.num_experts,
+        **arch_tags(arch, model_cfg),
+        "freeze": freeze,
         "world_size": dist.world_size,
-        "ep": cfg.parallel.ep if moe is not None else 1,
+        "ep": cfg.parallel.ep if model_cfg.moe is not None else 1,
         "device": dist.device.type,
         **(tags or {}),
     }
     sections = ["base", "model", stage]
     name = f"{stage}@{variant}"
-    run_ctx = tracked_run(name, params, sections, run_tags) if dist.is_main else contextlib.nullcontext()
+    metrics_file, plot = METRICS / stage / f"{variant}.json", PLOTS / stage / f"{variant}.json"
+    run_ctx = (
+        tracked_run(name, params, sections, run_tags, inputs=inputs, outputs=[metrics_file, plot])
+        if dist.is_main
+        else contextlib.nullcontext()
+    )
     best_dir = ckpt_root / "best"
     with run_ctx as run:
         if run is not None:
@@ -200,15 +217,14 @@ def run_training(
             "expert_load": {k: v for k, v in result.router.items() if "/expert_fraction/" in k},
             **data.metrics,
         }
-        plot = PLOTS / stage / f"{variant}.json"
-        write_json(METRICS / stage / f"{variant}.json", metrics)
+        write_json(metrics_file, metrics)
         write_json(plot, result.curve)  # type: ignore[arg-type]
+        model_id = run.log_model(
+            out_dir, f"{stage}-{variant}", params=flatten(model_cfg), tags={"model_md5": dvc_md5(out_dir)}
+        )
         final = {"final/train_loss": result.train_loss, "final/val_loss": result.val_loss or float("nan")}
         run.log_metrics({**final, "params": acct.params, "active_params": acct.active_params,
-                         "flops_per_token": acct.forward_flops_per_token})  # fmt: skip
-        run.log_dict(metrics, "metrics.json")
-        run.log_artifacts(out_dir, "model")
-        run.log_artifact(plot, "plots")
+                         "flops_per_token": acct.forward_flops_per_token}, model_id=model_id)  # fmt: skip
     resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
     if result.best_step is not None:

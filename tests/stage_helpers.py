@@ -71,3 +71,35 @@ def run_stage(
     if check and proc.returncode != 0:
         raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def mlflow_client(workdir: Path):
+    """A client of the MLflow store ``run_stage`` logs to in ``workdir``."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlruns.db'}")
+
+
+def logged_datasets(workdir: Path, run_id: str) -> dict[str, dict]:
+    """The dataset inputs of run ``run_id``: name -> digest, source (parsed JSON), source type, context."""
+    import json
+
+    run = mlflow_client(workdir).get_run(run_id)
+    return {
+        d.dataset.name: {
+            "digest": d.dataset.digest,
+            "source": json.loads(d.dataset.source),
+            "source_type": d.dataset.source_type,
+            "context": {t.key: t.value for t in d.tags}.get("mlflow.data.context"),
+        }
+        for d in run.inputs.dataset_inputs
+    }
+
+
+def artifact_paths(workdir: Path, run_id: str, path: str | None = None) -> set[str]:
+    """Every artifact file of run ``run_id`` (under ``path``), recursively."""
+    client = mlflow_client(workdir)
+    out: set[str] = set()
+    for f in client.list_artifacts(run_id, path):
+        out |= artifact_paths(workdir, run_id, f.path) if f.is_dir else {f.path}
+    return out

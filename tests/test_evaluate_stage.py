@@ -9,7 +9,14 @@ import shutil
 
 import pytest
 
-from tests.stage_helpers import TINY_EMBEDDED, local_sources, run_stage, write_params
+from tests.stage_helpers import (
+    TINY_EMBEDDED,
+    artifact_paths,
+    local_sources,
+    logged_datasets,
+    run_stage,
+    write_params,
+)
 from tests.test_pretrain_stage import MICRO_MODEL, MICRO_TOKENIZE, tokenized  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
@@ -45,6 +52,7 @@ def _workspace(tmp_path, tokenized, **evaluate):  # noqa: F811
 
 def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # noqa: F811
     from flanmoe.tracking import search_runs
+    from stages.common import dvc_md5
 
     work = _workspace(tmp_path, tokenized)
     _save_random_model(work, "switch", "models/instruct/switch")
@@ -92,7 +100,19 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
     assert len(runs) == 1 and runs[0]["status"] == "FINISHED"
     tags, logged = runs[0]["tags"], runs[0]["metrics"]
     assert (tags["arch"], tags["scenario"], tags["model_stage"]) == ("switch", "it_zero_few", "instruct")
+    assert (tags["router"], tags["num_experts"], tags["seed"]) == ("switch", "4", "1234")
+    assert tags["model_md5"] == dvc_md5(work / "models" / "instruct" / "switch") and "freeze" not in tags
     assert logged["mmlu/zero_shot/score"] == m["mmlu"]["zero_shot"]["score"]
+    tokenized_dir = work / "data" / "tokenized"
+    assert {
+        name: (d["digest"], d["source"]["uri"], d["context"])
+        for name, d in logged_datasets(work, runs[0]["run_id"]).items()
+    } == {
+        f"data/tokenized/{s}": (dvc_md5(tokenized_dir / s), f"data/tokenized/{s}", "evaluation")
+        for s in ("mmlu", "bbh", "flan")  # flan: the held-in pairs
+    }
+    files = artifact_paths(work, runs[0]["run_id"])
+    assert {"metrics/evaluate/switch-instruct.json", "evaluation/summary.json"} <= files
 
     # same params, same model, same bytes (dvc.lock stays put on a rerun)
     before = metrics_file.read_bytes()
@@ -126,6 +146,15 @@ def test_finetuned_task_scored_on_its_test_split(tmp_path, tokenized):  # noqa: 
     assert {r["prediction"] for r in records} <= labels
     assert s["score"] == pytest.approx(sum(r["correct"] for r in records) / len(records), abs=1e-6)
     assert not (work / "evals" / "dense-fact_verification-direct" / "routing.json").read_text().strip("{}\n")
+
+    from flanmoe.tracking import search_runs
+
+    (run,) = search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
+    tags = run["tags"]
+    assert (tags["arch"], tags["router"], tags["num_experts"]) == ("dense", "dense", "0")
+    assert (tags["task"], tags["scenario"], tags["freeze"]) == ("fact_verification", "direct", "none")
+    (name,) = logged_datasets(work, run["run_id"])
+    assert name == "data/tokenized/finetune/fact_verification"
 
 
 def test_real_schema_sources_score_through_the_same_code(tmp_path):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.stage_helpers import TINY_EMBEDDED, run_stage, write_params
+from tests.stage_helpers import TINY_EMBEDDED, logged_datasets, mlflow_client, run_stage, write_params
 from tests.test_instruct_stage import micro_instruct
 from tests.test_pretrain_stage import (
     MICRO_MODEL,
@@ -76,8 +76,25 @@ def test_scenarios_start_from_their_models_freeze_and_export_the_best(tmp_path, 
         assert m["task"] == "fact_verification" and m["scenario"] == scenario and m["freeze"] == "gate"
         assert m["trainable_params"] < m["params"]
         curve = json.loads((work / "plots" / "finetune" / f"{variant}.json").read_text())
-        best = min(curve, key=lambda p: p["val_loss"])
+        assert len({tuple(p) for p in curve}) == 1  # the same keys in every row (DVC plots need it)
+        best = min((p for p in curve if p["val_loss"] is not None), key=lambda p: p["val_loss"])
         assert m["best_step"] == best["step"] and m["best_val_loss"] == best["val_loss"]  # exported
+
+    # MLflow: the runs compare by task, scenario and freeze; each logs its data and its exported model
+    from flanmoe.tracking import search_runs
+
+    runs = search_runs("flan-moe", "tags.stage = 'finetune'", uri=f"sqlite:///{work / 'mlruns.db'}")
+    assert {r["tags"]["scenario"] for r in runs} == {"direct", "after_it"}
+    client = mlflow_client(work)
+    for run in runs:
+        tags = run["tags"]
+        assert (tags["task"], tags["freeze"], tags["seed"]) == ("fact_verification", "gate", "1234")
+        assert set(logged_datasets(work, run["run_id"])) == {"data/tokenized/finetune/fact_verification"}
+        (output,) = client.get_run(run["run_id"]).outputs.model_outputs
+        model = client.get_logged_model(output.model_id)
+        assert model.name == f"finetune-switch-fact_verification-{tags['scenario']}"
+        assert model.tags["freeze"] == "gate" and model.tags["router"] == "switch"
+        assert model.params["dropout_rate"] == "0.1"  # the model as this stage configured it
 
 
 @pytest.mark.parametrize(

@@ -203,20 +203,51 @@ def test_flow_runs_each_stage_through_dvc_then_skips(prefect_server, micro):
     second_s = time.monotonic() - t0
     assert again == dict.fromkeys(SUBSET, "skipped")
 
-    # with an override: one DVC experiment, per-stage states parsed from `dvc exp run`
+    # with an override: a DVC experiment in a private copy, every stage a task run, the workspace as it was
+    before = {f: (work / f).read_bytes() for f in ("params.yaml", "dvc.lock")}
     t0 = time.monotonic()
-    exp = pf.pipeline(repo=str(work), overrides={"pretrain.steps": 3}, name="steps3", targets=TARGETS)
+    state = pf.pipeline(
+        repo=str(work), overrides={"pretrain.steps": 3}, name="steps3", targets=TARGETS, return_state=True
+    )
     exp_s = time.monotonic() - t0
-    assert exp == {"prepare": "skipped", "tokenize": "skipped", "pretrain@dense": "ran"}
-    assert yaml.safe_load((work / "params.yaml").read_text())["pretrain"]["steps"] == 3  # the exp's workspace
+    assert state.is_completed(), state.message
+    # prepare and tokenize come from the shared cache; pretrain runs with the new params
+    assert state.result() == {"prepare": "skipped", "tokenize": "skipped", "pretrain@dense": "ran"}
+    assert {f: (work / f).read_bytes() for f in before} == before
+    assert not any((work / pf.EXPERIMENTS_DIR).iterdir())  # the private copy is gone
+    _, tasks, artifacts = _prefect_record(state.state_details.flow_run_id)
+    assert set(SUBSET) <= set(tasks) and tasks["dvc exp save steps3"].state.is_completed()
     listed = subprocess.run(
         [sys.executable, "-m", "dvc", "exp", "list", "--name-only"], cwd=work, capture_output=True, text=True
     )
     assert "steps3" in listed.stdout.split(), listed.stdout + listed.stderr
+    ref = pf.experiment_ref(work, "steps3")
+    show = ["git", "show"]
+    exp_params = yaml.safe_load(
+        subprocess.run([*show, f"{ref}:params.yaml"], cwd=work, capture_output=True, text=True).stdout
+    )
+    assert exp_params["pretrain"]["steps"] == 3
+    exp_metrics = json.loads(
+        subprocess.run(
+            [*show, f"{ref}:metrics/pretrain/dense.json"], cwd=work, capture_output=True, text=True
+        ).stdout
+    )
+    assert exp_metrics["steps"] == 3
     runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
-    (exp_parent,) = [r for r in runs if r["tags"].get("dvc_exp") == "steps3"]
+    (exp_parent,) = [
+        r
+        for r in runs
+        if r["tags"].get("dvc_exp") == "steps3" and r["tags"].get("pipeline") == "prefect flow"
+    ]
     assert exp_parent["run_name"] == "steps3" and exp_parent["status"] == "FINISHED"
-    assert any(r["tags"].get("mlflow.parentRunId") == exp_parent["run_id"] for r in runs)
+    assert exp_parent["tags"]["dvc_exp_ref"] == ref
+    (child,) = [r for r in runs if r["tags"].get("mlflow.parentRunId") == exp_parent["run_id"]]
+    assert child["tags"]["stage"] == "pretrain" and child["params"]["pretrain.steps"] == "3"
+
+    # the same name again is refused before anything runs
+    state = pf.pipeline(repo=str(work), overrides={"pretrain.steps": 2}, name="steps3", return_state=True)
+    with pytest.raises(ValueError, match="steps3"):
+        state.result()
     print(f"flow: first run {first_s:.1f} s, all-skipped run {second_s:.1f} s, experiment {exp_s:.1f} s")
 
 
@@ -245,25 +276,36 @@ def test_bad_override_fails_the_flow_before_any_stage(prefect_server, micro):
 
 
 @slow
-def test_failed_stage_is_retried_unless_a_params_error(prefect_server, micro):
+def test_failed_stage_is_retried_unless_a_params_error_and_a_rerun_continues_from_it(prefect_server, micro):
     work = micro
-    script = work / "stages" / "prepare.py"
-    for code, attempts in [(3, 2), (2, 1)]:  # a params error (exit status 2) is not retried
+    script = work / "stages" / "tokenize.py"
+    original = script.read_text()
+    for first, (code, attempts) in zip((True, False), [(3, 2), (2, 1)], strict=True):
+        # tokenize fails mid-DAG (a params error, exit status 2, is not retried)
         script.write_text(f"import sys\nprint('boom {code}', file=sys.stderr)\nsys.exit({code})\n")
-        state = pf.pipeline(repo=str(work), targets=["tokenize"], retry_delay_seconds=0, return_state=True)
+        state = pf.pipeline(repo=str(work), targets=TARGETS, retry_delay_seconds=0, return_state=True)
         assert state.is_failed()
         with pytest.raises(pf.PipelineFailed) as err:
             state.result()
-        assert err.value.states == {"prepare": "failed", "tokenize": "not run"}
+        assert err.value.states == {
+            "prepare": "ran" if first else "skipped",  # done once, kept
+            "tokenize": "failed",
+            "pretrain@dense": "not run",
+        }
         assert f"boom {code}" in str(err.value) and f"exited with {code}" in str(err.value)
         _, tasks, artifacts = _prefect_record(state.state_details.flow_run_id)
-        assert set(tasks) == {"prepare"} and tasks["prepare"].state.is_failed()
-        assert tasks["prepare"].run_count == attempts
+        assert set(tasks) == {"prepare", "tokenize"} and tasks["tokenize"].state.is_failed()
+        assert tasks["tokenize"].run_count == attempts
         (artifact,) = [a for a in artifacts if a.key == pf.ARTIFACT_KEY]
-        assert "| tokenize | not run |" in artifact.data
+        assert "| pretrain@dense | not run |" in artifact.data
     assert not (work / "data" / "tokenized").exists()
     runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
     assert [r["status"] for r in runs if r["tags"].get("pipeline") == "prefect flow"] == ["FAILED"] * 2
+
+    # the stage mended: the rerun continues from it (prepare's outputs are kept, it does not run again)
+    script.write_text(original)
+    assert pf.pipeline(repo=str(work), targets=["tokenize"]) == {"prepare": "skipped", "tokenize": "ran"}
+    assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
 
 
 def test_metrics_table_reads_evaluate_metrics(tmp_path):
@@ -275,6 +317,20 @@ def test_metrics_table_reads_evaluate_metrics(tmp_path):
     table = pf.metrics_table(tmp_path)
     assert "| dense-instruct | -2.500 | 0.250 (const 0.300) |" in table
     assert pf.metrics_table(Path(tmp_path / "none")) == ""
+    (tmp_path / "metrics" / "evaluate" / "switch-instruct.json").write_text(
+        json.dumps({"bbh": {"zero_shot": {"score": 0.15, "score_lo": 0.12, "score_hi": 0.18}}})
+    )
+    rows = pf.score_rows(tmp_path)  # the Prefect table artifact: the same numbers, with the CI
+    assert rows[1] == {
+        "model": "switch-instruct",
+        "normalized_average zero-shot": None,
+        "mmlu few-shot": None,
+        "bbh zero-shot": 0.15,
+        "bbh zero-shot low": 0.12,
+        "bbh zero-shot high": 0.18,
+    }
+    assert rows[0]["mmlu few-shot"] == 0.25 and rows[0]["bbh zero-shot"] is None
+    assert pf.score_rows(tmp_path / "none") == []
 
 
 # -- the UI form (pipelines/settings.py) --------------------------------------------------------------
@@ -297,7 +353,7 @@ def test_form_renders_dropdowns_and_every_field_is_a_params_key():
     from flanmoe.config import parse_params
 
     defaults = parse_params(shipped).model_dump()
-    for key in KEYS.values():
+    for key in [k for keys in KEYS.values() for k in ((keys,) if isinstance(keys, str) else keys)]:
         node = defaults
         for part in key.split("."):
             assert part in node, key
@@ -317,6 +373,8 @@ def test_form_renders_dropdowns_and_every_field_is_a_params_key():
         ({"archs": ["dense", "switch"], "freeze": "gate"}, "finetune.freeze"),  # dense accepts only none
         ({"num_experts": 6, "moe_every": 2}, None),  # valid
         ({"preset": "tiny", "num_experts": 1, "archs": ["gshard"]}, "num_experts"),  # top-2 needs 2 experts
+        ({"num_experts": 6, "nproc": 4, "expert_parallel": 4}, "parallel.ep"),  # 4 does not divide 6 experts
+        ({"nproc": 4, "expert_parallel": 2}, None),
     ],
 )
 def test_form_combinations_are_validated_like_params_yaml(form, key):

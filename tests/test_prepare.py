@@ -1,13 +1,22 @@
 """Stage `prepare` end to end: layout, determinism, MLflow record, and nothing half-written on errors."""
 
 import json
+from pathlib import Path
 
 import datasets
 
 from flanmoe import tracking
 from flanmoe.data import prepared
 from stages.common import dvc_md5
-from tests.stage_helpers import FT_TASKS, TINY_EMBEDDED, local_sources, run_stage, write_params
+from tests.stage_helpers import (
+    FT_TASKS,
+    TINY_EMBEDDED,
+    artifact_paths,
+    local_sources,
+    logged_datasets,
+    run_stage,
+    write_params,
+)
 
 
 def test_local_sources_layout_metrics_and_mlflow(tmp_path):
@@ -37,6 +46,12 @@ def test_local_sources_layout_metrics_and_mlflow(tmp_path):
     assert run["metrics"]["flan.rows"] == 4.0
     assert run["tags"]["source.flan"] == "local"
     assert "git_commit" not in run["tags"]  # tmp_path is no git checkout: no commit is invented
+    # the local source files as the run's datasets, by path and DVC hash
+    read = logged_datasets(tmp_path, run["run_id"])
+    roots = [spec["path"].split("{")[0].rstrip("/") for spec in local_sources().values()]
+    assert sorted(read) == sorted(roots)
+    assert all(d["digest"] == dvc_md5(Path(name)) and d["context"] == "source" for name, d in read.items())
+    assert "metrics/prepare.json" in artifact_paths(tmp_path, run["run_id"])
 
 
 def test_same_params_same_bytes(tmp_path):

@@ -17,7 +17,14 @@ import pytest
 import torch
 
 from flanmoe import tracking
-from tests.stage_helpers import TINY_EMBEDDED, run_stage, write_params
+from tests.stage_helpers import (
+    TINY_EMBEDDED,
+    artifact_paths,
+    logged_datasets,
+    mlflow_client,
+    run_stage,
+    write_params,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -72,9 +79,33 @@ def _workspace(tmp_path: Path, tokenized: Path, **pretrain) -> Path:
     return tmp_path
 
 
+def test_prepare_and_tokenize_runs_log_inputs_tags_and_files(tokenized):
+    """The module's prepare and tokenize runs (embedded sources): tags, datasets, metrics files."""
+    from stages.common import dvc_md5
+
+    work = tokenized.parent
+    runs = {
+        r["tags"]["stage"]: r for r in tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
+    }
+    assert set(runs) == {"prepare", "tokenize"}
+    assert runs["prepare"]["tags"]["seed"] == "1234" and "dvc_exp" not in runs["prepare"]["tags"]
+    assert runs["tokenize"]["tags"]["seed"] == "1234"  # tokenize.seed
+    assert logged_datasets(work, runs["prepare"]["run_id"]) == {}  # embedded: no file or hub source
+    assert logged_datasets(work, runs["tokenize"]["run_id"]) == {
+        "data/prepared": {
+            "digest": dvc_md5(tokenized / "prepared"),
+            "source": {"uri": "data/prepared"},
+            "source_type": "local",
+            "context": "source",
+        }
+    }
+    assert "metrics/prepare.json" in artifact_paths(work, runs["prepare"]["run_id"])
+    assert {"metrics/tokenize.json", "tokenizer.json"} <= artifact_paths(work, runs["tokenize"]["run_id"])
+
+
 def test_pretrain_writes_model_metrics_plot_and_mlflow_run(tmp_path, tokenized):
     work = _workspace(tmp_path, tokenized)
-    proc = run_stage("pretrain", work, args=("switch",))
+    proc = run_stage("pretrain", work, args=("switch",), DVC_EXP_NAME="exp-micro")  # as `dvc exp run` sets it
     assert "pretrain@switch: 6 steps, train loss" in proc.stdout
     rerun = run_stage(
         "pretrain", work, args=("switch",)
@@ -102,11 +133,46 @@ def test_pretrain_writes_model_metrics_plot_and_mlflow_run(tmp_path, tokenized):
     for run in runs:
         assert run["tags"]["stage"] == "pretrain" and run["tags"]["arch"] == "switch"
         assert run["tags"]["router"] == "switch" and run["tags"]["num_experts"] == "4"
+        assert run["tags"]["seed"] == "1234" and run["tags"]["freeze"] == "none"
     trained = [r for r in runs if "train/lm_loss" in r["metrics"]]
     assert len(trained) == 1  # the resumed rerun trained nothing
+    rerun_tags = next(r["tags"] for r in runs if r is not trained[0])
+    assert trained[0]["tags"]["dvc_exp"] == "exp-micro" and "dvc_exp" not in rerun_tags  # not under DVC
     m = trained[0]["metrics"]
     assert m["final/val_loss"] == pytest.approx(metrics["val_loss"])
     assert {"train/grad_norm", "train/lr", "router/moe/entropy", "router/moe/dropped_fraction"} <= set(m)
+
+    # the data read, by reference: its DVC hash and path
+    from stages.common import dvc_md5
+
+    run_id = trained[0]["run_id"]
+    assert logged_datasets(work, run_id) == {
+        "data/tokenized/pretrain": {
+            "digest": dvc_md5(work / "data" / "tokenized" / "pretrain"),
+            "source": {"uri": "data/tokenized/pretrain"},
+            "source_type": "local",
+            "context": "training",
+        }
+    }
+    assert artifact_paths(work, run_id) == {"metrics/pretrain/switch.json", "plots/pretrain/switch.json"}
+    # the exported model: an MLflow logged model, output of the run, with its files as exported
+    from mlflow.entities import LoggedModelStatus
+
+    client = mlflow_client(work)
+    models = [lm for lm in client.search_logged_models([client.get_run(run_id).info.experiment_id])
+              if lm.source_run_id == run_id]  # fmt: skip
+    assert len(models) == 1
+    lm = models[0]
+    assert (lm.name, lm.status, lm.model_type) == ("pretrain-switch", LoggedModelStatus.READY, "flanmoe")
+    assert [o.model_id for o in client.get_run(run_id).outputs.model_outputs] == [lm.model_id]
+    assert (
+        lm.tags["arch"] == "switch" and lm.tags["stage"] == "pretrain" and lm.tags["dvc_exp"] == "exp-micro"
+    )
+    assert lm.tags["model_md5"] == dvc_md5(model_dir)
+    assert lm.params["d_model"] == "32" and lm.params["moe.num_experts"] == "4"
+    assert {x.key: x.value for x in lm.metrics}["final/val_loss"] == pytest.approx(metrics["val_loss"])
+    files = {f.path for f in client.list_logged_model_artifacts(lm.model_id)}
+    assert files == {"MLmodel", "config.json", "model.safetensors", "tokenizer.json"}
 
 
 def _kill_when_checkpoint(proc: subprocess.Popen, ckpt_root: Path, step: int, timeout: float = 120) -> None:

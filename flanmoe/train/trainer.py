@@ -338,7 +338,14 @@ class Trainer:
                     metrics["train/load_balance_loss"] = means["load_balance"]
                     metrics["train/z_loss"] = means["z_loss"]
                     metrics.update({f"router/{k}": v for k, v in last_router.items()})
-                point = {"step": self.step, "train_loss": means["lm_loss"], "lr": metrics["train/lr"]}
+                # every point has the same keys (DVC plots refuse rows that differ): val_loss null
+                # where this step did not validate
+                point = {
+                    "step": self.step,
+                    "train_loss": means["lm_loss"],
+                    "val_loss": None,
+                    "lr": metrics["train/lr"],
+                }
                 if self.step % cfg.eval_every == 0 or last_step:
                     self.last["val_loss"] = val_loss = self.validate()
                     self._after_eval(val_loss)

@@ -9,18 +9,23 @@ tracking layer turns the first error off for the rest of the run, so any error i
     python bench/mlflow_writers.py [--writers 2] [--batches 200] [--json PATH]
 """
 
+# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/ first on sys.path would let bench/tokenize.py shadow the standard library's tokenize
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 WRITER = r"""
 import sys, time, mlflow

@@ -637,7 +637,7 @@ def _run_graph(
 
 @flow(name="flan-moe")
 def pipeline(
-    settings: RunSettings | None = None,
+    settings: RunSettings = RunSettings(),  # noqa: B008 - every field empty; never mutated
     overrides: dict[str, Any] | None = None,
     name: str | None = None,
     targets: list[str] | None = None,

@@ -51,6 +51,7 @@ def serve() -> None:
         global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
         limit=1,
         pause_on_shutdown=False,
+        print_starting_message=False,  # main() prints the URLs
         # runs import pipelines.flow (a file-path entrypoint would load it under another module name,
         # where pydantic cannot resolve the form's annotations)
         entrypoint_type=EntrypointType.MODULE_PATH,
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     status = 0
     try:
         groups.append(

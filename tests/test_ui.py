@@ -186,6 +186,17 @@ def test_two_runs_triggered_at_once_are_queued_and_keep_their_own_results(served
         [sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=work, capture_output=True, text=True
     )
     assert listed.returncode == 0 and all(name in listed.stdout for name in steps)
+    assert not any((work / pf.EXPERIMENTS_DIR).iterdir())  # the private copies are gone
+
+    # the same experiment name again is refused before anything runs
+    again = run_deployment(
+        f"flan-moe/{ui.DEPLOYMENT}",
+        parameters={"settings": {"experiment_name": "run-a", "pretrain_steps": 2}, "targets": TARGETS},
+        timeout=0,
+    )
+    (again,) = _wait_final([again.id], timeout=300)
+    assert again.state.is_failed() and "'run-a': a DVC experiment of that name exists" in again.state.message
+    assert _task_runs(again.id) == {}
 
     # MLflow, through the server: a parent run per flow run, the stages as its children, tagged
     runs = tracking.search_runs("flan-moe", uri=served["mlflow"])

@@ -563,7 +563,7 @@ def metrics_table(repo: str | Path) -> str:
 
 def report(states: Mapping[str, str], repo: str | Path, title: str, extra: Mapping[str, str]) -> str:
     lines = [f"# {title}", ""]
-    lines += [f"- {k}: `{v}`" for k, v in extra.items() if v]
+    lines += [f"- {k}: " + (f"<{v}>" if v.startswith("http") else f"`{v}`") for k, v in extra.items() if v]
     counts = {s: sum(1 for v in states.values() if v == s) for s in (RAN, SKIPPED, RESTORED, FAILED, NOT_RUN)}
     lines += ["- states: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), ""]
     lines += ["| stage | state |", "|---|---|"] + [f"| {s} | {st} |" for s, st in states.items()]
@@ -588,6 +588,16 @@ def _tag_flow_run(tag: str, logger) -> None:
             client.update_flow_run(flow_run.id, tags=[*flow_run.tags, tag])
     except Exception as e:  # noqa: BLE001 - a tag is not worth failing the pipeline
         logger.warning("could not tag the flow run with %s: %s", tag, e)
+
+
+def _mlflow_link(run_id: str, experiment: str) -> str:
+    """The parent run's page in the MLflow UI when the store is a tracking server, else its id."""
+    from flanmoe import tracking
+
+    uri = tracking.tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return run_id
+    return f"{uri.rstrip('/')}/#/experiments/{tracking.ensure_experiment(experiment)}/runs/{run_id}"
 
 
 class PipelineFailed(RuntimeError):
@@ -728,7 +738,7 @@ def pipeline(
                         if experiment
                         else "",
                         "overrides": " ".join(set_params),
-                        "MLflow parent run": run.run_id,
+                        "MLflow parent run": _mlflow_link(run.run_id, params.base.experiment),
                         "Prefect flow run": flow_run_id or "",
                     },
                 )

@@ -91,7 +91,7 @@ def test_make_run_path(workspace):
     evaluate |= {f"evaluate_{s}" for s in finetune}
     assert set(lock["stages"]) == {
         "prepare", "tokenize", "pretrain@dense", "pretrain@switch", "instruct@dense", "instruct@switch",
-        *finetune, *evaluate,
+        *finetune, *evaluate, "report",
     }  # fmt: skip
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
     assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
@@ -102,7 +102,8 @@ def test_make_run_path(workspace):
     children = {
         r["tags"]["stage"]: r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["run_id"]
     }
-    assert set(children) == {"prepare", "tokenize", "pretrain", "instruct", "finetune", "evaluate"}
+    assert set(children) == {"prepare", "tokenize", "pretrain", "instruct", "finetune", "evaluate", "report"}
+    assert (work / "docs" / "report" / "report.md").is_file() and (work / "metrics" / "report.json").is_file()
     # the paper's comparisons line up in MLflow: evaluate runs by arch and scenario, every score present
     scored = {
         (r["tags"]["arch"], r["tags"]["scenario"], r["tags"]["model_stage"]): r["metrics"]

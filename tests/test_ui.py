@@ -126,6 +126,18 @@ def _task_runs(flow_run_id):
     return {t.name: t for t in tasks}
 
 
+def _artifact(flow_run_id, key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    (artifact,) = [a for a in artifacts if a.key == key]
+    return artifact.data
+
+
 def _git_show(work: Path, ref: str, path: str) -> str:
     return subprocess.run(
         ["git", "show", f"{ref}:{path}"], cwd=work, capture_output=True, text=True, check=True
@@ -205,6 +217,8 @@ def test_two_runs_triggered_at_once_are_queued_and_keep_their_own_results(served
         assert parent["status"] == "FINISHED"
         assert parent["tags"]["prefect_flow_run_id"] == str(final[name].id)
         assert f"mlflow_run_id:{parent['run_id']}" in final[name].tags
+        markdown = _artifact(final[name].id, pf.ARTIFACT_KEY)  # links to the parent run's MLflow page
+        assert f"<{served['mlflow']}/#/experiments/" in markdown and f"/runs/{parent['run_id']}>" in markdown
         children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["run_id"]]
         (pretrain,) = [r for r in children if r["tags"]["stage"] == "pretrain"]
         assert pretrain["tags"]["arch"] == "dense" and pretrain["tags"]["dvc_exp"] == name

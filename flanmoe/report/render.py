@@ -1,0 +1,257 @@
+"""The report as Markdown and as one standalone HTML page (inline CSS, nothing fetched).
+
+Both are drawn from the same ``Table`` and ``Finding`` objects, with the same number formats:
+normalized scores and their gains in points with one decimal, raw scores and chance levels with three.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from flanmoe.report.findings import Finding
+from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
+from flanmoe.report.table import AVERAGE, Table
+
+SUITE_LABEL = {"mmlu": "MMLU", "bbh": "BBH", AVERAGE: "normalized avg"}
+MODEL_LABEL = {"pretrain": "pretrained only", "instruct": "instruction-tuned"}
+SCENARIO_LABEL = {"direct": "direct", "after_it": "after IT"}
+METHOD = (
+    "Every score is a point estimate with its 95% percentile-bootstrap CI over the test examples (one model,"
+    " one seed). Normalized scores put chance at 0 and a perfect score at 100 (the paper's normalization);"
+    " the normalized average is the mean of the held-out suites' normalized scores. A gain or difference"
+    " a - b gets its CI from the two CIs by MOVER (Zou & Donner 2008), taking a and b as independent:"
+    " lo = d - sqrt((a - a_lo)^2 + (b_hi - b)^2), hi = d + sqrt((a_hi - a)^2 + (b - b_lo)^2). Both models"
+    " are scored on the same questions, so their errors correlate positively and these CIs are"
+    " conservative. A claim's difference holds when its CI lies above 0, does not hold when below 0,"
+    " and is within noise when the CI contains 0; a claim made for every arch, mode or task holds when"
+    " each case holds and does not hold when any case does not."
+)
+
+
+def fmt_points(e: Estimate, sign: bool = False) -> str:
+    """Normalized points: ``-10.4 [-13.5, -7.0]`` (``sign``: ``+5.3 [+1.0, +9.8]``)."""
+    f = "{:+.1f}" if sign else "{:.1f}"
+    return f"{f.format(e.value)} [{f.format(e.lo)}, {f.format(e.hi)}]"
+
+
+def fmt_score(e: Estimate, sign: bool = False) -> str:
+    """A raw score: ``0.108 [0.083, 0.135]``."""
+    f = "{:+.3f}" if sign else "{:.3f}"
+    return f"{f.format(e.value)} [{f.format(e.lo)}, {f.format(e.hi)}]"
+
+
+def _mode_label(mode: str, k: int | None) -> str:
+    return "0-shot" if mode == "zero_shot" else (f"{k}-shot" if k else "few-shot")
+
+
+def _column_label(col: tuple[str, str], k: int | None) -> str:
+    return f"{SUITE_LABEL.get(col[0], col[0])} {_mode_label(col[1], k)}"
+
+
+def model_rows(t: Table) -> tuple[list[str], list[list[str]]]:
+    head = ["arch", "kind", "params", "active params", "FLOPs/token"]
+    rows = []
+    for m in t.models:
+        kind = "MoE" if m.moe else (f"dense (FLOPs twin of {m.twin_of})" if m.twin_of else "dense")
+        rows.append([m.arch, kind, f"{m.params:,}", f"{m.active_params:,}", f"{m.flops_per_token:,.0f}"])
+    return head, rows
+
+
+def heldout_rows(t: Table) -> tuple[list[str], list[list[str]]]:
+    """Per arch: pretrained only, instruction-tuned, IT gain. A suite's cell: normalized score [CI] ·
+    raw score · chance."""
+    head = ["arch", "model"] + [_column_label(c, t.fewshot_k) for c in t.columns]
+    rows = []
+    for arch, by_model in t.heldout.items():
+        for model, cells in by_model.items():
+            row = [arch, MODEL_LABEL.get(model, model)]
+            for col in t.columns:
+                c = cells.get(col)
+                if c is None:
+                    row.append("—")
+                elif c.score is None:
+                    row.append(fmt_points(c.normalized))
+                else:
+                    row.append(
+                        f"{fmt_points(c.normalized)} · acc {c.score.value:.3f} · chance {c.chance:.3f}"
+                    )
+            rows.append(row)
+        gains = t.it_gain.get(arch, {})
+        rows.append(
+            [arch, "IT gain"] + [fmt_points(gains[c], sign=True) if c in gains else "—" for c in t.columns]
+        )
+    return head, rows
+
+
+def finetune_rows(t: Table) -> tuple[list[str], list[list[str]]]:
+    """Per arch and task: chance, each scenario's score [CI], after_it - direct [CI]."""
+    head = (
+        ["arch", "task", "chance"] + [SCENARIO_LABEL.get(s, s) for s in t.scenarios] + ["after IT - direct"]
+    )
+    rows = []
+    for arch, by_task in t.finetune.items():
+        for task, cells in by_task.items():
+            if not cells:
+                continue
+            chance = next(iter(cells.values())).chance
+            row = [arch, task, f"{chance:.3f}"]
+            row += [fmt_score(cells[s].score) if s in cells else "—" for s in t.scenarios]
+            gain = t.finetune_gain.get(arch, {}).get(task)
+            row.append(fmt_score(gain, sign=True) if gain is not None else "—")
+            rows.append(row)
+    return head, rows
+
+
+def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt_diff(f: Finding, e: Estimate) -> str:
+    return fmt_points(e, sign=True) if f.unit == "points" else fmt_score(e, sign=True)
+
+
+def to_markdown(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report", source: str = "") -> str:
+    """The whole report as GitHub Markdown."""
+    archs = ", ".join(m.arch for m in t.models)
+    out = [f"# {title}", ""]
+    if source:
+        out += [source, ""]
+    out += [
+        "## Models",
+        "",
+        f"Archs: {archs}. FLOPs/token: forward pass, matmuls of the active experts only (flanmoe/model/flops.py).",
+        "",
+    ]
+    out += [_md_table(*model_rows(t)), ""]
+    out += [
+        "## Held-out evaluation (scenario 2: instruction tuning, then zero- and few-shot)",
+        "",
+        "Each suite: normalized score [95% CI] (chance 0, perfect 100) · raw score (acc) · chance level."
+        " IT gain = instruction-tuned - pretrained only, in normalized points [95% CI].",
+        "",
+        _md_table(*heldout_rows(t)),
+        "",
+    ]
+    head, rows = finetune_rows(t)
+    out += ["## Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)", ""]
+    if rows:
+        out += [
+            "Test-split score [95% CI] (accuracy by rank classification, or exact match) with the task's"
+            " chance level.",
+            "",
+            _md_table(head, rows),
+            "",
+        ]
+    else:
+        out += ["No fine-tuned models in this run (finetune.tasks or finetune.scenarios empty).", ""]
+    out += [
+        "## Findings",
+        "",
+        "Computed by rule from the CIs above (see Method); none is written by hand.",
+        "",
+    ]
+    measured = [f for f in fs if f.comparisons]
+    unmeasured = [f for f in fs if not f.comparisons]
+    for i, f in enumerate(measured, 1):
+        out.append(f"{i}. **{f.verdict}** — {f.text}")
+        out.append(f"   Rule: {f.rule}.")
+        out += [f"   - {c.label}: {_fmt_diff(f, c.estimate)} — {c.verdict}" for c in f.comparisons]
+    out += ["", "### Not measured in this run", ""]
+    out += [f"- {f.text} Needs: {f.why_not_measured}." for f in unmeasured]
+    out += ["", "## Method", "", METHOD, ""]
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:86rem;
+color:#1b1f24;line-height:1.45;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
+table{border-collapse:collapse;margin:.75rem 0;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.3rem .55rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.gain td{background:#fbfbf0;font-weight:600}
+.side{color:#57606a;font-size:.8rem;display:block}
+.v{font-weight:700;padding:0 .35rem;border-radius:.25rem}
+.holds{background:#dafbe1;color:#116329}.doesnot{background:#ffebe9;color:#a40e26}
+.noise{background:#fff8c5;color:#6a5300}.unmeasured{background:#eaeef2;color:#424a53}
+li{margin:.25rem 0}.rule{color:#57606a;font-size:.85rem}
+"""
+_VERDICT_CLASS = {HOLDS: "holds", DOES_NOT_HOLD: "doesnot", WITHIN_NOISE: "noise", NOT_MEASURED: "unmeasured"}
+
+
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]], gain_label: str | None = None) -> str:
+    e = html.escape
+    parts = ["<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    for r in rows:
+        cls = ' class="gain"' if gain_label is not None and gain_label in r else ""
+        cells = []
+        for i, cell in enumerate(r):
+            main, _, side = cell.partition(" · ")
+            inner = e(main) + (f'<span class="side">{e(side)}</span>' if side else "")
+            cells.append(f'<td class="num">{inner}</td>' if i >= 2 else f"<td>{inner}</td>")
+        parts.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return "\n".join(parts)
+
+
+def _verdict_html(v: str) -> str:
+    return f'<span class="v {_VERDICT_CLASS[v]}">{html.escape(v)}</span>'
+
+
+def to_html(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report", source: str = "") -> str:
+    """The whole report as one HTML page: inline CSS, no script, no external resource."""
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    if source:
+        out.append(f"<p>{e(source)}</p>")
+    out += ["<h2>Models</h2>", _html_table(*model_rows(t))]
+    out += [
+        "<h2>Held-out evaluation (scenario 2: instruction tuning, then zero- and few-shot)</h2>",
+        "<p>Each suite: normalized score [95% CI] (chance 0, perfect 100), below it the raw score and the"
+        " chance level. IT gain = instruction-tuned − pretrained only, in normalized points [95% CI].</p>",
+        _html_table(*heldout_rows(t), gain_label="IT gain"),
+    ]
+    head, rows = finetune_rows(t)
+    out.append("<h2>Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)</h2>")
+    out.append(
+        "<p>Test-split score [95% CI] with the task's chance level.</p>" + _html_table(head, rows)
+        if rows
+        else "<p>No fine-tuned models in this run.</p>"
+    )
+    out += [
+        "<h2>Findings</h2>",
+        "<p>Computed by rule from the CIs above (see Method); none is written by hand.</p>",
+    ]
+    out.append("<ol>")
+    for f in (f for f in fs if f.comparisons):
+        items = "".join(
+            f'<li>{e(c.label)}: <span class="num">'
+            f"{e(_fmt_diff(f, c.estimate))}</span> "
+            f"{_verdict_html(c.verdict)}</li>"
+            for c in f.comparisons
+        )
+        out.append(
+            f'<li>{_verdict_html(f.verdict)} {e(f.text)}<div class="rule">Rule: {e(f.rule)}.</div>'
+            f"<ul>{items}</ul></li>"
+        )
+    out.append("</ol><h3>Not measured in this run</h3><ul>")
+    out += [
+        f'<li>{_verdict_html(NOT_MEASURED)} {e(f.text)} <span class="rule">Needs: {e(f.why_not_measured or "")}.'
+        "</span></li>"
+        for f in fs
+        if not f.comparisons
+    ]
+    out += ["</ul>", "<h2>Method</h2>", f"<p>{e(METHOD)}</p>", "</body></html>", ""]
+    return "\n".join(out)
+
+
+__all__ = ["fmt_points", "fmt_score", "to_html", "to_markdown"]

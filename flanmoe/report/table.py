@@ -1,0 +1,192 @@
+"""The paper-style table as data: one ``ArchResults`` per arch in, a ``Table`` out.
+
+Pure functions over the metrics dicts the pipeline writes (``metrics/pretrain/<arch>.json``,
+``metrics/evaluate/<arch>-<pretrain|instruct>.json``, ``metrics/evaluate/<arch>-<task>-<scenario>.json``);
+where they come from is the caller's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from flanmoe.report.stats import Estimate, difference
+
+MODES = ("zero_shot", "few_shot")
+SUITES = ("mmlu", "bbh")  # held-out suites, each shown on the normalized scale
+AVERAGE = "normalized_average"  # the paper's mean of the suites' normalized scores
+MODELS = ("pretrain", "instruct")  # pretrained-only, instruction-tuned
+SCENARIOS = ("direct", "after_it")  # single-task fine-tuning from the pretrained / instruction-tuned model
+
+
+class ReportInputError(ValueError):
+    """A metrics dict lacks what the report needs; the message names the dict and the key."""
+
+
+@dataclass(frozen=True)
+class ArchResults:
+    """Everything measured about one arch.
+
+    ``pretrain``: its pretrain metrics (``params``, ``active_params``, ``flops_per_token``);
+    ``evaluate``: ``{"pretrain" | "instruct": evaluate metrics}``; ``finetune``:
+    ``{(task, scenario): evaluate metrics of the fine-tuned model}``; ``twin_of``: for a dense arch,
+    the MoE arch whose FLOPs per token it matches."""
+
+    name: str
+    moe: bool
+    pretrain: Mapping
+    evaluate: Mapping[str, Mapping]
+    finetune: Mapping[tuple[str, str], Mapping] = field(default_factory=dict)
+    twin_of: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldoutCell:
+    """A held-out score: ``normalized`` (chance 0, perfect 100) with its CI; for a suite also the raw
+    ``score`` with its CI and the suite's ``chance`` (None for the normalized average)."""
+
+    normalized: Estimate
+    score: Estimate | None = None
+    chance: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoreCell:
+    """A fine-tuned task's test score with its CI and chance level."""
+
+    score: Estimate
+    chance: float
+
+
+@dataclass
+class ModelRow:
+    arch: str
+    moe: bool
+    twin_of: str | None
+    params: int
+    active_params: int
+    flops_per_token: float
+
+
+@dataclass
+class Table:
+    """``heldout[arch][model][(suite, mode)]``, ``it_gain[arch][(suite, mode)]`` (instruct - pretrain,
+    normalized points), ``finetune[arch][task][scenario]``, ``finetune_gain[arch][task]`` (after_it -
+    direct). ``columns``: the (suite, mode) pairs present, ``suites`` ending with the average."""
+
+    models: list[ModelRow]
+    columns: list[tuple[str, str]]
+    heldout: dict[str, dict[str, dict[tuple[str, str], HeldoutCell]]]
+    it_gain: dict[str, dict[tuple[str, str], Estimate]]
+    tasks: list[str]
+    scenarios: list[str]
+    finetune: dict[str, dict[str, dict[str, ScoreCell]]]
+    finetune_gain: dict[str, dict[str, Estimate]]
+    fewshot_k: int | None = None
+
+
+def _require(d: Mapping, keys: tuple[str, ...], where: str):
+    cur = d
+    for i, k in enumerate(keys):
+        if not isinstance(cur, Mapping) or k not in cur:
+            raise ReportInputError(f"{where}: no key {'.'.join(keys[: i + 1])!r}")
+        cur = cur[k]
+    return cur
+
+
+def _estimate(block: Mapping, key: str, where: str) -> Estimate:
+    vals = [_require(block, (k,), where) for k in (key, f"{key}_lo", f"{key}_hi")]
+    if not all(isinstance(v, int | float) for v in vals):
+        raise ReportInputError(f"{where}: {key}, {key}_lo, {key}_hi must be numbers, got {vals}")
+    return Estimate(*(float(v) for v in vals))
+
+
+def heldout_cell(
+    metrics: Mapping, suite: str, mode: str, where: str = "evaluate metrics"
+) -> HeldoutCell | None:
+    """The cell of ``suite`` x ``mode`` of one evaluate metrics dict (None if it was not evaluated)."""
+    block = metrics.get(suite, {}).get(mode)
+    if block is None:
+        return None
+    where = f"{where}: {suite}.{mode}"
+    if suite == AVERAGE:
+        return HeldoutCell(_estimate(block, "score", where))
+    return HeldoutCell(
+        _estimate(block, "normalized", where),
+        _estimate(block, "score", where),
+        float(_require(block, ("chance",), where)),
+    )
+
+
+def finetune_cell(metrics: Mapping, where: str = "fine-tuned metrics") -> ScoreCell:
+    """The test score of a fine-tuned model (``finetune.zero_shot``)."""
+    block = _require(metrics, ("finetune", "zero_shot"), where)
+    return ScoreCell(
+        _estimate(block, "score", f"{where}: finetune.zero_shot"), float(block.get("chance", 0.0))
+    )
+
+
+def build_table(
+    archs: list[ArchResults], tasks: list[str], scenarios: list[str], fewshot_k: int | None = None
+) -> Table:
+    """The report's table from the archs' metrics (in the order given). Raises ``ReportInputError``
+    when a dict lacks a key the table needs."""
+    models = []
+    for a in archs:
+        where = f"pretrain metrics of {a.name}"
+        models.append(
+            ModelRow(
+                a.name,
+                a.moe,
+                a.twin_of,
+                int(_require(a.pretrain, ("params",), where)),
+                int(_require(a.pretrain, ("active_params",), where)),
+                float(_require(a.pretrain, ("flops_per_token",), where)),
+            )
+        )
+    heldout: dict = {}
+    for a in archs:
+        heldout[a.name] = {}
+        for model in MODELS:
+            if model not in a.evaluate:
+                raise ReportInputError(f"{a.name}: no evaluate metrics of the {model} model")
+            where = f"evaluate metrics of {a.name}-{model}"
+            cells = {}
+            for suite in (*SUITES, AVERAGE):
+                for mode in MODES:
+                    cell = heldout_cell(a.evaluate[model], suite, mode, where)
+                    if cell is not None:
+                        cells[(suite, mode)] = cell
+            heldout[a.name][model] = cells
+    columns = [
+        (s, m)
+        for s in (*SUITES, AVERAGE)
+        for m in MODES
+        if any((s, m) in heldout[a][model] for a in heldout for model in MODELS)
+    ]
+    it_gain = {
+        a: {
+            col: difference(cells["instruct"][col].normalized, cells["pretrain"][col].normalized)
+            for col in columns
+            if col in cells["instruct"] and col in cells["pretrain"]
+        }
+        for a, cells in heldout.items()
+    }
+    finetune: dict = {}
+    finetune_gain: dict = {}
+    for a in archs:
+        finetune[a.name] = {}
+        for task in tasks:
+            row = {}
+            for scenario in scenarios:
+                if (task, scenario) in a.finetune:
+                    where = f"fine-tuned metrics of {a.name}-{task}-{scenario}"
+                    row[scenario] = finetune_cell(a.finetune[(task, scenario)], where)
+            finetune[a.name][task] = row
+            if "direct" in row and "after_it" in row:
+                finetune_gain.setdefault(a.name, {})[task] = difference(
+                    row["after_it"].score, row["direct"].score
+                )
+    return Table(
+        models, columns, heldout, it_gain, list(tasks), list(scenarios), finetune, finetune_gain, fewshot_k
+    )

@@ -1,0 +1,318 @@
+"""The report: its table repeats the metrics files' numbers, its gains follow MOVER, its findings follow
+the CIs, its HTML is standalone, and the stage stops with exit 2 (nothing written) on missing metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from flanmoe.report import (
+    ArchResults,
+    Estimate,
+    build_table,
+    difference,
+    findings,
+    summary,
+    to_html,
+    to_markdown,
+)
+from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE
+from tests.stage_helpers import run_stage, write_params
+
+TASKS = ["fact_verification", "list_sum"]
+SCENARIOS = ["direct", "after_it"]
+CHANCE = {"mmlu": 0.25, "bbh": 0.191667}
+
+
+def suite_block(norm: tuple[float, float, float], chance: float) -> dict:
+    """An evaluate-stage block (one suite, one mode) whose normalized score is ``norm``."""
+    raw = [chance + n / 100 * (1 - chance) for n in norm]
+    return {
+        "score": raw[0],
+        "score_lo": raw[1],
+        "score_hi": raw[2],
+        "chance": chance,
+        "normalized": norm[0],
+        "normalized_lo": norm[1],
+        "normalized_hi": norm[2],
+        "best_constant": 0.3,
+        "n": 280,
+        "tasks": {
+            "t": {
+                "score": raw[0],
+                "score_lo": raw[1],
+                "score_hi": raw[2],
+                "chance": chance,
+                "best_constant": 0.3,
+            }
+        },
+    }
+
+
+def evaluate_metrics(avg: dict[str, tuple[float, float, float]], shift: float = 0.0) -> dict:
+    """metrics/evaluate/<arch>-<model>.json: mmlu and bbh around the normalized average ``avg``."""
+    out: dict = {"mmlu": {}, "bbh": {}, "normalized_average": {}}
+    for mode, (v, lo, hi) in avg.items():
+        out["mmlu"][mode] = suite_block((v + shift, lo + shift - 1, hi + shift + 1), CHANCE["mmlu"])
+        out["bbh"][mode] = suite_block((v - shift, lo - shift - 2, hi - shift + 2), CHANCE["bbh"])
+        out["normalized_average"][mode] = {"score": v, "score_lo": lo, "score_hi": hi}
+    return out
+
+
+def finetune_metrics(score: tuple[float, float, float], chance: float) -> dict:
+    block = {"score": score[0], "score_lo": score[1], "score_hi": score[2], "chance": chance, "n": 100}
+    return {"finetune": {"zero_shot": {**block, "exact_match": score[0], "tasks": {"x": dict(block)}}}}
+
+
+def pretrain_metrics(params: int, active: int, flops: float) -> dict:
+    return {"params": params, "active_params": active, "flops_per_token": flops, "router": {}}
+
+
+def both_modes(v, lo, hi) -> dict:
+    return {"zero_shot": (v, lo, hi), "few_shot": (v + 1, lo + 1, hi + 1)}
+
+
+def default_metrics() -> dict[str, dict]:
+    """A dense / switch run: IT helps both (switch more), after IT switch beats dense."""
+    ft = {
+        ("dense", "fact_verification", "direct"): ((0.53, 0.44, 0.63), 0.5),
+        ("dense", "fact_verification", "after_it"): ((0.58, 0.49, 0.68), 0.5),
+        ("dense", "list_sum", "direct"): ((0.16, 0.09, 0.23), 0.0),
+        ("dense", "list_sum", "after_it"): ((0.08, 0.03, 0.14), 0.0),
+        ("switch", "fact_verification", "direct"): ((0.485, 0.39, 0.59), 0.5),
+        ("switch", "fact_verification", "after_it"): ((0.90, 0.85, 0.95), 0.5),
+        ("switch", "list_sum", "direct"): ((0.06, 0.02, 0.11), 0.0),
+        ("switch", "list_sum", "after_it"): ((0.61, 0.52, 0.70), 0.0),
+    }
+    m = {
+        "pretrain/dense": pretrain_metrics(3229440, 3229440, 1726873.6),
+        "pretrain/switch": pretrain_metrics(5984000, 3231488, 1728921.6),
+        "dense-pretrain": evaluate_metrics(both_modes(-11.4, -14.7, -7.8), shift=2),
+        "dense-instruct": evaluate_metrics(both_modes(-4.7, -8.8, -1.0), shift=3),
+        "switch-pretrain": evaluate_metrics(both_modes(-11.9, -15.2, -8.3)),
+        "switch-instruct": evaluate_metrics(both_modes(20.0, 16.0, 24.0)),
+    }
+    for (arch, task, scenario), (score, chance) in ft.items():
+        m[f"{arch}-{task}-{scenario}"] = finetune_metrics(score, chance)
+    return m
+
+
+def arch_results(m: dict[str, dict]) -> list[ArchResults]:
+    def one(name: str, moe: bool, twin_of: str | None) -> ArchResults:
+        return ArchResults(
+            name,
+            moe,
+            m[f"pretrain/{name}"],
+            {k: m[f"{name}-{k}"] for k in ("pretrain", "instruct")},
+            {(t, s): m[f"{name}-{t}-{s}"] for t in TASKS for s in SCENARIOS if f"{name}-{t}-{s}" in m},
+            twin_of,
+        )
+
+    return [one("dense", False, "switch"), one("switch", True, None)]
+
+
+def md_table(md: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the first Markdown table after ``heading``."""
+    lines = md[md.index(heading) :].splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = []
+    for ln in lines[start + 2 :]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split("|")])
+    return rows
+
+
+NUM = r"[-+]?\d+(?:\.\d+)?"
+
+
+def numbers(cell: str) -> list[float]:
+    return [float(x) for x in re.findall(NUM, cell.replace(",", ""))]
+
+
+def test_table_repeats_the_metrics_numbers():
+    m = default_metrics()
+    table = build_table(arch_results(m), TASKS, SCENARIOS, fewshot_k=3)
+    md = to_markdown(table, findings(table))
+
+    models = {r[0]: r for r in md_table(md, "## Models")}
+    for arch in ("dense", "switch"):
+        p = m[f"pretrain/{arch}"]
+        assert numbers(models[arch][2]) == [p["params"]]
+        assert numbers(models[arch][3]) == [p["active_params"]]
+        assert numbers(models[arch][4]) == [round(p["flops_per_token"])]
+    assert models["dense"][1] == "dense (FLOPs twin of switch)" and models["switch"][1] == "MoE"
+
+    rows = md_table(md, "## Held-out evaluation")
+    head = md[md.index("## Held-out evaluation") :].splitlines()[4]
+    assert "MMLU 0-shot" in head and "BBH 3-shot" in head and "normalized avg 3-shot" in head
+    columns = [(s, mo) for s in ("mmlu", "bbh", "normalized_average") for mo in ("zero_shot", "few_shot")]
+    label = {"pretrained only": "pretrain", "instruction-tuned": "instruct"}
+    checked = 0
+    for row in rows:
+        arch, model = row[0], row[1]
+        if model == "IT gain":
+            continue
+        mets = m[f"{arch}-{label[model]}"]
+        for (suite, mode), cell in zip(columns, row[2:], strict=True):
+            b = mets[suite][mode]
+            if suite == "normalized_average":
+                expect = [round(b[k], 1) for k in ("score", "score_lo", "score_hi")]
+            else:
+                expect = [round(b[k], 1) for k in ("normalized", "normalized_lo", "normalized_hi")]
+                expect += [round(b["score"], 3), round(b["chance"], 3)]
+            assert numbers(cell) == pytest.approx(expect, abs=1e-9), (arch, model, suite, mode, cell)
+            checked += 1
+    assert checked == 2 * 2 * 6
+
+    ft = {(r[0], r[1]): r for r in md_table(md, "## Single-task fine-tuning")}
+    assert len(ft) == 4
+    for (arch, task), row in ft.items():
+        assert numbers(row[2]) == [m[f"{arch}-{task}-direct"]["finetune"]["zero_shot"]["chance"]]
+        for i, scenario in enumerate(SCENARIOS):
+            b = m[f"{arch}-{task}-{scenario}"]["finetune"]["zero_shot"]
+            assert numbers(row[3 + i]) == [round(b[k], 3) for k in ("score", "score_lo", "score_hi")]
+
+
+def test_gain_interval_by_hand():
+    a, b = Estimate(10.0, 6.0, 15.0), Estimate(2.0, 0.0, 3.0)
+    d = difference(a, b)
+    assert d.value == 8.0
+    assert d.lo == pytest.approx(8 - math.sqrt(4**2 + 1**2))  # a's lower half-width, b's upper
+    assert d.hi == pytest.approx(8 + math.sqrt(5**2 + 2**2))  # a's upper half-width, b's lower
+    sym = difference(Estimate(5, 2, 8), Estimate(1, -3, 5))  # symmetric: half-widths in quadrature
+    assert (sym.lo, sym.hi) == pytest.approx((4 - 5, 4 + 5))
+
+    m = default_metrics()
+    table = build_table(arch_results(m), TASKS, SCENARIOS)
+    gain = table.it_gain["dense"][("normalized_average", "zero_shot")]
+    inst, pre = (
+        m["dense-instruct"]["normalized_average"]["zero_shot"],
+        m["dense-pretrain"]["normalized_average"]["zero_shot"],
+    )
+    assert gain.value == pytest.approx(inst["score"] - pre["score"])  # -4.7 - -11.4 = 6.7
+    assert gain.lo == pytest.approx(6.7 - math.hypot(-4.7 - -8.8, -7.8 - -11.4))
+    assert gain.hi == pytest.approx(6.7 + math.hypot(-1.0 - -4.7, -11.4 - -14.7))
+    ft = table.finetune_gain["switch"]["list_sum"]
+    assert ft.value == pytest.approx(0.61 - 0.06)
+    assert ft.lo == pytest.approx(0.55 - math.hypot(0.09, 0.05))
+    rep = summary(table, findings(table))
+    assert rep["it_gain"]["dense"]["zero_shot"]["normalized_average"]["value"] == pytest.approx(6.7)
+    assert rep["finetune_gain"]["switch"]["list_sum"]["value"] == pytest.approx(0.55)
+    json.dumps(rep)  # JSON-able
+
+
+def _with_switch_instruct(avg: tuple[float, float, float]) -> list[ArchResults]:
+    m = default_metrics()
+    m["switch-instruct"] = evaluate_metrics(both_modes(*avg))
+    return arch_results(m)
+
+
+@pytest.mark.parametrize(
+    ("switch_instruct", "it_improves", "moe_gains_more"),
+    [
+        ((20.0, 16.0, 24.0), HOLDS, HOLDS),  # +31.9 for switch, +6.7 for dense: far beyond the CIs
+        ((-30.0, -34.0, -26.0), DOES_NOT_HOLD, DOES_NOT_HOLD),  # IT hurts switch
+        ((-8.0, -12.0, -4.0), WITHIN_NOISE, WITHIN_NOISE),  # +3.9 for switch: CI contains 0
+    ],
+)
+def test_findings_follow_the_intervals(switch_instruct, it_improves, moe_gains_more):
+    fs = {f.id: f for f in findings(build_table(_with_switch_instruct(switch_instruct), TASKS, SCENARIOS))}
+    assert fs["it_improves_heldout"].verdict == it_improves
+    assert {c.key: c.verdict for c in fs["it_improves_heldout"].comparisons}["dense/zero_shot"] == HOLDS
+    assert fs["it_gain_moe_over_dense"].verdict == moe_gains_more
+    assert len(fs["it_gain_moe_over_dense"].comparisons) == 2  # switch vs its twin dense, both modes
+
+
+def test_finetune_findings():
+    m = default_metrics()
+    fs = {f.id: f for f in findings(build_table(arch_results(m), TASKS, SCENARIOS))}
+    after = {c.key: c.verdict for c in fs["finetune_moe_over_dense_after_it"].comparisons}
+    assert after == {"switch-dense/fact_verification": HOLDS, "switch-dense/list_sum": HOLDS}
+    assert fs["finetune_moe_over_dense_after_it"].verdict == HOLDS
+    assert fs["finetune_moe_advantage_grows_with_it"].verdict == HOLDS
+    # switch after IT back to dense's scores: within noise on one task, below dense on the other
+    m["switch-fact_verification-after_it"] = finetune_metrics((0.55, 0.45, 0.65), 0.5)
+    m["switch-list_sum-after_it"] = finetune_metrics((0.0, 0.0, 0.01), 0.0)
+    fs = {f.id: f for f in findings(build_table(arch_results(m), TASKS, SCENARIOS))}
+    after = {c.key: c.verdict for c in fs["finetune_moe_over_dense_after_it"].comparisons}
+    assert after == {"switch-dense/fact_verification": WITHIN_NOISE, "switch-dense/list_sum": DOES_NOT_HOLD}
+    assert fs["finetune_moe_over_dense_after_it"].verdict == DOES_NOT_HOLD
+    # no dense twin in the run: the MoE-vs-dense claims are not measured
+    only_switch = [a for a in arch_results(m) if a.name == "switch"]
+    fs = {f.id: f for f in findings(build_table(only_switch, TASKS, SCENARIOS))}
+    assert fs["it_improves_heldout"].verdict != NOT_MEASURED
+    for claim in (
+        "it_gain_moe_over_dense",
+        "finetune_moe_over_dense_after_it",
+        "finetune_moe_advantage_grows_with_it",
+    ):
+        assert fs[claim].verdict == NOT_MEASURED and fs[claim].why_not_measured
+    assert fs["across_seeds"].verdict == NOT_MEASURED
+
+
+def test_markdown_findings_and_html_standalone():
+    table = build_table(arch_results(default_metrics()), TASKS, SCENARIOS, fewshot_k=3)
+    fs = findings(table)
+    md = to_markdown(table, fs)
+    assert "1. **holds** — Instruction tuning raises the held-out normalized average" in md
+    assert "### Not measured in this run" in md and "across training seeds" in md
+    page = to_html(table, fs)
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    for needle in ("http", "<script", "<link", "src=", "@import", "url("):
+        assert needle not in page.lower(), needle
+    assert page.count("<table>") == 3
+    assert "-4.7 [-8.8, -1.0]" in page and "-4.7 [-8.8, -1.0]" in md
+
+
+def write_workspace(work: Path, metrics: dict[str, dict]) -> None:
+    write_params(work)  # shipped params: archs.run dense, switch; tasks fact_verification, list_sum
+    for key, obj in metrics.items():
+        path = work / "metrics" / (f"{key}.json" if key.startswith("pretrain/") else f"evaluate/{key}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+
+
+def test_stage_writes_report_and_metrics(tmp_path):
+    write_workspace(tmp_path, default_metrics())
+    proc = run_stage("report", tmp_path)
+    assert "it_improves_heldout: holds" in proc.stdout
+    md = (tmp_path / "docs" / "report" / "report.md").read_text()
+    assert "| switch | instruction-tuned | 20.0 [15.0, 25.0] · acc 0.400 · chance 0.250 |" in md
+    assert (tmp_path / "docs" / "report" / "report.html").is_file()
+    rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
+    assert rep["findings"]["it_improves_heldout"]["verdict"] == HOLDS
+    assert rep["findings"]["it_improves_heldout"]["verdict_code"] == 1
+    assert rep["it_gain"]["switch"]["few_shot"]["normalized_average"]["value"] == pytest.approx(31.9)
+
+
+def test_stage_missing_metrics_exit_2_nothing_written(tmp_path):
+    metrics = default_metrics()
+    del metrics["switch-list_sum-after_it"]
+    write_workspace(tmp_path, metrics)
+    proc = run_stage("report", tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "metrics/evaluate/switch-list_sum-after_it.json: missing" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "docs").exists()
+    assert not (tmp_path / "metrics" / "report.json").exists()
+    assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_dvc_yaml_report_stage_is_last_and_reads_every_evaluation(repo_root):
+    import yaml
+
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    assert list(stages)[-1] == "report"
+    report = stages["report"]
+    assert report["cmd"] == "python -m stages.report"
+    assert {"metrics/evaluate", "metrics/pretrain", "stages/report.py", "flanmoe/report"} <= set(
+        report["deps"]
+    )
+    assert {"archs.run", "finetune.tasks", "finetune.scenarios"} <= set(report["params"])
+    assert report["outs"] == [{"docs/report": {"cache": False}}]
+    assert report["metrics"] == [{"metrics/report.json": {"cache": False}}]

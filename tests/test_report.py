@@ -1,5 +1,6 @@
 """The report: its table repeats the metrics files' numbers, its gains follow MOVER, its findings follow
-the CIs, its HTML is standalone, and the stage stops with exit 2 (nothing written) on missing metrics."""
+the CIs, its HTML is standalone (but for the PNGs beside it), its figures are readable PNGs drawn the
+same byte for byte, and the stage stops with exit 2 (nothing written) on a missing input."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 from flanmoe.report import (
     ArchResults,
     Estimate,
+    ReportFigure,
+    ReportInputError,
     build_table,
     difference,
     findings,
@@ -267,14 +270,107 @@ def test_markdown_findings_and_html_standalone():
         assert needle not in page.lower(), needle
     assert page.count("<table>") == 3
     assert "-4.7 [-8.8, -1.0]" in page and "-4.7 [-8.8, -1.0]" in md
+    figs = [ReportFigure("headline.png", "Headline", "a caption", "heldout")]
+    figs += [ReportFigure("routing_switch.png", "Routing", "another", "training")]
+    page, md = to_html(table, fs, figures=figs), to_markdown(table, fs, figures=figs)
+    assert re.findall(r'src="([^"]*)"', page) == ["headline.png", "routing_switch.png"]  # beside the page
+    assert "http" not in page.lower() and "<script" not in page.lower()
+    assert "![Headline](headline.png)" in md and "## Training curves and expert routing" in md
+    assert md.index("headline.png") < md.index("## Single-task") < md.index("routing_switch.png")
 
 
-def write_workspace(work: Path, metrics: dict[str, dict]) -> None:
+def curve(steps: int, start: float, validate_every: int = 2) -> list[dict]:
+    """plots/<stage>/<name>.json: a falling loss, validated every ``validate_every`` rows."""
+    return [
+        {
+            "step": 10 * (i + 1),
+            "train_loss": start / (1 + i),
+            "val_loss": start / (1 + i) + 0.1 if (i + 1) % validate_every == 0 else None,
+            "lr": 1e-3,
+        }
+        for i in range(steps)
+    ]
+
+
+def routing_json(experts: int = 4) -> dict:
+    """evals/<arch>-instruct/routing.json: per suite, task and MoE layer the share of tokens per expert."""
+
+    def layer(peak: int) -> dict:
+        frac = [0.7 if e == peak else 0.3 / (experts - 1) for e in range(experts)]
+        return {"expert_fraction": frac, "entropy": 1.0, "load_max_over_mean": 2.8, "dropped_fraction": 0.0}
+
+    tasks = {"mmlu": ["biology", "history"], "bbh": ["navigate"], "heldin": ["addition", "antonyms"]}
+    return {
+        suite: {
+            t: {"encoder.1": layer(i % experts), "decoder.1": layer((i + 1) % experts)}
+            for i, t in enumerate(ts)
+        }
+        for suite, ts in tasks.items()
+    }
+
+
+def figure_inputs() -> tuple[dict, dict]:
+    """(routing by MoE arch, training curves by panel) as the stage builds them."""
+    curves = {
+        "pretrain": {"dense": curve(8, 9.0), "switch": curve(8, 8.5)},
+        "instruct": {"dense": curve(6, 5.0, 3), "switch": curve(6, 4.0, 3)},
+        "finetune fact_verification": {
+            f"{a} {s}": curve(3, 2.0, 1) for a in ("dense", "switch") for s in SCENARIOS
+        },
+    }
+    return {"switch": routing_json()}, curves
+
+
+def write_workspace(work: Path, metrics: dict[str, dict], routing: bool = True) -> None:
     write_params(work)  # shipped params: archs.run dense, switch; tasks fact_verification, list_sum
     for key, obj in metrics.items():
         path = work / "metrics" / (f"{key}.json" if key.startswith("pretrain/") else f"evaluate/{key}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj))
+    names = [f"{stage}/{arch}" for stage in ("pretrain", "instruct") for arch in ("dense", "switch")]
+    names += [f"finetune/{a}-{t}-{s}" for a in ("dense", "switch") for t in TASKS for s in SCENARIOS]
+    for name in names:
+        (work / "plots" / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / "plots" / f"{name}.json").write_text(json.dumps(curve(4, 5.0)))
+    if routing:  # switch is the MoE arch of the shipped params
+        (work / "evals" / "switch-instruct").mkdir(parents=True)
+        (work / "evals" / "switch-instruct" / "routing.json").write_text(json.dumps(routing_json()))
+
+
+def assert_png(path: Path, min_width: int = 300) -> None:
+    """A PNG of more than 1 KB that matplotlib reads back as an RGBA image at least ``min_width`` wide."""
+    import matplotlib.image
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1024, path
+    assert b"Software" not in data and b"tIME" not in data  # no version or timestamp in the file
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[2] == 4 and img.shape[1] >= min_width and img.shape[0] >= 200, (
+        img.shape
+    )
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_figures_are_readable_pngs_and_byte_identical(tmp_path):
+    from flanmoe.report.plots import write_figures
+
+    table = build_table(arch_results(default_metrics()), TASKS, SCENARIOS, fewshot_k=3)
+    routing, curves = figure_inputs()
+    (tmp_path / "a").mkdir()
+    figs = write_figures(tmp_path / "a", table, routing, curves)
+    files = ["headline.png", "it_gain.png", "finetune.png", "routing_switch.png", "training_curves.png"]
+    assert [f.file for f in figs] == files
+    assert [f.section for f in figs] == ["heldout", "heldout", "finetune", "training", "training"]
+    for f in files:
+        assert_png(tmp_path / "a" / f)
+    (tmp_path / "b").mkdir()
+    write_figures(tmp_path / "b", table, routing, curves)
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    # nothing fine-tuned, no routing or curves: those figures are left out, not drawn empty
+    bare = build_table(arch_results(default_metrics()), [], SCENARIOS)
+    (tmp_path / "c").mkdir()
+    assert [f.file for f in write_figures(tmp_path / "c", bare)] == ["headline.png", "it_gain.png"]
 
 
 def test_stage_writes_report_and_metrics(tmp_path):
@@ -284,6 +380,13 @@ def test_stage_writes_report_and_metrics(tmp_path):
     md = (tmp_path / "docs" / "report" / "report.md").read_text()
     assert "| switch | instruction-tuned | 20.0 [15.0, 25.0] · acc 0.400 · chance 0.250 |" in md
     assert (tmp_path / "docs" / "report" / "report.html").is_file()
+    for png in ("headline", "it_gain", "finetune", "routing_switch", "training_curves"):
+        assert (
+            f"]({png}.png)" in md
+            and f'src="{png}.png"' in (tmp_path / "docs" / "report" / "report.html").read_text()
+        )
+        assert_png(tmp_path / "docs" / "report" / f"{png}.png")
+    assert not (tmp_path / "docs" / "report" / "routing_dense.png").exists()  # dense: no router
     rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
     assert rep["findings"]["it_improves_heldout"]["verdict"] == HOLDS
     assert rep["findings"]["it_improves_heldout"]["verdict_code"] == 1
@@ -303,6 +406,22 @@ def test_stage_missing_metrics_exit_2_nothing_written(tmp_path):
     assert not (tmp_path / "mlruns.db").exists()
 
 
+def test_missing_routing_of_moe_arch_exit_2_malformed_inputs_named(tmp_path):
+    write_workspace(tmp_path, default_metrics(), routing=False)
+    proc = run_stage("report", tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "evals/switch-instruct/routing.json: missing" in proc.stderr
+    assert not (tmp_path / "docs").exists() and not (tmp_path / "metrics" / "report.json").exists()
+    from flanmoe.report.plots import check_curve, check_routing  # what the stage checks before drawing
+
+    with pytest.raises(ReportInputError, match=r"x.json: mmlu.biology.encoder.1.expert_fraction is not"):
+        check_routing({"mmlu": {"biology": {"encoder.1": {"entropy": 1.0}}}}, "x.json")
+    with pytest.raises(ReportInputError, match=r"c.json: row 1 needs numbers"):
+        check_curve([{"step": 1, "train_loss": 2.0, "val_loss": None}, {"step": 2}], "c.json")
+    check_routing(routing_json(), "ok.json")
+    check_curve(curve(3, 2.0), "ok.json")
+
+
 def test_dvc_yaml_report_stage_is_last_and_reads_every_evaluation(repo_root):
     import yaml
 
@@ -310,9 +429,8 @@ def test_dvc_yaml_report_stage_is_last_and_reads_every_evaluation(repo_root):
     assert list(stages)[-1] == "report"
     report = stages["report"]
     assert report["cmd"] == "python -m stages.report"
-    assert {"metrics/evaluate", "metrics/pretrain", "stages/report.py", "flanmoe/report"} <= set(
-        report["deps"]
-    )
+    deps = {"metrics/evaluate", "metrics/pretrain", "plots", "evals", "stages/report.py", "flanmoe/report"}
+    assert deps <= set(report["deps"])
     assert {"archs.run", "finetune.tasks", "finetune.scenarios"} <= set(report["params"])
     assert report["outs"] == [{"docs/report": {"cache": False}}]
     assert report["metrics"] == [{"metrics/report.json": {"cache": False}}]

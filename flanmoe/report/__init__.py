@@ -6,12 +6,16 @@ from the CIs. Pure functions over the metrics dicts the pipeline writes; no file
     table = build_table(archs, tasks, scenarios, fewshot_k)
     fs = findings(table)
     to_markdown(table, fs), to_html(table, fs), summary(table, fs)  # summary: metrics/report.json
+
+The figures (PNG, matplotlib) are in ``flanmoe.report.plots``, imported apart so that the tables do not
+pay for matplotlib: ``write_figures(out_dir, table, routing, curves)`` -> ``[ReportFigure]`` for
+``to_markdown`` / ``to_html(..., figures=...)``.
 """
 
 from __future__ import annotations
 
 from flanmoe.report.findings import Finding, findings
-from flanmoe.report.render import to_html, to_markdown
+from flanmoe.report.render import ReportFigure, to_html, to_markdown
 from flanmoe.report.stats import Estimate, difference, verdict
 from flanmoe.report.table import MODES, ArchResults, ReportInputError, Table, build_table
 
@@ -39,6 +43,7 @@ __all__ = [
     "ArchResults",
     "Estimate",
     "Finding",
+    "ReportFigure",
     "ReportInputError",
     "Table",
     "build_table",

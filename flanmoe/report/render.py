@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from flanmoe.report.findings import Finding
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
@@ -27,6 +28,34 @@ METHOD = (
     " and is within noise when the CI contains 0; a claim made for every arch, mode or task holds when"
     " each case holds and does not hold when any case does not."
 )
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A PNG written beside the report (``file``: its name in the report's folder), shown at the end of
+    its ``section``: ``heldout``, ``finetune`` or ``training``."""
+
+    file: str
+    title: str
+    caption: str
+    section: str
+
+
+def _md_figures(figures: Sequence[ReportFigure], section: str) -> list[str]:
+    out = []
+    for f in figures:
+        if f.section == section:
+            out += [f"![{f.title}]({f.file})", "", f"*{f.caption}*", ""]
+    return out
+
+
+def _html_figures(figures: Sequence[ReportFigure], section: str) -> list[str]:
+    e = html.escape
+    return [
+        f'<figure><img src="{e(f.file)}" alt="{e(f.title)}"><figcaption>{e(f.caption)}</figcaption></figure>'
+        for f in figures
+        if f.section == section
+    ]
 
 
 def fmt_points(e: Estimate, sign: bool = False) -> str:
@@ -113,8 +142,14 @@ def _fmt_diff(f: Finding, e: Estimate) -> str:
     return fmt_points(e, sign=True) if f.unit == "points" else fmt_score(e, sign=True)
 
 
-def to_markdown(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report", source: str = "") -> str:
-    """The whole report as GitHub Markdown."""
+def to_markdown(
+    t: Table,
+    fs: list[Finding],
+    title: str = "FLAN-MoE study report",
+    source: str = "",
+    figures: Sequence[ReportFigure] = (),
+) -> str:
+    """The whole report as GitHub Markdown; ``figures`` are linked by their file name (PNGs beside it)."""
     archs = ", ".join(m.arch for m in t.models)
     out = [f"# {title}", ""]
     if source:
@@ -134,6 +169,7 @@ def to_markdown(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report
         "",
         _md_table(*heldout_rows(t)),
         "",
+        *_md_figures(figures, "heldout"),
     ]
     head, rows = finetune_rows(t)
     out += ["## Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)", ""]
@@ -147,6 +183,9 @@ def to_markdown(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report
         ]
     else:
         out += ["No fine-tuned models in this run (finetune.tasks or finetune.scenarios empty).", ""]
+    out += _md_figures(figures, "finetune")
+    if any(f.section == "training" for f in figures):
+        out += ["## Training curves and expert routing", "", *_md_figures(figures, "training")]
     out += [
         "## Findings",
         "",
@@ -178,6 +217,8 @@ tr.gain td{background:#fbfbf0;font-weight:600}
 .holds{background:#dafbe1;color:#116329}.doesnot{background:#ffebe9;color:#a40e26}
 .noise{background:#fff8c5;color:#6a5300}.unmeasured{background:#eaeef2;color:#424a53}
 li{margin:.25rem 0}.rule{color:#57606a;font-size:.85rem}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
+figcaption{color:#57606a;font-size:.85rem}
 """
 _VERDICT_CLASS = {HOLDS: "holds", DOES_NOT_HOLD: "doesnot", WITHIN_NOISE: "noise", NOT_MEASURED: "unmeasured"}
 
@@ -201,8 +242,15 @@ def _verdict_html(v: str) -> str:
     return f'<span class="v {_VERDICT_CLASS[v]}">{html.escape(v)}</span>'
 
 
-def to_html(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report", source: str = "") -> str:
-    """The whole report as one HTML page: inline CSS, no script, no external resource."""
+def to_html(
+    t: Table,
+    fs: list[Finding],
+    title: str = "FLAN-MoE study report",
+    source: str = "",
+    figures: Sequence[ReportFigure] = (),
+) -> str:
+    """The whole report as one HTML page: inline CSS, no script, nothing fetched but ``figures``
+    (``<img>`` of the PNGs beside the page, by file name)."""
     e = html.escape
     out = [
         "<!DOCTYPE html>",
@@ -219,6 +267,7 @@ def to_html(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report", s
         "<p>Each suite: normalized score [95% CI] (chance 0, perfect 100), below it the raw score and the"
         " chance level. IT gain = instruction-tuned − pretrained only, in normalized points [95% CI].</p>",
         _html_table(*heldout_rows(t), gain_label="IT gain"),
+        *_html_figures(figures, "heldout"),
     ]
     head, rows = finetune_rows(t)
     out.append("<h2>Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)</h2>")
@@ -227,6 +276,9 @@ def to_html(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report", s
         if rows
         else "<p>No fine-tuned models in this run.</p>"
     )
+    out += _html_figures(figures, "finetune")
+    if any(f.section == "training" for f in figures):
+        out += ["<h2>Training curves and expert routing</h2>", *_html_figures(figures, "training")]
     out += [
         "<h2>Findings</h2>",
         "<p>Computed by rule from the CIs above (see Method); none is written by hand.</p>",
@@ -254,4 +306,4 @@ def to_html(t: Table, fs: list[Finding], title: str = "FLAN-MoE study report", s
     return "\n".join(out)
 
 
-__all__ = ["fmt_points", "fmt_score", "to_html", "to_markdown"]
+__all__ = ["ReportFigure", "fmt_points", "fmt_score", "to_html", "to_markdown"]

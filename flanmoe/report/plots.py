@@ -1,0 +1,401 @@
+"""The report's figures as PNG files: matplotlib's Agg renderer on ``Figure`` objects (no pyplot, no
+global state), a fixed style, size and dpi, and no metadata that changes between runs, so the same
+inputs give the same bytes.
+
+    write_figures(out_dir, table, routing={arch: routing.json}, curves={panel: {series: rows}})
+    -> [ReportFigure(file, title, caption, section), ...]
+
+Inputs: the ``Table`` of ``build_table``; per MoE arch the ``routing.json`` of its instruction-tuned
+evaluation (``{suite: {task: {layer: {expert_fraction: [experts], ...}}}}``); the training curves
+(``plots/<stage>/<name>.json`` rows ``{step, train_loss, val_loss (null where not validated), lr}``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.style
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter, NullLocator
+
+from flanmoe.report.render import ReportFigure
+from flanmoe.report.table import AVERAGE, MODES, ReportInputError, Table
+
+DPI = 110
+# the look every figure shares; "default" first so a user's matplotlibrc cannot change the bytes
+RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 8,
+    "legend.framealpha": 0.9,
+    "savefig.dpi": DPI,
+}
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+MODE_LABEL = {"zero_shot": "zero-shot", "few_shot": "few-shot"}
+SCENARIO_LABEL = {"direct": "direct", "after_it": "after IT"}
+SUITE_ORDER = ("mmlu", "bbh", "heldin")  # held-out suites first in the routing heatmaps
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes, without the ``Software`` text chunk (the matplotlib version)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _yerr(estimates) -> list[list[float]]:
+    """Matplotlib's asymmetric error bars ``[[below...], [above...]]`` of a list of ``Estimate``."""
+    return [[e.value - e.lo for e in estimates], [e.hi - e.value for e in estimates]]
+
+
+def _arch_colors(table: Table) -> dict[str, str]:
+    return {m.arch: PALETTE[i % len(PALETTE)] for i, m in enumerate(table.models)}
+
+
+def _mode_title(mode: str, k: int | None) -> str:
+    return "zero-shot" if mode == "zero_shot" else (f"{k}-shot" if k else "few-shot")
+
+
+def _kind(table: Table, arch: str) -> str:
+    return "MoE" if next(m.moe for m in table.models if m.arch == arch) else "dense"
+
+
+def _arch_label(table: Table, arch: str, sep: str = " ") -> str:
+    """``switch (MoE)``, ``dense``: the arch and its kind, the kind left out when it is the name."""
+    kind = _kind(table, arch)
+    return arch if arch == kind else f"{arch}{sep}({kind})"
+
+
+def _flops_ticks(values: list[float]) -> list[float]:
+    """One tick per group of FLOPs/token values within 10% of each other (FLOPs twins share one)."""
+    ticks: list[float] = []
+    for v in sorted(values):
+        if not ticks or v > ticks[-1] * 1.1:
+            ticks.append(v)
+    return ticks
+
+
+def headline(table: Table) -> Figure | None:
+    """Held-out normalized average [95% CI] vs FLOPs/token, one panel per mode: per arch an open
+    marker (pretrained only) and a filled one (instruction-tuned), joined by a line. FLOPs-matched
+    archs sit at nearly the same x, so each arch (and each of its two models) is shifted by a few
+    percent to keep the bars apart.
+    None when no arch has a normalized average."""
+    modes = [m for m in MODES if (AVERAGE, m) in table.columns]
+    if not modes:
+        return None
+    colors = _arch_colors(table)
+    flops = {m.arch: m.flops_per_token for m in table.models}
+    n = len(table.models)
+    fig = _new_figure(4.2 * len(modes) + 0.6, 3.8)
+    axes = fig.subplots(1, len(modes), sharey=True, squeeze=False)[0]
+    for ax, mode in zip(axes, modes, strict=True):
+        for i, arch in enumerate(flops):
+            x = flops[arch] * (1 + 0.06 * (i - (n - 1) / 2))
+            cells = table.heldout[arch]
+            points = [
+                (model, cells[model][(AVERAGE, mode)].normalized)
+                for model in ("pretrain", "instruct")
+                if (AVERAGE, mode) in cells.get(model, {})
+            ]
+            xs = {"pretrain": x * 0.985, "instruct": x * 1.015}  # the two models of an arch side by side
+            if len(points) == 2:
+                ax.plot(list(xs.values()), [e.value for _, e in points], color=colors[arch], lw=1, alpha=0.5)
+            for model, e in points:
+                ax.errorbar(
+                    [xs[model]],
+                    [e.value],
+                    yerr=_yerr([e]),
+                    fmt="o",
+                    mfc=colors[arch] if model == "instruct" else "white",
+                    mec=colors[arch],
+                    ecolor=colors[arch],
+                    color=colors[arch],
+                    ms=7,
+                    capsize=3,
+                )
+        ax.axhline(0, color="black", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        lo, hi = min(flops.values()), max(flops.values())
+        ax.set_xlim(lo / 1.3, hi * 1.3)
+        ax.xaxis.set_major_locator(FixedLocator(_flops_ticks(list(flops.values()))))
+        ax.xaxis.set_major_formatter(EngFormatter(places=2))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("FLOPs per token (forward, log scale)")
+        ax.set_title(f"held-out normalized average, {_mode_title(mode, table.fewshot_k)}")
+    axes[0].set_ylabel("normalized score (chance 0, perfect 100)")
+    handles = [Line2D([], [], color=colors[a], marker="o", ls="", label=_arch_label(table, a)) for a in flops]
+    handles += [
+        Line2D([], [], color="gray", marker="o", mfc="white", ls="", label="pretrained only"),
+        Line2D([], [], color="gray", marker="o", ls="", label="instruction-tuned"),
+    ]
+    axes[-1].legend(handles=handles, loc="best")
+    return fig
+
+
+def it_gain(table: Table) -> Figure | None:
+    """Instruction-tuning gain of the normalized average [95% CI] per arch, a bar per mode. None when
+    no arch has one."""
+    archs = [a for a in table.it_gain if any(s == AVERAGE for s, _ in table.it_gain[a])]
+    modes = [m for m in MODES if any((AVERAGE, m) in table.it_gain[a] for a in archs)]
+    if not archs:
+        return None
+    fig = _new_figure(1.4 * len(archs) + 3.0, 3.6)
+    ax = fig.subplots()
+    width = 0.8 / len(modes)
+    for j, mode in enumerate(modes):
+        xs = [
+            i + (j - (len(modes) - 1) / 2) * width
+            for i, a in enumerate(archs)
+            if (AVERAGE, mode) in table.it_gain[a]
+        ]
+        es = [table.it_gain[a][(AVERAGE, mode)] for a in archs if (AVERAGE, mode) in table.it_gain[a]]
+        ax.bar(
+            xs,
+            [e.value for e in es],
+            width,
+            yerr=_yerr(es),
+            capsize=4,
+            color=PALETTE[j],
+            label=_mode_title(mode, table.fewshot_k),
+        )
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(archs)), [_arch_label(table, a, "\n") for a in archs])
+    ax.set_ylabel("IT gain, normalized points")
+    ax.set_title("instruction-tuning gain (instruction-tuned - pretrained only), held-out avg")
+    ax.legend(loc="best")
+    return fig
+
+
+def finetune(table: Table) -> Figure | None:
+    """Fine-tuned test score [95% CI] per task (one panel each) and arch, a bar per scenario, with the
+    task's chance level dashed. None when nothing was fine-tuned."""
+    tasks = [t for t in table.tasks if any(table.finetune[a].get(t) for a in table.finetune)]
+    if not tasks:
+        return None
+    archs = list(table.finetune)
+    fig = _new_figure(max(3.6 * len(tasks), 4.5), 3.6)
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    width = 0.8 / len(table.scenarios)
+    for ax, task in zip(axes, tasks, strict=True):
+        chance = None
+        for j, scenario in enumerate(table.scenarios):
+            pts = [
+                (i, table.finetune[a][task][scenario])
+                for i, a in enumerate(archs)
+                if scenario in table.finetune[a].get(task, {})
+            ]
+            if not pts:
+                continue
+            chance = pts[0][1].chance
+            ax.bar(
+                [i + (j - (len(table.scenarios) - 1) / 2) * width for i, _ in pts],
+                [c.score.value for _, c in pts],
+                width,
+                yerr=_yerr([c.score for _, c in pts]),
+                capsize=4,
+                color=PALETTE[j],
+                label=SCENARIO_LABEL.get(scenario, scenario),
+            )
+        if chance is not None:
+            ax.axhline(chance, color="black", lw=0.9, ls="--", label="chance level")
+        ax.set_xticks(range(len(archs)), [_arch_label(table, a, "\n") for a in archs])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"fine-tuned on {task}" + (f" (chance {chance:.2f})" if chance is not None else ""))
+    axes[0].set_ylabel("test score")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def check_routing(routing: Mapping, where: str) -> None:
+    """Raise ``ReportInputError`` unless ``routing`` is ``{suite: {task: {layer: {expert_fraction:
+    [numbers]}}}}`` (a routing.json of the evaluate stage)."""
+    for suite, tasks in routing.items():
+        if not isinstance(tasks, Mapping):
+            raise ReportInputError(f"{where}: {suite} is not an object of tasks")
+        for task, layers in tasks.items():
+            for layer, stats in layers.items() if isinstance(layers, Mapping) else [(None, None)]:
+                frac = stats.get("expert_fraction") if isinstance(stats, Mapping) else None
+                if not isinstance(frac, list) or not all(isinstance(v, int | float) for v in frac):
+                    raise ReportInputError(
+                        f"{where}: {suite}.{task}.{layer}.expert_fraction is not a list of numbers"
+                    )
+
+
+def check_curve(rows: Sequence, where: str) -> None:
+    """Raise ``ReportInputError`` unless every row has a number ``step`` and ``train_loss`` and a
+    ``val_loss`` that is a number or null."""
+    for i, r in enumerate(rows):
+        ok = isinstance(r, Mapping) and all(isinstance(r.get(k), int | float) for k in ("step", "train_loss"))
+        if not ok or not isinstance(r.get("val_loss"), int | float | None):
+            raise ReportInputError(f"{where}: row {i} needs numbers step, train_loss and val_loss (or null)")
+
+
+def _layer_order(name: str) -> tuple[int, int, str]:
+    stack, _, idx = name.partition(".")
+    return ({"encoder": 0, "decoder": 1}.get(stack, 2), int(idx) if idx.isdigit() else 0, name)
+
+
+def routing_heatmap(arch: str, routing: Mapping) -> Figure | None:
+    """Share of each task's tokens routed to each expert, one panel per MoE layer, a row per task
+    (grouped by suite). ``routing``: an evaluation's ``routing.json``. None when it has no task."""
+    suites = sorted(
+        routing, key=lambda s: (SUITE_ORDER.index(s) if s in SUITE_ORDER else len(SUITE_ORDER), s)
+    )
+    rows = [(suite, task) for suite in suites for task in sorted(routing[suite])]
+    layers = sorted({layer for s, t in rows for layer in routing[s][t]}, key=_layer_order)
+    if not rows or not layers:
+        return None
+    experts = max(len(routing[s][t][layer]["expert_fraction"]) for s, t in rows for layer in routing[s][t])
+    grids = []
+    for layer in layers:
+        grid = [[float("nan")] * experts for _ in rows]
+        for r, (s, t) in enumerate(rows):
+            for e, v in enumerate(routing[s][t].get(layer, {}).get("expert_fraction", [])):
+                grid[r][e] = float(v)
+        grids.append(grid)
+    vmax = max((v for g in grids for row in g for v in row if v == v), default=1.0) or 1.0
+    fig = _new_figure(1.6 + 0.32 * experts * len(layers) + 0.9, 1.4 + 0.16 * len(rows))
+    axes = fig.subplots(1, len(layers), sharey=True, squeeze=False)[0]
+    for ax, layer, grid in zip(axes, layers, grids, strict=True):
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_xticks(range(experts), [str(e) for e in range(experts)], fontsize=7)
+        ax.set_xlabel("expert")
+        ax.set_title(layer)
+        ax.grid(False)
+        for r in range(1, len(rows)):
+            if rows[r][0] != rows[r - 1][0]:  # a line between suites
+                ax.axhline(r - 0.5, color="white", lw=1.5)
+    axes[0].set_yticks(range(len(rows)), [f"{s}/{t}" for s, t in rows], fontsize=6)
+    fig.colorbar(im, ax=list(axes), label=f"share of tokens (uniform: {1 / experts:.3f})", shrink=0.6)
+    fig.suptitle(f"{arch} (instruction-tuned): expert load per task")
+    return fig
+
+
+def training_curves(curves: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Figure | None:
+    """Train loss (solid) and validation loss (dashed, markers) against step; one panel per key of
+    ``curves`` (a training stage, or a fine-tuning task), a color per series (arch, arch and scenario).
+    None when there is no curve."""
+    panels = [p for p in curves if any(curves[p].values())]
+    if not panels:
+        return None
+    cols = min(len(panels), 2)
+    nrows = -(-len(panels) // cols)
+    fig = _new_figure(5.0 * cols, 3.2 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        for i, (series, rows) in enumerate(curves[panel].items()):
+            color = PALETTE[i % len(PALETTE)]
+            steps = [r["step"] for r in rows]
+            ax.plot(steps, [r["train_loss"] for r in rows], color=color, lw=1.3, label=f"{series} train")
+            val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+            if val:
+                ax.plot(
+                    *zip(*val, strict=True),
+                    color=color,
+                    lw=1.1,
+                    ls="--",
+                    marker="o",
+                    ms=3,
+                    label=f"{series} val",
+                )
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend(loc="best", fontsize=7)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def write_figures(
+    out_dir: Path,
+    table: Table,
+    routing: Mapping[str, Mapping] | None = None,
+    curves: Mapping[str, Mapping[str, Sequence[Mapping]]] | None = None,
+) -> list[ReportFigure]:
+    """Draw every figure the inputs allow, write each as ``out_dir/<name>.png`` and return them in
+    report order; a figure without data is left out. ``routing``: ``{moe arch: routing.json}``."""
+    routing = routing or {}
+    planned: list[tuple[str, str, str, str, Figure | None]] = []
+    with matplotlib.style.context("default"), matplotlib.rc_context(RC):
+        planned.append(
+            (
+                "headline.png",
+                "Normalized average vs FLOPs per token",
+                "Held-out normalized average [95% CI] against forward FLOPs per token; open: pretrained"
+                " only, filled: instruction-tuned. FLOPs-matched archs are shifted a few percent apart.",
+                "heldout",
+                headline(table),
+            )
+        )
+        planned.append(
+            (
+                "it_gain.png",
+                "Instruction-tuning gain per arch",
+                "Instruction-tuned minus pretrained only, held-out normalized average [95% MOVER CI].",
+                "heldout",
+                it_gain(table),
+            )
+        )
+        planned.append(
+            (
+                "finetune.png",
+                "Fine-tuning direct vs after IT",
+                "Test score [95% CI] per task and arch, fine-tuned from the pretrained model (direct) or"
+                " from the instruction-tuned one (after IT); dashed: chance.",
+                "finetune",
+                finetune(table),
+            )
+        )
+        for arch, r in routing.items():
+            planned.append(
+                (
+                    f"routing_{arch}.png",
+                    f"Expert load of {arch} per task",
+                    f"Share of each task's tokens that {arch}'s instruction-tuned routers send to each expert,"
+                    " per MoE layer (evaluation routing statistics).",
+                    "training",
+                    routing_heatmap(arch, r),
+                )
+            )
+        planned.append(
+            (
+                "training_curves.png",
+                "Training curves",
+                "Train loss (solid) and validation loss (dashed) of every training stage.",
+                "training",
+                training_curves(curves or {}),
+            )
+        )
+        out = []
+        for file, title, caption, section, fig in planned:
+            if fig is None:
+                continue
+            (Path(out_dir) / file).write_bytes(png_bytes(fig))
+            out.append(ReportFigure(file, title, caption, section))
+    return out
+
+
+__all__ = [
+    "check_curve",
+    "check_routing",
+    "finetune",
+    "headline",
+    "it_gain",
+    "png_bytes",
+    "routing_heatmap",
+    "training_curves",
+    "write_figures",
+]

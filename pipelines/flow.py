@@ -61,6 +61,7 @@ PARAMS_FILE = "params.yaml"
 STDERR_TAIL = 20  # lines of a failed stage's stderr in the log and the exception
 ARTIFACT_KEY = "flan-moe-pipeline"
 TABLE_KEY = "flan-moe-scores"
+REPORT_KEY = "flan-moe-report"  # docs/report/report.md, when the run reached the report stage
 
 
 # --------------------------------------------------------------------------------------------------
@@ -729,6 +730,11 @@ def pipeline(
                 counts = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
                 run.set_tags({f"stages.{s.replace(' ', '_')}": n for s, n in counts.items()})
                 scores = score_rows(work)
+                report_md = work / "docs" / "report" / "report.md"  # the report stage's (when it ran)
+                study = None
+                if states.get("report") in (RAN, SKIPPED, RESTORED) and report_md.is_file():
+                    study = report_md.read_text()
+                    run.log_artifacts(report_md.parent, "report")  # with its plots
                 markdown = report(
                     states,
                     work,
@@ -748,6 +754,8 @@ def pipeline(
                     scores, key=TABLE_KEY, description=f"{run_name}: scores (95% CI) of metrics/evaluate"
                 )
                 run.log_table(scores, "scores.json")
+            if study:
+                create_markdown_artifact(study, key=REPORT_KEY, description=f"{run_name}: the study report")
             if errors:
                 first = next(iter(errors.values()))
                 raise PipelineFailed(

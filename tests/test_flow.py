@@ -8,6 +8,8 @@ override tests need no run.
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -341,3 +343,36 @@ def test_form_combinations_are_validated_like_params_yaml(form, key):
     else:
         with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
             pf.validate_overrides(data, overrides)
+
+
+@slow
+def test_report_stage_output_is_published_as_artifact_and_logged(prefect_server, tmp_path, monkeypatch):
+    """When a run reaches the report stage, its report.md becomes a Prefect markdown artifact and the
+    report folder an artifact of the MLflow parent run (a one-stage DVC repo stands in for the DAG)."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    (work / "dvc.yaml").write_text(
+        "stages:\n  report:\n"
+        "    cmd: mkdir -p docs/report && printf '# the study\\n\\n| a | b |\\n' > docs/report/report.md\n"
+        "    outs:\n      - docs/report:\n          cache: false\n"
+    )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], [*git, "add", "-A"],
+                [*git, "commit", "-qm", "x"]):  # fmt: skip
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlruns.db'}")
+    state = pf.pipeline(repo=str(work), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result() == {"report": "ran"}
+    _, _, artifacts = _prefect_record(state.state_details.flow_run_id)
+    (study,) = [a for a in artifacts if a.key == pf.REPORT_KEY]
+    assert study.data.startswith("# the study")
+    (parent,) = [r for r in tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")]
+    from mlflow.tracking import MlflowClient
+
+    files = [
+        f.path
+        for f in MlflowClient(f"sqlite:///{work / 'mlruns.db'}").list_artifacts(parent["run_id"], "report")
+    ]
+    assert files == ["report/report.md"]

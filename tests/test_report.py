@@ -434,3 +434,33 @@ def test_dvc_yaml_report_stage_is_last_and_reads_every_evaluation(repo_root):
     assert {"archs.run", "finetune.tasks", "finetune.scenarios"} <= set(report["params"])
     assert report["outs"] == [{"docs/report": {"cache": False}}]
     assert report["metrics"] == [{"metrics/report.json": {"cache": False}}]
+
+
+# -- the report of a real `make run`, rebuilt from its frozen metrics ---------------------------------
+
+GOLDEN = Path(__file__).parent / "fixtures" / "report"
+
+
+def test_report_of_fixed_metrics_equals_the_expected_report(tmp_path):
+    """The default pipeline's metrics, plots and routing files (frozen in tests/fixtures/report/inputs,
+    from the `make run` of 2026-11-24) give exactly the expected report.md and report.json. After an
+    intended change to the report, rerun with REFRESH_REPORT_GOLDEN=1 and review the diff."""
+    import os
+    import shutil
+
+    shutil.copytree(GOLDEN / "inputs", tmp_path, dirs_exist_ok=True)
+    run_stage("report", tmp_path)
+    got = {
+        "report.md": (tmp_path / "docs" / "report" / "report.md").read_text(),
+        "report.json": (tmp_path / "metrics" / "report.json").read_text(),
+    }
+    if os.environ.get("REFRESH_REPORT_GOLDEN"):
+        for name, text in got.items():
+            (GOLDEN / "expected" / name).write_text(text)
+    for name, text in got.items():
+        assert text == (GOLDEN / "expected" / name).read_text(), f"{name} differs from the expected one"
+    # and the table's numbers are the metrics files' numbers (no copying errors)
+    switch = json.loads((GOLDEN / "inputs" / "metrics" / "evaluate" / "switch-instruct.json").read_text())
+    bbh = switch["bbh"]["zero_shot"]
+    cell = f"{bbh['normalized']:.1f} [{bbh['normalized_lo']:.1f}, {bbh['normalized_hi']:.1f}]"
+    assert "| switch | instruction-tuned |" in got["report.md"] and cell in got["report.md"]

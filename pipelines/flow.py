@@ -521,16 +521,24 @@ SCORE_COLUMNS = [
 ]
 
 
-def score_rows(repo: str | Path) -> list[dict[str, Any]]:
-    """One row per ``metrics/evaluate/*.json``: the model and its headline scores with their 95% CI
-    (columns ``<suite> <zero|few>-shot``, ``... low``, ``... high``; only columns some model has)."""
-    rows = []
+def evaluate_metrics(repo: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(model, data)`` of every readable ``metrics/evaluate/*.json``, by file name."""
+    out = []
     for f in sorted((Path(repo) / "metrics" / "evaluate").glob("*.json")):
         try:
-            data = json.loads(f.read_text())
+            out.append((f.stem, json.loads(f.read_text())))
         except (OSError, ValueError):
             continue
-        row: dict[str, Any] = {"model": f.stem}
+    return out
+
+
+def score_rows(repo: str | Path, loaded: list[tuple[str, dict]] | None = None) -> list[dict[str, Any]]:
+    """One row per ``metrics/evaluate/*.json`` (or per ``loaded`` entry of ``evaluate_metrics``): the
+    model and its headline scores with their 95% CI (columns ``<suite> <zero|few>-shot``, ``... low``,
+    ``... high``; only columns some model has)."""
+    rows = []
+    for name, data in evaluate_metrics(repo) if loaded is None else loaded:
+        row: dict[str, Any] = {"model": name}
         for section, mode in SCORE_COLUMNS:
             cell = (data.get(section) or {}).get(mode)
             if isinstance(cell, dict) and "score" in cell:
@@ -543,16 +551,13 @@ def score_rows(repo: str | Path) -> list[dict[str, Any]]:
     return [{c: r.get(c) for c in columns} for r in rows] if len(columns) > 1 else []
 
 
-def metrics_table(repo: str | Path) -> str:
-    """Markdown table of the headline scores in ``metrics/evaluate/*.json`` ('' when none)."""
-    files = sorted((Path(repo) / "metrics" / "evaluate").glob("*.json"))
-    rows = []
-    for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        rows.append((f.stem, [_score(data.get(s), m) for s, m in SCORE_COLUMNS]))
+def metrics_table(repo: str | Path, loaded: list[tuple[str, dict]] | None = None) -> str:
+    """Markdown table of the headline scores in ``metrics/evaluate/*.json`` (or ``loaded``; '' when
+    none)."""
+    rows = [
+        (name, [_score(data.get(s), m) for s, m in SCORE_COLUMNS])
+        for name, data in (evaluate_metrics(repo) if loaded is None else loaded)
+    ]
     used = [i for i, col in enumerate(SCORE_COLUMNS) if any(cells[i] for _, cells in rows)]
     if not rows or not used:
         return ""
@@ -562,13 +567,19 @@ def metrics_table(repo: str | Path) -> str:
     return "\n".join(out)
 
 
-def report(states: Mapping[str, str], repo: str | Path, title: str, extra: Mapping[str, str]) -> str:
+def report(
+    states: Mapping[str, str],
+    repo: str | Path,
+    title: str,
+    extra: Mapping[str, str],
+    loaded: list[tuple[str, dict]] | None = None,
+) -> str:
     lines = [f"# {title}", ""]
     lines += [f"- {k}: " + (f"<{v}>" if v.startswith("http") else f"`{v}`") for k, v in extra.items() if v]
     counts = {s: sum(1 for v in states.values() if v == s) for s in (RAN, SKIPPED, RESTORED, FAILED, NOT_RUN)}
     lines += ["- states: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), ""]
     lines += ["| stage | state |", "|---|---|"] + [f"| {s} | {st} |" for s, st in states.items()]
-    table = metrics_table(repo)
+    table = metrics_table(repo, loaded)
     if table:
         lines += ["", "## Evaluation (metrics/evaluate; score, with the best-constant baseline)", "", table]
     return "\n".join(lines) + "\n"
@@ -729,7 +740,8 @@ def pipeline(
                     run.set_tags({"dvc_exp_ref": exp_ref})
                 counts = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
                 run.set_tags({f"stages.{s.replace(' ', '_')}": n for s, n in counts.items()})
-                scores = score_rows(work)
+                loaded = evaluate_metrics(work)  # read once: the table artifact and the markdown
+                scores = score_rows(work, loaded)
                 report_md = work / "docs" / "report" / "report.md"  # the report stage's (when it ran)
                 study = None
                 if states.get("report") in (RAN, SKIPPED, RESTORED) and report_md.is_file():
@@ -747,6 +759,7 @@ def pipeline(
                         "MLflow parent run": _mlflow_link(run.run_id, params.base.experiment),
                         "Prefect flow run": flow_run_id or "",
                     },
+                    loaded,
                 )
             create_markdown_artifact(markdown, key=ARTIFACT_KEY, description=f"stages of {run_name}")
             if scores:

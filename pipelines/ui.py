@@ -127,24 +127,14 @@ def _group_exists(pgid: int) -> bool:
 
 
 def _wait_healthy(groups: list[Group], url: str, what: str, timeout: float) -> None:
+    """Wait until ``url`` answers 200; ``RuntimeError`` if one of ``groups`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while not healthy(url):
         dead = [g for g in groups if not g.alive()]
         if dead:
             raise RuntimeError(f"{dead[0].name} exited (status {dead[0].proc.returncode}):\n{dead[0].tail()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not healthy at {url} after {timeout:.0f} s")
-        time.sleep(0.5)
-
-
-def _wait_deployment(group: Group, api: str, timeout: float) -> None:
-    url = f"{api}/deployments/name/flan-moe/{DEPLOYMENT}"
-    deadline = time.monotonic() + timeout
-    while not healthy(url):
-        if not group.alive():
-            raise RuntimeError(f"{group.name} exited (status {group.proc.returncode})")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"deployment flan-moe/{DEPLOYMENT} not registered after {timeout:.0f} s")
+            raise RuntimeError(f"{what} not ready at {url} after {timeout:.0f} s")
         time.sleep(0.5)
 
 
@@ -236,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         _wait_healthy(groups, f"{mlflow_url}/health", "MLflow server", args.startup_timeout)
         server = Group("deployment", [sys.executable, "-m", "pipelines.ui", "--serve"], env, None)
         groups.append(server)
-        _wait_deployment(server, env["PREFECT_API_URL"], args.startup_timeout)
+        deployment = f"{env['PREFECT_API_URL']}/deployments/name/flan-moe/{DEPLOYMENT}"
+        _wait_healthy(groups, deployment, f"deployment flan-moe/{DEPLOYMENT}", args.startup_timeout)
         print(
             f"\nflan-moe UI ready (server logs in {LOGS}/):\n"
             f"  Prefect  {prefect_url}  deployment flan-moe/{DEPLOYMENT}: Run > Custom run\n"

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     if args:
         fail(f"python -m stages.report takes no arguments (got {args}); it reads params.yaml")
     params = load_params()
-    metrics = load_metrics({**needed_files(params), **figure_files(params)})
+    inputs = figure_files(params)
+    metrics = load_metrics({**needed_files(params), **inputs})
 
     from flanmoe.report import (
         ArchResults,
@@ -150,7 +151,6 @@ def main(argv: list[str] | None = None) -> None:
     curves = curve_panels(params, metrics)
     from flanmoe.report.plots import check_curve, check_routing, write_figures
 
-    inputs = figure_files(params)
     try:
         for arch, r in routing.items():
             check_routing(r, str(inputs[f"routing/{arch}"]))

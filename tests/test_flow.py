@@ -134,9 +134,6 @@ def prefect_server():
 @pytest.fixture
 def micro(workspace, monkeypatch):  # noqa: F811
     work, env = workspace
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["instruct"].setdefault("seed", None)  # dvc.yaml's evaluate depends on instruct.seed
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     return work
 

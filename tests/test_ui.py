@@ -23,6 +23,7 @@ import yaml
 from flanmoe import tracking
 from pipelines import flow as pf
 from pipelines import ui
+from tests.test_flow import _prefect_record
 from tests.test_pipeline import micro_workspace
 
 pytestmark = pytest.mark.slow
@@ -37,29 +38,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _children(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (from /proc)."""
+def _processes() -> list[tuple[int, str, int, int]]:
+    """``(pid, state, ppid, pgid)`` of every process (from /proc)."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+        out.append((int(stat.parent.name), fields[0], int(fields[1]), int(fields[2])))
     return out
 
 
+def _children(pid: int) -> list[int]:
+    return [p for p, _, ppid, _ in _processes() if ppid == pid]
+
+
 def _alive_in_group(pgid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
+    return [p for p, state, _, group in _processes() if group == pgid and state != "Z"]
 
 
 @pytest.fixture(scope="module")
@@ -118,23 +114,11 @@ def _wait_final(flow_run_ids, timeout=900):
 
 
 def _task_runs(flow_run_id):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {t.name: t for t in tasks}
+    return _prefect_record(flow_run_id)[1]
 
 
 def _artifact(flow_run_id, key: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    (artifact,) = [a for a in artifacts if a.key == key]
+    (artifact,) = [a for a in _prefect_record(flow_run_id)[2] if a.key == key]
     return artifact.data
 
 

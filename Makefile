@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 # DVC stages call `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test lint bench ui mlflow-ui clean
+.PHONY: setup run study test lint bench ui mlflow-ui clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ $(STAMP): pyproject.toml
 # The main job: the embedded default pipeline, one MLflow parent run around `dvc repro`.
 run: $(STAMP)
 	$(BIN)/python -m pipelines.repro
+
+# A preset (presets/<name>.yaml) as a DVC experiment in a private copy of the workspace; its report
+# lands in docs/<name>/ (make study: presets/study.yaml, <= 120 min on 2 cores). PRESET=gpu on GPUs.
+PRESET ?= study
+study: $(STAMP)
+	$(BIN)/python -m pipelines.flow --preset $(PRESET)
 
 # Two workers, each taking whole test files (module fixtures stay in one process): the suite spends
 # half its time in single-threaded subprocess and server start-ups, so 2 workers on 2 cores run it

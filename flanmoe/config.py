@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from flanmoe.data.embedded import EmbeddedConfig
 from flanmoe.data.sources import SourceSpec
@@ -30,8 +30,19 @@ DEFAULT_PARAMS = Path("params.yaml")
 class BaseParams(StrictModel):
     """Shared by every stage."""
 
-    seed: int = Field(default=1234, ge=0)  # one seed for data sampling, init and training order
+    seed: int = Field(
+        default=1234, ge=0
+    )  # data sampling (prepare); the seed of a stage run outside a replicate
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[1234], min_length=1)  # replicates (dvc matrix)
     experiment: str = Field(default="flan-moe", min_length=1)  # MLflow experiment name
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"seeds must be distinct; repeated: {dup}")
+        return v
 
 
 class PrepareParams(StrictModel):
@@ -73,6 +84,20 @@ class ArchsParams(StrictModel):
     variants: dict[str, ArchSpec] = Field(default_factory=_default_variants)
 
 
+class FreezeAblationParams(StrictModel):
+    """The paper's freezing ablation: for each arch and freeze option, an extra after-IT fine-tune of
+    every task (dvc.yaml ``finetune_freeze``), compared with the plain after-IT fine-tune."""
+
+    archs: list[str] = Field(default_factory=list)  # MoE archs of archs.run
+    freeze: list[Literal["gate", "experts", "non_moe"]] = Field(default_factory=list)
+
+
+class ReportParams(StrictModel):
+    """Stage `report`: where the report goes (git-tracked, beside the code)."""
+
+    dir: str = Field(default="docs/report", pattern=r"^docs/[A-Za-z0-9_.-]+$")  # docs/<name>
+
+
 class Params(StrictModel):
     """The whole params.yaml."""
 
@@ -85,14 +110,32 @@ class Params(StrictModel):
     instruct: InstructConfig = InstructConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    freeze_ablation: FreezeAblationParams = FreezeAblationParams()
+    report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
     def _check_archs(self) -> Params:
+        ab = self.freeze_ablation
+        for name in ab.archs:
+            if name not in self.archs.run:
+                raise ValueError(f"freeze_ablation.archs: {name!r} is not in archs.run {self.archs.run}")
+        if ab.archs and ab.freeze:
+            if "after_it" not in self.finetune.scenarios:
+                raise ValueError(
+                    "freeze_ablation: compares with scenario after_it; add it to finetune.scenarios"
+                )
+            if self.finetune.freeze != "none":
+                raise ValueError(
+                    f"freeze_ablation: compares with the unfrozen fine-tune; finetune.freeze is "
+                    f"{self.finetune.freeze!r} (set it to none)"
+                )
         for name in self.archs.run:
             if name not in self.archs.variants:
                 raise ValueError(f"archs.run: unknown arch {name!r}; defined: {sorted(self.archs.variants)}")
         for name in self.archs.variants:
             cfg = self._resolve(name, [])  # raises with the arch's dotted key
+            if name in ab.archs and cfg.moe is None:
+                raise ValueError(f"freeze_ablation.archs: {name!r} is dense; freezing needs an MoE arch")
             if self.finetune.freeze != "none" and name in self.archs.run and cfg.moe is None:
                 raise ValueError(
                     f"finetune.freeze: {self.finetune.freeze!r} needs MoE archs, but archs.run has the dense "
@@ -132,6 +175,11 @@ class Params(StrictModel):
         except ValidationError as e:
             raise ValueError(format_validation_error(e, f"{key}.moe")[0]) from None
         return self.model.model_copy(update={"moe": moe})
+
+    def for_seed(self, seed: int) -> Params:
+        """These params as one replicate of ``base.seeds`` sees them: ``base.seed`` is the replicate's
+        seed (the fallback of every stage's ``seed: null``: init, data order, dropout, exemplar draws)."""
+        return self.model_copy(update={"base": self.base.model_copy(update={"seed": seed})})
 
     def arch_config(self, name: str) -> ModelConfig:
         """The ``ModelConfig`` of arch ``name``: ``model`` with the arch's MoE settings, or its dense twin."""

@@ -2,7 +2,7 @@
 
 dvc.yaml stays the one DAG and DVC (its cache and dvc.lock) decides what is up to date: the flow reads
 the stage graph from DVC, and runs each stage as its own Prefect task run (named after the stage, e.g.
-``pretrain@switch``) through ``dvc repro --single-item <stage>``, one at a time in dependency order (a
+``pretrain@switch-1234``) through ``dvc repro --single-item <stage>``, one at a time in dependency order (a
 workspace allows one DVC process). A stage ends ``ran``, ``skipped`` (DVC: up to date), ``restored``
 (DVC checked its outputs out of the run cache) or ``failed``; the stages downstream of a failure end
 ``not run`` and the flow fails. Prefect caching is off: DVC alone skips unchanged stages.
@@ -16,11 +16,11 @@ it). The workspace is not touched, so experiments run one after another or at on
 The whole flow is one MLflow parent run (every stage's run is a child through
 ``FLANMOE_PARENT_RUN_ID``), tagged with the Prefect flow run id; the flow run gets the tag
 ``mlflow_run_id:<id>``. At the end a markdown artifact lists the stages, their states and the
-evaluation scores of ``metrics/evaluate/*.json``.
+evaluation scores of ``metrics/evaluate/s<seed>/*.json``.
 
     python -m pipelines.flow                                   # the workspace, `dvc repro` semantics
     python -m pipelines.flow --set pretrain.steps=50 --set 'archs.run=[dense,switch]' --name steps50
-    python -m pipelines.flow --target tokenize --target pretrain@dense
+    python -m pipelines.flow --target tokenize --target pretrain@dense-1234
 """
 
 import argparse
@@ -58,10 +58,11 @@ from stages.common import git_commit  # noqa: E402
 
 RAN, SKIPPED, RESTORED, FAILED, NOT_RUN = "ran", "skipped", "restored", "failed", "not run"
 PARAMS_FILE = "params.yaml"
+PRESETS_DIR = "presets"  # presets/<name>.yaml: dotted params keys over params.yaml (default, study, gpu)
 STDERR_TAIL = 20  # lines of a failed stage's stderr in the log and the exception
 ARTIFACT_KEY = "flan-moe-pipeline"
 TABLE_KEY = "flan-moe-scores"
-REPORT_KEY = "flan-moe-report"  # docs/report/report.md, when the run reached the report stage
+REPORT_KEY = "flan-moe-report"  # <report.dir>/report.md, when the run reached the report stage
 
 
 # --------------------------------------------------------------------------------------------------
@@ -475,6 +476,47 @@ def experiment_workspace(root: Path, name: str, set_params: list[str]) -> Iterat
         shutil.rmtree(dest, ignore_errors=True)
 
 
+def presets(repo: str | Path = ".") -> list[str]:
+    """The preset names of ``repo`` (``presets/<name>.yaml``)."""
+    return sorted(p.stem for p in (Path(repo) / PRESETS_DIR).glob("*.yaml"))
+
+
+def load_preset(repo: str | Path, name: str) -> dict[str, Any]:
+    """The overrides of preset ``name`` (``presets/<name>.yaml``: dotted params keys -> values).
+    ``ValueError`` naming the file for an unknown preset or one that is not such a mapping."""
+    path = Path(repo) / PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(
+            f"preset: no {PRESETS_DIR}/{name}.yaml (presets: {', '.join(presets(repo)) or 'none'})"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{PRESETS_DIR}/{name}.yaml: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"{PRESETS_DIR}/{name}.yaml: must map dotted params keys to values")
+    return data
+
+
+def export_report(work: Path, root: Path, report_dir: str, logger=None) -> Path | None:
+    """Copy an experiment's report folder (``report.dir``, e.g. docs/study) into the workspace, unless
+    it is the workspace's own report stage output (its DVC out: left to `dvc exp apply`)."""
+    own = (parse_params(yaml.safe_load((root / PARAMS_FILE).read_text()) or {}, PARAMS_FILE)).report.dir
+    src, dest = work / report_dir, root / report_dir
+    if report_dir == own or not (src / "report.md").is_file():
+        return None
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    if logger is not None:
+        logger.info("report of the experiment copied to %s", dest)
+    return dest
+
+
 @task(task_run_name="dvc checkout", cache_policy=NO_CACHE)
 def checkout(repo: str) -> None:
     """Check the outputs dvc.lock records out of the shared cache (missing ones are left to the run)."""
@@ -522,11 +564,13 @@ SCORE_COLUMNS = [
 
 
 def evaluate_metrics(repo: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(model, data)`` of every readable ``metrics/evaluate/*.json``, by file name."""
+    """``(model, data)`` of every readable ``metrics/evaluate/s<seed>/*.json``, named
+    ``<model> s<seed>``."""
     out = []
-    for f in sorted((Path(repo) / "metrics" / "evaluate").glob("*.json")):
+    root = Path(repo) / "metrics" / "evaluate"
+    for f in sorted(root.glob("s*/*.json")):
         try:
-            out.append((f.stem, json.loads(f.read_text())))
+            out.append((f"{f.stem} {f.parent.name}", json.loads(f.read_text())))
         except (OSError, ValueError):
             continue
     return out
@@ -662,6 +706,7 @@ def pipeline(
     settings: RunSettings = RunSettings(),  # noqa: B008 - every field empty; never mutated
     overrides: dict[str, Any] | None = None,
     name: str | None = None,
+    preset: str | None = None,
     targets: list[str] | None = None,
     retries: int = 1,
     retry_delay_seconds: float = 10.0,
@@ -676,7 +721,11 @@ def pipeline(
       stage by stage (`dvc repro`). Given (or with ``name``): a DVC experiment, validated before
       anything runs, run stage by stage in a private copy of the workspace (the workspace is left as it
       is) and recorded with `dvc exp save` (see ``dvc exp show``).
-    name: the DVC experiment's name (default ``flow-<time>``); also the MLflow parent run's name.
+    name: the DVC experiment's name (default ``flow-<time>``, ``<preset>-<time>``); also the MLflow
+      parent run's name.
+    preset: a named set of overrides, ``presets/<name>.yaml`` (``study``, ``gpu``; ``default`` is
+      params.yaml as it is), under ``settings`` and ``overrides``. A preset's report folder
+      (``report.dir``, e.g. docs/study) is copied back into the workspace when the run ends.
     targets: stage names (or foreach/matrix names such as ``pretrain``) to run with their upstream
       stages; None: all.
     retries, retry_delay_seconds: retries of a failed stage (a params error, exit status 2, never).
@@ -692,6 +741,9 @@ def pipeline(
     if settings is not None:
         overrides = {**settings.overrides(), **(overrides or {})}
         name = name or settings.experiment_name
+    if preset and preset != "default":
+        overrides = {**load_preset(root, preset), **(overrides or {})}
+        name = name or time.strftime(f"{preset}-%Y%m%d-%H%M%S")
     overrides = dict(overrides or {})
     targets = list(targets or [])
     experiment = bool(overrides) or name is not None
@@ -738,11 +790,13 @@ def pipeline(
                 if experiment and not errors:
                     exp_ref = save_experiment(run_name, list(graph) if targets else [], str(work), str(root))
                     run.set_tags({"dvc_exp_ref": exp_ref})
+                report_md = work / params.report.dir / "report.md"  # the report stage's (when it ran)
+                if experiment and preset and states.get("report") in (RAN, SKIPPED, RESTORED):
+                    export_report(work, root, params.report.dir, logger)
                 counts = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
                 run.set_tags({f"stages.{s.replace(' ', '_')}": n for s, n in counts.items()})
                 loaded = evaluate_metrics(work)  # read once: the table artifact and the markdown
                 scores = score_rows(work, loaded)
-                report_md = work / "docs" / "report" / "report.md"  # the report stage's (when it ran)
                 study = None
                 if states.get("report") in (RAN, SKIPPED, RESTORED) and report_md.is_file():
                     study = report_md.read_text()
@@ -795,16 +849,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="a params override (value in YAML: 50, [dense,switch], null); runs a DVC experiment")  # fmt: skip
     ap.add_argument("--name", help="DVC experiment (and MLflow run) name; runs a DVC experiment")
     ap.add_argument(
+        "--preset", help="presets/<name>.yaml overrides (study, gpu; --set on top); runs a DVC experiment"
+    )
+    ap.add_argument(
         "--target", dest="targets", action="append", default=[], help="stage to run (with upstream)"
     )
     ap.add_argument("--retries", type=int, default=1)
     ap.add_argument("--keep-going", action="store_true")
     args = ap.parse_args(argv)
     overrides = _parse_set(args.overrides)
+    if args.preset:
+        try:
+            load_preset(".", args.preset)  # an unknown or malformed preset: bad input, before anything runs
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         states = pipeline(
             overrides=overrides or None,
             name=args.name,
+            preset=args.preset,
             targets=args.targets or None,
             retries=args.retries,
             keep_going=args.keep_going,

@@ -32,7 +32,7 @@ KEYS: dict[str, str | tuple[str, ...]] = {
     "dropless": "model.moe.dropless",
     "load_balance_coef": "model.moe.load_balance_coef",
     "z_loss_coef": "model.moe.z_loss_coef",
-    "seed": "base.seed",
+    "seeds": "base.seeds",
     "pretrain_steps": "pretrain.steps",
     "pretrain_lr": "pretrain.lr",
     "instruct_steps": "instruct.steps",
@@ -79,7 +79,11 @@ class RunSettings(BaseModel):
         None, ge=0, description="model.moe.load_balance_coef: Switch load-balancing loss weight"
     )
     z_loss_coef: float | None = Field(None, ge=0, description="model.moe.z_loss_coef: router z-loss weight")
-    seed: int | None = Field(None, description="base.seed: data sampling, initialization, training order")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="base.seeds: replicates; every training and evaluation stage runs once per seed",
+    )
     pretrain_steps: int | None = Field(None, ge=1, description="pretrain.steps")
     pretrain_lr: float | None = Field(None, gt=0, description="pretrain.lr: peak learning rate")
     instruct_steps: int | None = Field(None, ge=1, description="instruct.steps")

@@ -138,8 +138,41 @@ def load_params() -> Params:
     return load_params_or_exit()
 
 
+def replicate(params: Params, argv: list[str]) -> tuple[Params, list[str]]:
+    """Take ``--seed N`` out of a stage's arguments (dvc.yaml passes it) and return the params as that
+    replicate of ``base.seeds`` sees them (``for_seed``), with the other arguments."""
+    rest, seed = list(argv), None
+    if "--seed" in rest:
+        i = rest.index("--seed")
+        value = rest[i + 1] if i + 1 < len(rest) else ""
+        if not value.isdigit():
+            fail(f"--seed: expected a seed of base.seeds {params.base.seeds}, got {value!r}")
+        seed = int(value)
+        del rest[i : i + 2]
+    return for_seed(params, seed), rest
+
+
+def for_seed(params: Params, seed: int | None) -> Params:
+    """``params`` as replicate ``seed`` of ``base.seeds`` sees them (``Params.for_seed``); ``None`` is
+    allowed when ``base.seeds`` has one seed. Exit 2 for a seed not in ``base.seeds``."""
+    seeds = params.base.seeds
+    if seed is None:
+        if len(seeds) > 1:
+            fail(f"--seed: base.seeds has {len(seeds)} seeds {seeds}; pass one of them")
+        seed = seeds[0]
+    elif seed not in seeds:
+        fail(f"--seed: {seed} is not one of base.seeds {seeds}")
+    return params.for_seed(seed)
+
+
+def seed_dir(params: Params) -> str:
+    """The folder of a replicate's outputs under each stage's root (``models/pretrain/s1234/dense``)."""
+    return f"s{params.base.seed}"
+
+
 def effective_seed(params: Params, section: str) -> int:
-    """The seed stage ``section`` uses: its own ``seed`` if it has one that is set, else ``base.seed``."""
+    """The seed stage ``section`` uses: its own ``seed`` if it has one that is set, else ``base.seed``
+    (in a replicate: the replicate's seed)."""
     seed = getattr(getattr(params, section, None), "seed", None)
     return params.base.seed if seed is None else seed
 

@@ -1,6 +1,6 @@
-"""Stage `evaluate`: score one exported model -> metrics/evaluate/<name>.json and evals/<name>/.
+"""Stage `evaluate`: score one exported model -> metrics/evaluate/s<seed>/<name>.json and evals/s<seed>/<name>/.
 
-    python -m stages.evaluate <model_dir> [--task TASK] [--name NAME]
+    python -m stages.evaluate <model_dir> [--task TASK] [--name NAME] [--seed N]
 
 Without ``--task`` (scenario ``it_zero_few``): the held-out suites of ``evaluate.suites`` zero-shot
 and few-shot (``evaluate.fewshot_k`` exemplars): MMLU-schema multiple choice by log-likelihood
@@ -15,16 +15,18 @@ With ``--task`` (scenarios ``direct`` and ``after_it``): the fine-tuned model on
 
 Every score has its 95% bootstrap CI, its chance level (the embedded suite's ``CHANCE``; for real
 data 1/len(choices) for multiple choice and 0 for exact match) and a best-constant baseline.
-``evals/<name>/`` holds ``predictions.jsonl`` (prompt, target, prediction, correct per example),
+``s<seed>`` is the replicate of ``base.seeds`` (``--seed``; it seeds exemplar draws and the bootstrap,
+and picks the instruct stage's validation split of that replicate). ``evals/s<seed>/<name>/`` holds ``predictions.jsonl`` (prompt, target, prediction, correct per example),
 ``routing.json`` (MoE: expert load per layer per task) and ``summary.json`` (every figure).
-``<name>`` defaults to ``<variant>-<stage>`` for models/<stage>/<variant> (``switch-instruct``),
-the variant for models/finetune/<variant>, else the directory's name.
+``<name>`` defaults to ``<variant>-<stage>`` for models/<stage>/[s<seed>/]<variant> (``switch-instruct``),
+the variant for models/finetune/[s<seed>/]<variant>, else the directory's name.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +38,9 @@ from stages.common import (
     dvc_md5,
     effective_seed,
     fail,
+    for_seed,
     load_params,
+    seed_dir,
     tracked_run,
     write_json,
 )
@@ -48,24 +52,37 @@ MODES = ("zero_shot", "few_shot")
 HELDOUT = ("mmlu", "bbh")  # the suites of the paper's normalized average
 
 
-def default_name(model_dir: Path) -> str:
+def _layout(model_dir: Path) -> tuple[str, str] | None:
+    """(stage, variant) of models/<stage>/[s<seed>/]<variant>, else None."""
     parts = model_dir.resolve().parts
+    if len(parts) >= 4 and parts[-4] == "models" and re.fullmatch(r"s\d+", parts[-2]):
+        return parts[-3], parts[-1]
     if len(parts) >= 3 and parts[-3] == "models":
-        stage, variant = parts[-2], parts[-1]
+        return parts[-2], parts[-1]
+    return None
+
+
+def default_name(model_dir: Path) -> str:
+    layout = _layout(model_dir)
+    if layout is not None:
+        stage, variant = layout
         return variant if stage == "finetune" else f"{variant}-{stage}"
     return model_dir.resolve().name
 
 
 def describe(model_dir: Path, task: str | None) -> dict[str, str]:
-    """MLflow tags from the layout models/<stage>/<variant> (arch, scenario, source stage, task)."""
-    parts = model_dir.resolve().parts
+    """MLflow tags from the layout models/<stage>/[s<seed>/]<variant> (arch, scenario, source stage, task)."""
     tags: dict[str, str] = {"model_dir": str(model_dir)}
-    if len(parts) >= 3 and parts[-3] == "models":
-        stage, variant = parts[-2], parts[-1]
+    layout = _layout(model_dir)
+    if layout is not None:
+        stage, variant = layout
         tags["model_stage"] = stage
         tags["arch"] = variant.split("-")[0]
-        if stage == "finetune":
-            tags["scenario"] = variant.rsplit("-", 1)[-1]
+        if stage == "finetune":  # <arch>-<task>-<scenario>[-freeze_<option>] (the freeze ablation)
+            m = re.fullmatch(r"(.+)-(direct|after_it)(?:-freeze_(\w+))?", variant)
+            tags["scenario"] = m[2] if m else variant.rsplit("-", 1)[-1]
+            if m and m[3]:
+                tags["freeze"] = m[3]
         elif stage in ("pretrain", "instruct"):
             tags["scenario"] = "it_zero_few"
             tags["instruction_tuned"] = str(stage == "instruct").lower()
@@ -78,7 +95,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", type=Path, help="an exported model directory (config.json, ...)")
     parser.add_argument("--task", help="a fine-tuning task of data/tokenized/finetune: score its test split")
-    parser.add_argument("--name", help="output name (metrics/evaluate/<name>.json, evals/<name>/)")
+    parser.add_argument(
+        "--name", help="output name (metrics/evaluate/s<seed>/<name>.json, evals/s<seed>/<name>/)"
+    )
+    parser.add_argument(
+        "--seed", type=int, help="the replicate of base.seeds (may be left out with one seed)"
+    )
     try:
         return parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed the usage line and the error
@@ -103,7 +125,8 @@ def _heldin_rows(params, decode) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    params = load_params()
+    params = for_seed(load_params(), args.seed)
+    out_metrics, evals = OUT_METRICS / seed_dir(params), EVALS / seed_dir(params)
     cfg = params.evaluate
     model_dir: Path = args.model_dir
     if not (model_dir / "config.json").is_file():
@@ -174,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     tags.update(arch_tags(tags.get("arch"), model_cfg))
     tags["model_md5"] = dvc_md5(model_dir)  # the logged model's tag of the same name
     if tags.get("model_stage") == "finetune":  # the fine-tuning params DVC made this model with
-        tags["freeze"] = params.finetune.freeze
+        tags.setdefault("freeze", params.finetune.freeze)
     results = []
     with tracked_run(
         f"evaluate@{name}",
@@ -182,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         ["evaluate"],
         tags=tags,
         inputs={path: "evaluation" for path in needed},
-        outputs=[OUT_METRICS / f"{name}.json"],
+        outputs=[out_metrics / f"{name}.json"],
     ) as run:
         if args.task is not None:
             test = splits["test"]
@@ -212,16 +235,16 @@ def main(argv: list[str] | None = None) -> None:
                 results.append(ev.pairs("heldin", _heldin_rows(params, ev.decode)))
         metrics, summary = _collect(results, settings)
         routing = ev.routing_summary()
-        with atomic_dir(EVALS / name) as tmp:
+        with atomic_dir(evals / name) as tmp:
             with (tmp / "predictions.jsonl").open("w") as f:
                 for res in results:
                     for rec in res.records:
                         f.write(json.dumps(rec, sort_keys=True) + "\n")
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
             (tmp / "routing.json").write_text(json.dumps(routing, indent=2, sort_keys=True) + "\n")
-        write_json(OUT_METRICS / f"{name}.json", metrics)
+        write_json(out_metrics / f"{name}.json", metrics)
         run.log_metrics(flatten(metrics, sep="/"))
-        run.log_artifacts(EVALS / name, "evaluation")
+        run.log_artifacts(evals / name, "evaluation")
         run.log_table([rec for res in results for rec in res.records], "evaluation/predictions_table.json")
     heldout = [r for r in results if r.suite in HELDOUT]
     line = ", ".join(f"{r.suite} {r.mode} {r.summary['score']:.3f}" for r in results)

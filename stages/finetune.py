@@ -1,11 +1,12 @@
 """Stage `finetune`: single-task fine-tuning of one arch on one task, in one scenario.
 
-    python -m stages.finetune <arch> <task> <scenario>     # dvc.yaml: matrix arch x task x scenario
+    python -m stages.finetune <arch> <task> <scenario> [--seed N]   # dvc.yaml: matrix arch x task x scenario x seed
 
-Scenario `direct` starts from models/pretrain/<arch> (the paper's scenario 1), `after_it` from
-models/instruct/<arch> (scenario 3). Trains on data/tokenized/finetune/<task> `train`, validates on its
+Scenario `direct` starts from models/pretrain/s<seed>/<arch> (the paper's scenario 1), `after_it` from
+models/instruct/s<seed>/<arch> (scenario 3). Trains on data/tokenized/finetune/<task> `train`, validates on its
 `validation` split, stops early when the validation loss stops improving and exports the best model
-to models/finetune/<arch>-<task>-<scenario>/. `finetune.freeze` freezes the gate, the experts or every
+to models/finetune/s<seed>/<arch>-<task>-<scenario>/ (with ``--freeze OPTION``, the freeze ablation's run:
+``...-<scenario>-freeze_<OPTION>/``). `finetune.freeze` freezes the gate, the experts or every
 non-MoE parameter (the paper's ablation; a dense arch accepts only `none`); `dropout_rate` and
 `expert_dropout` apply to this stage only.
 """
@@ -14,19 +15,27 @@ from __future__ import annotations
 
 import sys
 
-from stages.common import dvc_md5, fail, load_params
+from stages.common import dvc_md5, fail, load_params, replicate, seed_dir
 from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
 
 INIT_STAGE = {"direct": "pretrain", "after_it": "instruct"}
+FREEZE_OPTIONS = ("none", "gate", "experts", "non_moe")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    params = load_params()
-    if len(argv) != 3:
-        fail("usage: python -m stages.finetune <arch> <task> <scenario>")
-    arch = parse_arch("finetune", argv[:1], params)
-    task, scenario = argv[1], argv[2]
+    params, args = replicate(load_params(), argv)
+    freeze = params.finetune.freeze
+    if "--freeze" in args:  # the freeze ablation (dvc.yaml finetune_freeze): this run's option
+        i = args.index("--freeze")
+        freeze = args[i + 1] if i + 1 < len(args) else ""
+        del args[i : i + 2]
+        if freeze not in FREEZE_OPTIONS:
+            fail(f"--freeze: {freeze!r} is not one of {list(FREEZE_OPTIONS)}")
+    if len(args) != 3:
+        fail("usage: python -m stages.finetune <arch> <task> <scenario> [--seed N] [--freeze OPTION]")
+    arch = parse_arch("finetune", args[:1], params)
+    task, scenario = args[1], args[2]
     if scenario not in INIT_STAGE:
         fail(f"scenario: unknown scenario {scenario!r}; one of {sorted(INIT_STAGE)}")
     cfg = params.finetune
@@ -38,13 +47,14 @@ def main(argv: list[str] | None = None) -> None:
             else []
         )
         fail(f"task: {task!r} is not in {TOKENIZED / 'finetune'} (tasks: {have}); check finetune.tasks")
-    init_dir = MODELS / INIT_STAGE[scenario] / arch
+    init_dir = MODELS / INIT_STAGE[scenario] / seed_dir(params) / arch
     require(TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
     require(
-        init_dir, hint=f"run the {INIT_STAGE[scenario]} stage first (dvc repro {INIT_STAGE[scenario]}@{arch})"
+        init_dir,
+        hint=f"run the {INIT_STAGE[scenario]} stage first (dvc repro {INIT_STAGE[scenario]}@{arch}-{params.base.seed})",
     )
-    if cfg.freeze != "none" and params.arch_config(arch).moe is None:
-        fail(f"finetune.freeze: {cfg.freeze!r} needs an MoE arch; {arch!r} is dense (only 'none')")
+    if freeze != "none" and params.arch_config(arch).moe is None:
+        fail(f"finetune.freeze: {freeze!r} needs an MoE arch; {arch!r} is dense (only 'none')")
 
     import datasets
 
@@ -71,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             val_batches=eval_batches(splits["validation"], max_tokens=cfg.max_tokens),
             enc_len=max(1, round(sum(a for a, _ in lengths) / len(lengths))),
             dec_len=max(1, round(sum(b for _, b in lengths) / len(lengths))),
-            metrics={"task": task, "scenario": scenario, "freeze": cfg.freeze, "train_examples": len(train)},
+            metrics={"task": task, "scenario": scenario, "freeze": freeze, "train_examples": len(train)},
         )
 
     overrides: dict = {}
@@ -86,9 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         dvc_md5(data_dir) + dvc_md5(init_dir),
         make_data,
         init_dir=init_dir,
-        variant=f"{arch}-{task}-{scenario}",
+        variant=f"{arch}-{task}-{scenario}"
+        + (f"-freeze_{freeze}" if freeze != params.finetune.freeze else ""),
         model_overrides=overrides,
-        freeze=cfg.freeze,
+        freeze=freeze,
         tags={"task": task, "scenario": scenario},
         inputs={data_dir: "training"},
     )

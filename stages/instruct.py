@@ -1,8 +1,8 @@
-"""Stage `instruct`: instruction tuning of one arch's pretrained model -> models/instruct/<arch>/.
+"""Stage `instruct`: instruction tuning of one arch's pretrained model -> models/instruct/s<seed>/<arch>/.
 
-    python -m stages.instruct <arch>        # dvc.yaml: foreach over archs.run
+    python -m stages.instruct <arch> [--seed N]   # dvc.yaml: matrix archs.run x base.seeds
 
-Starts from models/pretrain/<arch>/, trains on data/tokenized/flan (a seeded held-out slice is the
+Starts from models/pretrain/s<seed>/<arch>/, trains on data/tokenized/flan (a seeded held-out slice is the
 validation set) mixed as FLAN does (examples-proportional with a per-task cap and a temperature:
 `instruct.mixture`), in micro-batches formed by length under `instruct.max_tokens`. The loss is on the
 target tokens only (the encoder reads the instruction; padding is ignored). Outputs as every training
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stages.common import dvc_md5, fail, load_params
+from stages.common import dvc_md5, fail, load_params, replicate, seed_dir
 from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
 
 DATA_DIR = TOKENIZED / "flan"
@@ -33,12 +33,12 @@ def template_shares(template_types: list[str]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    params = load_params()
-    arch = parse_arch("instruct", argv, params)
+    params, args = replicate(load_params(), argv)
+    arch = parse_arch("instruct", args, params)
     cfg = params.instruct
-    init_dir = MODELS / "pretrain" / arch
+    init_dir = MODELS / "pretrain" / seed_dir(params) / arch
     require(DATA_DIR, TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
-    require(init_dir, hint=f"run the pretrain stage first (dvc repro pretrain@{arch})")
+    require(init_dir, hint=f"run the pretrain stage first (dvc repro pretrain@{arch}-{params.base.seed})")
 
     import datasets
 

@@ -1,10 +1,11 @@
-"""Stage `pretrain`: span-corruption pretraining of one arch -> models/pretrain/<arch>/.
+"""Stage `pretrain`: span-corruption pretraining of one arch -> models/pretrain/s<seed>/<arch>/.
 
-    python -m stages.pretrain <arch>        # dvc.yaml: foreach over archs.run
+    python -m stages.pretrain <arch> [--seed N]   # dvc.yaml: matrix archs.run x base.seeds
 
 Reads data/tokenized/pretrain (a seeded held-out slice of it is the validation set), trains from a
-seeded init with the `pretrain` params, resumes automatically from checkpoints/pretrain/<arch>/, then
-exports the model directory, metrics/pretrain/<arch>.json and the loss curve plots/pretrain/<arch>.json
+seeded init with the `pretrain` params, resumes automatically from checkpoints/pretrain/s<seed>/<arch>/,
+then exports the model directory, metrics/pretrain/s<seed>/<arch>.json and the loss curve
+plots/pretrain/s<seed>/<arch>.json
 (`stages/training.py`). With `pretrain.parallel.nproc > 1` it re-launches itself under torchrun.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from stages.common import dvc_md5, fail, load_params
+from stages.common import dvc_md5, fail, load_params, replicate
 from stages.training import TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
 
 DATA_DIR = TOKENIZED / "pretrain"
@@ -20,8 +21,8 @@ DATA_DIR = TOKENIZED / "pretrain"
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    params = load_params()
-    arch = parse_arch("pretrain", argv, params)
+    params, args = replicate(load_params(), argv)
+    arch = parse_arch("pretrain", args, params)
     cfg = params.pretrain
     require(DATA_DIR, TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
 

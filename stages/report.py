@@ -2,13 +2,16 @@
 
     python -m stages.report
 
-Reads, for every arch of ``archs.run``: metrics/pretrain/<arch>.json (params, active params,
-FLOPs/token), metrics/evaluate/<arch>-<pretrain|instruct>.json (held-out suites, scenario 2) and, for
-every task of ``finetune.tasks`` and scenario of ``finetune.scenarios``,
-metrics/evaluate/<arch>-<task>-<scenario>.json (scenarios 1 and 3); for the figures, the training
-curves plots/pretrain/<arch>.json, plots/instruct/<arch>.json, plots/finetune/<arch>-<task>-<scenario>.json
-and, for every MoE arch, evals/<arch>-instruct/routing.json (expert load per layer per task). Writes
-docs/report/report.md and docs/report/report.html with the PNG figures beside them (git-tracked, so
+Reads, for every seed ``s<seed>`` of ``base.seeds`` and arch of ``archs.run``:
+metrics/pretrain/s<seed>/<arch>.json (params, active params, FLOPs/token),
+metrics/evaluate/s<seed>/<arch>-<pretrain|instruct>.json (held-out suites, scenario 2) and, for every
+task of ``finetune.tasks`` and scenario of ``finetune.scenarios`` (and the freezing ablation's
+``after_it-freeze_<option>``), metrics/evaluate/s<seed>/<arch>-<task>-<scenario>.json (scenarios 1
+and 3). Several seeds are aggregated (``flanmoe.report.seeds``: mean, CI over seeds and examples). For
+the figures (first seed): the training curves plots/<stage>/s<seed>/... and, for every MoE arch,
+evals/s<seed>/<arch>-instruct/routing.json (expert load per layer per task). Writes
+<report.dir> (docs/report; the study preset: docs/study): report.md and report.html with the PNG
+figures in <report.dir>/figures/ (git-tracked, so
 the report is read where the code is; the HTML links the PNGs by file name) and metrics/report.json
 (the IT gains, fine-tuning gains and every finding's verdict: DVC metrics), and logs them to MLflow
 (run ``report``). A missing or unreadable input file stops it with exit status 2 and nothing written.
@@ -17,48 +20,70 @@ The table and the findings come from ``flanmoe.report``, the figures from ``flan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from flanmoe.config import flatten
-from flanmoe.report.render import SCENARIO_LABEL
+from flanmoe.report.table import FREEZE_PREFIX, scenario_label
 from stages.common import METRICS, atomic_dir, fail, load_params, tracked_run, write_json
 
-REPORT_DIR = Path("docs") / "report"
 REPORT_JSON = METRICS / "report.json"
+FIGURES = "figures"  # <report.dir>/figures/*.png
 EVALS = Path("evals")
 PLOTS = Path("plots")
 
 
+def _seed(seed: int) -> str:
+    return f"s{seed}"
+
+
+def scenarios(params) -> list[str]:
+    """The fine-tuning scenarios of the table: ``finetune.scenarios`` and, with the freezing ablation,
+    ``after_it-freeze_<option>`` per option."""
+    return list(params.finetune.scenarios) + [f"{FREEZE_PREFIX}{f}" for f in params.freeze_ablation.freeze]
+
+
+def _finetuned(params, arch: str) -> list[tuple[str, str]]:
+    """(task, scenario) of every fine-tuned model of ``arch`` (the ablation's only for its archs)."""
+    out = [(t, s) for t in params.finetune.tasks for s in params.finetune.scenarios]
+    if arch in params.freeze_ablation.archs:
+        out += [
+            (t, f"{FREEZE_PREFIX}{f}") for t in params.finetune.tasks for f in params.freeze_ablation.freeze
+        ]
+    return out
+
+
 def needed_files(params) -> dict[str, Path]:
-    """Every metrics file the report reads, keyed ``pretrain/<arch>``, ``<arch>-<model>``,
-    ``<arch>-<task>-<scenario>``."""
+    """Every metrics file the report reads, keyed ``s<seed>/pretrain/<arch>``, ``s<seed>/<arch>-<model>``,
+    ``s<seed>/<arch>-<task>-<scenario>``, for every seed of ``base.seeds``."""
     files: dict[str, Path] = {}
-    for arch in params.archs.run:
-        files[f"pretrain/{arch}"] = METRICS / "pretrain" / f"{arch}.json"
-        for model in ("pretrain", "instruct"):
-            files[f"{arch}-{model}"] = METRICS / "evaluate" / f"{arch}-{model}.json"
-        for task in params.finetune.tasks:
-            for scenario in params.finetune.scenarios:
+    for seed in map(_seed, params.base.seeds):
+        for arch in params.archs.run:
+            files[f"{seed}/pretrain/{arch}"] = METRICS / "pretrain" / seed / f"{arch}.json"
+            for model in ("pretrain", "instruct"):
+                files[f"{seed}/{arch}-{model}"] = METRICS / "evaluate" / seed / f"{arch}-{model}.json"
+            for task, scenario in _finetuned(params, arch):
                 name = f"{arch}-{task}-{scenario}"
-                files[name] = METRICS / "evaluate" / f"{name}.json"
+                files[f"{seed}/{name}"] = METRICS / "evaluate" / seed / f"{name}.json"
     return files
 
 
 def figure_files(params) -> dict[str, Path]:
-    """Every file the figures read, keyed ``routing/<arch>`` (MoE archs: the instruction-tuned model's
-    expert load) and ``curves/<stage>/<name>`` (training curves)."""
+    """Every file the figures read (the first seed of ``base.seeds``), keyed ``routing/<arch>`` (MoE
+    archs: the instruction-tuned model's expert load) and ``curves/<stage>/<name>`` (training curves)."""
     files: dict[str, Path] = {}
+    seed = _seed(params.base.seeds[0])
     for arch in params.archs.run:
         if params.arch_config(arch).moe is not None:
-            files[f"routing/{arch}"] = EVALS / f"{arch}-instruct" / "routing.json"
+            files[f"routing/{arch}"] = EVALS / seed / f"{arch}-instruct" / "routing.json"
         for stage in ("pretrain", "instruct"):
-            files[f"curves/{stage}/{arch}"] = PLOTS / stage / f"{arch}.json"
+            files[f"curves/{stage}/{arch}"] = PLOTS / stage / seed / f"{arch}.json"
         for task in params.finetune.tasks:
             for scenario in params.finetune.scenarios:
                 name = f"{arch}-{task}-{scenario}"
-                files[f"curves/finetune/{name}"] = PLOTS / "finetune" / f"{name}.json"
+                files[f"curves/finetune/{name}"] = PLOTS / "finetune" / seed / f"{name}.json"
     return files
 
 
@@ -70,8 +95,8 @@ def load_metrics(files: dict[str, Path]) -> dict[str, dict | list]:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         fail(
             f"{missing[0]}: missing{more}; the report needs the metrics, training curves and (MoE) routing"
-            " of every arch of archs.run, task of finetune.tasks and scenario of finetune.scenarios"
-            " (run `dvc repro` first)"
+            " of every arch of archs.run, task of finetune.tasks, scenario of finetune.scenarios and seed"
+            " of base.seeds (run `dvc repro` first)"
         )
     out = {}
     for key, path in files.items():
@@ -85,6 +110,29 @@ def load_metrics(files: dict[str, Path]) -> dict[str, dict | list]:
     return out
 
 
+def over_seeds(params, metrics: dict) -> dict[str, dict]:
+    """The metrics of every seed as one (``flanmoe.report.seeds.aggregate``), keyed without the seed."""
+    from flanmoe.report.seeds import aggregate
+
+    seeds = [_seed(s) for s in params.base.seeds]
+    keys = [k.split("/", 1)[1] for k in metrics if k.startswith(f"{seeds[0]}/")]
+    return {k: aggregate([metrics[f"{s}/{k}"] for s in seeds]) for k in keys}
+
+
+def routing_info(params, arch: str) -> dict | None:
+    """What the router and aux-loss findings compare MoE archs by (None for a dense arch)."""
+    moe = params.arch_config(arch).moe
+    if moe is None:
+        return None
+    return {
+        "router": moe.router,
+        "decoder_router": moe.router_for("decoder"),
+        "num_experts": moe.num_experts,
+        "load_balance_coef": moe.load_balance_coef,
+        "z_loss_coef": moe.resolved_z_loss_coef,
+    }
+
+
 def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
     """The training curves by panel: ``pretrain`` and ``instruct`` ({arch: rows}), ``finetune <task>``
     ({"<arch> <scenario>": rows})."""
@@ -93,9 +141,7 @@ def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
         panels[stage] = {arch: inputs[f"curves/{stage}/{arch}"] for arch in params.archs.run}
     for task in params.finetune.tasks:
         panels[f"finetune {task}"] = {
-            f"{arch} {SCENARIO_LABEL.get(scenario, scenario)}": inputs[
-                f"curves/finetune/{arch}-{task}-{scenario}"
-            ]
+            f"{arch} {scenario_label(scenario)}": inputs[f"curves/finetune/{arch}-{task}-{scenario}"]
             for arch in params.archs.run
             for scenario in params.finetune.scenarios
         }
@@ -107,8 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     if args:
         fail(f"python -m stages.report takes no arguments (got {args}); it reads params.yaml")
     params = load_params()
+    report_dir = Path(params.report.dir)
     inputs = figure_files(params)
-    metrics = load_metrics({**needed_files(params), **inputs})
+    loaded = load_metrics({**needed_files(params), **inputs})
+    metrics = {**over_seeds(params, loaded), **{k: loaded[k] for k in inputs}}
 
     from flanmoe.report import (
         ArchResults,
@@ -127,24 +175,32 @@ def main(argv: list[str] | None = None) -> None:
             twin_of=params.archs.variants[arch].dense_twin_of,
             pretrain=metrics[f"pretrain/{arch}"],
             evaluate={m: metrics[f"{arch}-{m}"] for m in ("pretrain", "instruct")},
-            finetune={
-                (t, s): metrics[f"{arch}-{t}-{s}"]
-                for t in params.finetune.tasks
-                for s in params.finetune.scenarios
-            },
+            finetune={(t, s): metrics[f"{arch}-{t}-{s}"] for t, s in _finetuned(params, arch)},
+            routing=routing_info(params, arch),
         )
         for arch in params.archs.run
     ]
     try:
         table = build_table(
-            archs, params.finetune.tasks, params.finetune.scenarios, params.evaluate.fewshot_k
+            archs,
+            params.finetune.tasks,
+            scenarios(params),
+            params.evaluate.fewshot_k,
+            seeds=len(params.base.seeds),
         )
     except ReportInputError as e:
         fail(f"metrics: {e} (files under {METRICS}/)")
     fs = findings(table)
+    seeds = params.base.seeds
+    seed_text = (
+        f"seed {seeds[0]} (one seed)"
+        if len(seeds) == 1
+        else f"seeds {', '.join(map(str, seeds))} (mean over {len(seeds)} seeds; figures of routing and"
+        f" training curves: seed {seeds[0]})"
+    )
     source = (
         f"Archs {', '.join(params.archs.run)}; fine-tuned tasks {', '.join(params.finetune.tasks) or 'none'}; "
-        f"seed {params.base.seed} (one seed). From metrics/pretrain/ and metrics/evaluate/ of this pipeline run."
+        f"{seed_text}. From metrics/pretrain/ and metrics/evaluate/ of this pipeline run."
     )
     report = summary(table, fs)
     routing = {k.removeprefix("routing/"): v for k, v in metrics.items() if k.startswith("routing/")}
@@ -164,22 +220,26 @@ def main(argv: list[str] | None = None) -> None:
         "report",
         params,
         ["archs"],
-        outputs=[REPORT_JSON, REPORT_DIR / "report.md", REPORT_DIR / "report.html"],
+        outputs=[REPORT_JSON, report_dir / "report.md", report_dir / "report.html"],
     ) as run:
         run.log_params(
             {"finetune.tasks": params.finetune.tasks, "finetune.scenarios": params.finetune.scenarios}
         )
-        with atomic_dir(REPORT_DIR) as tmp:
-            figures = write_figures(tmp, table, routing, curves)
+        with atomic_dir(report_dir) as tmp:
+            (tmp / FIGURES).mkdir()  # the PNGs alone in a folder: dvc.yaml's top-level plots show it
+            figures = [
+                dataclasses.replace(f, file=f"{FIGURES}/{f.file}")
+                for f in write_figures(tmp / FIGURES, table, routing, curves)
+            ]
             (tmp / "report.md").write_text(to_markdown(table, fs, source=source, figures=figures))
             (tmp / "report.html").write_text(to_html(table, fs, source=source, figures=figures))
         write_json(REPORT_JSON, report)
         for f in figures:
-            run.log_artifact(str(REPORT_DIR / f.file), REPORT_DIR.as_posix())
+            run.log_artifact(str(report_dir / f.file), (report_dir / FIGURES).as_posix())
         run.log_metrics(flatten(report, sep="/"))
     verdicts = ", ".join(f"{f.id}: {f.verdict}" for f in fs if f.comparisons)
     pngs = ", ".join(f.file for f in figures)
-    print(f"report: {REPORT_DIR}/report.md, report.html, {pngs}, {REPORT_JSON}; {verdicts}")
+    print(f"report: {report_dir}/report.md, report.html, {pngs}, {REPORT_JSON}; {verdicts}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """What the training stages (pretrain, instruct; finetune next) share: resumable checkpoints with a
 fingerprint, the MLflow run, training through ``flanmoe.train``, and the exported outputs:
 
-- ``models/<stage>/<arch>/`` (config.json, model.safetensors, tokenizer.json): the DVC out;
-- ``metrics/<stage>/<arch>.json`` (no timings: same params, same file) and ``plots/<stage>/<arch>.json``;
-- ``checkpoints/<stage>/<arch>/`` (DCP; outside DVC's outs, so a crashed or killed run loses at most
-  ``checkpoint_every`` steps and a rerun resumes).
+- ``models/<stage>/s<seed>/<arch>/`` (config.json, model.safetensors, tokenizer.json): the DVC out;
+- ``metrics/<stage>/s<seed>/<arch>.json`` (no timings: same params, same file) and
+  ``plots/<stage>/s<seed>/<arch>.json``;
+- ``checkpoints/<stage>/s<seed>/<arch>/`` (DCP; outside DVC's outs, so a crashed or killed run loses at
+  most ``checkpoint_every`` steps and a rerun resumes).
+
+``s<seed>``: the replicate of ``base.seeds`` (``--seed``; ``stages.common.replicate``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from stages.common import (
     dvc_md5,
     effective_seed,
     fail,
+    seed_dir,
     stage_deps,
     tracked_run,
     write_json,
@@ -41,9 +45,10 @@ _LAYOUT_KEYS = {"parallel", "grad_accum", "log_every", "eval_every", "checkpoint
 
 
 def parse_arch(stage: str, argv: list[str], params) -> str:
-    """The one argument of ``python -m stages.<stage> <arch>``, checked against ``archs.variants``."""
+    """The one argument of ``python -m stages.<stage> <arch>`` (``--seed`` already taken out), checked
+    against ``archs.variants``."""
     if len(argv) != 1:
-        fail(f"usage: python -m stages.{stage} <arch>")
+        fail(f"usage: python -m stages.{stage} <arch> [--seed N]")
     arch = argv[0]
     if arch not in params.archs.variants:
         fail(f"arch: unknown arch {arch!r}; archs.variants defines {sorted(params.archs.variants)}")
@@ -147,7 +152,8 @@ def run_training(
     frozen = apply_freeze(model, freeze)  # before sharding: FSDP and the optimizer see requires_grad
     model = prepare_model(model, cfg, dist)
 
-    ckpt_root = CHECKPOINTS / stage / variant
+    rep = seed_dir(params)
+    ckpt_root = CHECKPOINTS / stage / rep / variant
     fingerprint = checkpoint_fingerprint(stage, arch, params, data_hash + variant)
     prepare_checkpoint_dir(stage, ckpt_root, fingerprint, dist.is_main)
     if dist.world_size > 1:
@@ -164,7 +170,7 @@ def run_training(
     }
     sections = ["base", "model", stage]
     name = f"{stage}@{variant}"
-    metrics_file, plot = METRICS / stage / f"{variant}.json", PLOTS / stage / f"{variant}.json"
+    metrics_file, plot = METRICS / stage / rep / f"{variant}.json", PLOTS / stage / rep / f"{variant}.json"
     run_ctx = (
         tracked_run(name, params, sections, run_tags, inputs=inputs, outputs=[metrics_file, plot])
         if dist.is_main
@@ -191,7 +197,7 @@ def run_training(
         if not dist.is_main:
             _finish(dist)
             return
-        out_dir = MODELS / stage / variant
+        out_dir = MODELS / stage / rep / variant
         with atomic_dir(out_dir) as tmp:
             if cfg.early_stopping_patience is not None and best_dir.is_dir():  # the best, not the last
                 for f in best_dir.iterdir():

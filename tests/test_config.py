@@ -47,6 +47,13 @@ def _with(repo_root, dotted: str, value) -> dict:
         ("prepare.flan.kind", "s3", "prepare.flan.kind: Input should be 'embedded', 'hub' or 'local'"),
         # out of range
         ("base.seed", -1, "base.seed: Input should be greater than or equal to 0"),
+        ("base.seeds", [], "base.seeds: List should have at least 1 item"),
+        ("base.seeds", [1, 2, 1], "base.seeds: seeds must be distinct; repeated: [1]"),
+        ("base.seeds", [1, -2], "base.seeds.1: Input should be greater than or equal to 0"),
+        # the freezing ablation: MoE archs that run, an after-IT baseline with nothing frozen
+        ("freeze_ablation", {"archs": ["gshard"], "freeze": ["gate"]}, "freeze_ablation.archs: 'gshard' is not"),
+        ("freeze_ablation", {"archs": ["dense"], "freeze": ["gate"]}, "freeze_ablation.archs: 'dense' is dense"),
+        ("freeze_ablation.freeze", ["none"], "freeze_ablation.freeze.0: Input should be 'gate', 'experts'"),
         ("prepare.bbh.max_examples", 0, "prepare.bbh.max_examples: Input should be greater than 0"),
         # invalid combination
         ("prepare.mmlu", {"kind": "hub"}, "prepare.mmlu.path: required with kind 'hub'"),

@@ -55,10 +55,10 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
     from stages.common import dvc_md5
 
     work = _workspace(tmp_path, tokenized)
-    _save_random_model(work, "switch", "models/instruct/switch")
-    proc = run_stage("evaluate", work, args=("models/instruct/switch",))
+    _save_random_model(work, "switch", "models/instruct/s1234/switch")
+    proc = run_stage("evaluate", work, args=("models/instruct/s1234/switch",))
     assert "evaluate switch-instruct: mmlu zero_shot" in proc.stdout
-    metrics_file = work / "metrics" / "evaluate" / "switch-instruct.json"
+    metrics_file = work / "metrics" / "evaluate" / "s1234" / "switch-instruct.json"
     m = json.loads(metrics_file.read_text())
     assert set(m) == {"mmlu", "bbh", "heldin", "normalized_average"}
     for suite in ("mmlu", "bbh"):
@@ -77,7 +77,7 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
         assert avg["score"] == pytest.approx(expected, abs=1e-3)
         assert avg["score_lo"] <= avg["score"] <= avg["score_hi"]
 
-    out = work / "evals" / "switch-instruct"
+    out = work / "evals" / "s1234" / "switch-instruct"
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     n_mmlu = m["mmlu"]["zero_shot"]["n"] + m["mmlu"]["few_shot"]["n"]
     n_bbh = m["bbh"]["zero_shot"]["n"] + m["bbh"]["few_shot"]["n"]
@@ -101,7 +101,10 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
     tags, logged = runs[0]["tags"], runs[0]["metrics"]
     assert (tags["arch"], tags["scenario"], tags["model_stage"]) == ("switch", "it_zero_few", "instruct")
     assert (tags["router"], tags["num_experts"], tags["seed"]) == ("switch", "4", "1234")
-    assert tags["model_md5"] == dvc_md5(work / "models" / "instruct" / "switch") and "freeze" not in tags
+    assert (
+        tags["model_md5"] == dvc_md5(work / "models" / "instruct" / "s1234" / "switch")
+        and "freeze" not in tags
+    )
     assert logged["mmlu/zero_shot/score"] == m["mmlu"]["zero_shot"]["score"]
     tokenized_dir = work / "data" / "tokenized"
     assert {
@@ -112,23 +115,25 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
         for s in ("mmlu", "bbh", "flan")  # flan: the held-in pairs
     }
     files = artifact_paths(work, runs[0]["run_id"])
-    assert {"metrics/evaluate/switch-instruct.json", "evaluation/summary.json"} <= files
+    assert {"metrics/evaluate/s1234/switch-instruct.json", "evaluation/summary.json"} <= files
 
     # same params, same model, same bytes (dvc.lock stays put on a rerun)
     before = metrics_file.read_bytes()
-    run_stage("evaluate", work, args=("models/instruct/switch",))
+    run_stage("evaluate", work, args=("models/instruct/s1234/switch",))
     assert metrics_file.read_bytes() == before
 
 
 def test_finetuned_task_scored_on_its_test_split(tmp_path, tokenized):  # noqa: F811
     work = _workspace(tmp_path, tokenized)
-    _save_random_model(work, "dense", "models/finetune/dense-fact_verification-direct")
+    _save_random_model(work, "dense", "models/finetune/s1234/dense-fact_verification-direct")
     run_stage(
         "evaluate",
         work,
-        args=("models/finetune/dense-fact_verification-direct", "--task", "fact_verification"),
+        args=("models/finetune/s1234/dense-fact_verification-direct", "--task", "fact_verification"),
     )
-    m = json.loads((work / "metrics" / "evaluate" / "dense-fact_verification-direct.json").read_text())
+    m = json.loads(
+        (work / "metrics" / "evaluate" / "s1234" / "dense-fact_verification-direct.json").read_text()
+    )
     s = m["finetune"]["zero_shot"]
     import datasets
 
@@ -139,13 +144,17 @@ def test_finetuned_task_scored_on_its_test_split(tmp_path, tokenized):  # noqa: 
     assert s["tasks"]["fact_verification"]["chance"] == 0.5  # the embedded suite's CHANCE
     records = [
         json.loads(x)
-        for x in (work / "evals" / "dense-fact_verification-direct" / "predictions.jsonl").open()
+        for x in (work / "evals" / "s1234" / "dense-fact_verification-direct" / "predictions.jsonl").open()
     ]
     labels = {t.strip() for t in test["targets"]}
     # true/false: a classification task, scored by ranking the labels (every prediction is a label)
     assert {r["prediction"] for r in records} <= labels
     assert s["score"] == pytest.approx(sum(r["correct"] for r in records) / len(records), abs=1e-6)
-    assert not (work / "evals" / "dense-fact_verification-direct" / "routing.json").read_text().strip("{}\n")
+    assert (
+        not (work / "evals" / "s1234" / "dense-fact_verification-direct" / "routing.json")
+        .read_text()
+        .strip("{}\n")
+    )
 
     from flanmoe.tracking import search_runs
 
@@ -169,9 +178,9 @@ def test_real_schema_sources_score_through_the_same_code(tmp_path):
     )
     run_stage("prepare", tmp_path)
     run_stage("tokenize", tmp_path)
-    _save_random_model(tmp_path, "dense", "models/pretrain/dense")
-    run_stage("evaluate", tmp_path, args=("models/pretrain/dense",))
-    m = json.loads((tmp_path / "metrics" / "evaluate" / "dense-pretrain.json").read_text())
+    _save_random_model(tmp_path, "dense", "models/pretrain/s1234/dense")
+    run_stage("evaluate", tmp_path, args=("models/pretrain/s1234/dense",))
+    m = json.loads((tmp_path / "metrics" / "evaluate" / "s1234" / "dense-pretrain.json").read_text())
     import datasets
 
     bbh = datasets.load_from_disk(str(tmp_path / "data" / "tokenized" / "bbh"))
@@ -186,24 +195,28 @@ def test_real_schema_sources_score_through_the_same_code(tmp_path):
 @pytest.mark.parametrize(
     ("args", "evaluate", "expected"),
     [
-        (("models/instruct/nope",), {}, "model_dir: models/instruct/nope is not an exported model directory"),
         (
-            ("models/finetune/dense-fact_verification-direct", "--task", "no_such_task"),
+            ("models/instruct/s1234/nope",),
+            {},
+            "model_dir: models/instruct/s1234/nope is not an exported model directory",
+        ),
+        (
+            ("models/finetune/s1234/dense-fact_verification-direct", "--task", "no_such_task"),
             {},
             "--task: 'no_such_task' is not in data/tokenized/finetune",
         ),
         (
-            ("models/finetune/dense-fact_verification-direct",),
+            ("models/finetune/s1234/dense-fact_verification-direct",),
             {"mmlu_format": "bogus"},
             "evaluate.mmlu_format",
         ),
         (
-            ("models/finetune/dense-fact_verification-direct",),
+            ("models/finetune/s1234/dense-fact_verification-direct",),
             {"suites": ["mmlu", "glue"]},
             "evaluate.suites",
         ),
         (
-            ("models/finetune/dense-fact_verification-direct", "--bogus"),
+            ("models/finetune/s1234/dense-fact_verification-direct", "--bogus"),
             {},
             "unrecognized arguments: --bogus",
         ),
@@ -211,7 +224,7 @@ def test_real_schema_sources_score_through_the_same_code(tmp_path):
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, tokenized, args, evaluate, expected):  # noqa: F811
     work = _workspace(tmp_path, tokenized)
-    _save_random_model(work, "dense", "models/finetune/dense-fact_verification-direct")
+    _save_random_model(work, "dense", "models/finetune/s1234/dense-fact_verification-direct")
     write_params(
         work, prepare={"embedded": TINY_EMBEDDED}, tokenize=MICRO_TOKENIZE, model=MICRO_MODEL,
         instruct={"val_examples": 16}, evaluate={**MICRO_EVAL, **evaluate},
@@ -223,8 +236,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, tokenized, args, evaluat
 
 def test_model_without_tokenizer_is_refused(tmp_path, tokenized):  # noqa: F811
     work = _workspace(tmp_path, tokenized)
-    _save_random_model(work, "dense", "models/pretrain/dense")
-    (work / "models" / "pretrain" / "dense" / "tokenizer.json").unlink()
-    proc = run_stage("evaluate", work, check=False, args=("models/pretrain/dense",))
+    _save_random_model(work, "dense", "models/pretrain/s1234/dense")
+    (work / "models" / "pretrain" / "s1234" / "dense" / "tokenizer.json").unlink()
+    proc = run_stage("evaluate", work, check=False, args=("models/pretrain/s1234/dense",))
     assert proc.returncode == 2 and "has no tokenizer.json" in proc.stderr
     assert not (work / "metrics").exists() and not (work / "evals").exists()

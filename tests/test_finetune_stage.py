@@ -67,15 +67,15 @@ def test_scenarios_start_from_their_models_freeze_and_export_the_best(tmp_path, 
         out = _stage(work, "switch", "fact_verification", scenario)
         variant = f"switch-fact_verification-{scenario}"
         assert f"finetune@{variant}:" in out.stdout
-        start = load_file(work / "models" / init / "switch" / "model.safetensors")
-        tuned = load_file(work / "models" / "finetune" / variant / "model.safetensors")
+        start = load_file(work / "models" / init / "s1234" / "switch" / "model.safetensors")
+        tuned = load_file(work / "models" / "finetune" / "s1234" / variant / "model.safetensors")
         routers = [k for k in start if ".router." in k]
         assert routers and all(torch.equal(start[k], tuned[k]) for k in routers)  # gate frozen
         assert any(not torch.equal(start[k], tuned[k]) for k in start if ".router." not in k)
-        m = json.loads((work / "metrics" / "finetune" / f"{variant}.json").read_text())
+        m = json.loads((work / "metrics" / "finetune" / "s1234" / f"{variant}.json").read_text())
         assert m["task"] == "fact_verification" and m["scenario"] == scenario and m["freeze"] == "gate"
         assert m["trainable_params"] < m["params"]
-        curve = json.loads((work / "plots" / "finetune" / f"{variant}.json").read_text())
+        curve = json.loads((work / "plots" / "finetune" / "s1234" / f"{variant}.json").read_text())
         assert len({tuple(p) for p in curve}) == 1  # the same keys in every row (DVC plots need it)
         best = min((p for p in curve if p["val_loss"] is not None), key=lambda p: p["val_loss"])
         assert m["best_step"] == best["step"] and m["best_val_loss"] == best["val_loss"]  # exported
@@ -105,7 +105,7 @@ def test_scenarios_start_from_their_models_freeze_and_export_the_best(tmp_path, 
         (
             ("switch", "fact_verification", "direct"),
             {},
-            "models/pretrain/switch not found: run the pretrain stage",
+            "models/pretrain/s1234/switch not found: run the pretrain stage",
         ),
         (
             ("dense", "fact_verification", "direct"),

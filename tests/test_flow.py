@@ -42,21 +42,27 @@ def test_stage_graph_is_a_topological_order_of_dvc_yaml():
         assert pos[f"instruct@{arch}"] > pos[f"pretrain@{arch}"]
         assert f"instruct@{arch}" in graph[f"evaluate@{arch}-instruct"]
         assert pos[f"evaluate@{arch}-instruct"] > pos[f"instruct@{arch}"]
-    assert "finetune@switch-list_sum-direct" in graph and "evaluate@dense-instruct" in graph
-    assert {"pretrain@switch", "instruct@switch"} <= set(graph["finetune@switch-list_sum-direct"])
-    assert graph["evaluate_finetune@switch-list_sum-direct"] == [
+    assert "finetune@switch-list_sum-direct-1234" in graph and "evaluate@dense-instruct-1234" in graph
+    assert {"pretrain@switch-1234", "instruct@switch-1234"} <= set(
+        graph["finetune@switch-list_sum-direct-1234"]
+    )
+    assert graph["evaluate_finetune@switch-list_sum-direct-1234"] == [
         "tokenize",
-        "finetune@switch-list_sum-direct",
+        "finetune@switch-list_sum-direct-1234",
     ]
 
     # targets: a stage (or a foreach/matrix name) with everything upstream of it, in the same order
-    assert list(pf.select_stages(graph, ["pretrain@dense"])) == ["prepare", "tokenize", "pretrain@dense"]
+    assert list(pf.select_stages(graph, ["pretrain@dense-1234"])) == [
+        "prepare",
+        "tokenize",
+        "pretrain@dense-1234",
+    ]
     picked = pf.select_stages(graph, ["instruct"])
     assert set(picked) == {"prepare", "tokenize"} | {
         f"{s}@{a}" for s in ("pretrain", "instruct") for a in archs
     }
-    with pytest.raises(ValueError, match="pretrain@nope"):
-        pf.select_stages(graph, ["pretrain@nope"])
+    with pytest.raises(ValueError, match="pretrain@nope-1234"):
+        pf.select_stages(graph, ["pretrain@nope-1234"])
 
 
 # -- overrides: what the flow validates is what `dvc exp run -S` writes ------------------------------
@@ -101,22 +107,22 @@ def test_overrides_render_to_what_dvc_applies(tmp_path):
 def test_states_parsed_from_dvc_output():
     lines = [
         "Stage 'prepare' didn't change, skipping",
-        "Running stage 'pretrain@dense':",
+        "Running stage 'pretrain@dense-1234':",
         "> python -m stages.pretrain dense",
-        "Stage 'pretrain@switch' is cached - skipping run, checking out outputs",
-        "Running stage 'instruct@dense':",
-        "ERROR: failed to reproduce 'instruct@dense': failed to run: python -m stages.instruct dense, exited with 2",
-        "WARNING: Stages 'evaluate@dense-instruct' and 'finetune@dense-list_sum-direct' will be skipped due to this failure",
+        "Stage 'pretrain@switch-1234' is cached - skipping run, checking out outputs",
+        "Running stage 'instruct@dense-1234':",
+        "ERROR: failed to reproduce 'instruct@dense-1234': failed to run: python -m stages.instruct dense, exited with 2",
+        "WARNING: Stages 'evaluate@dense-instruct-1234' and 'finetune@dense-list_sum-direct-1234' will be skipped due to this failure",
     ]
     assert pf.parse_states(lines) == {
         "prepare": "skipped",
-        "pretrain@dense": "ran",
-        "pretrain@switch": "restored",
-        "instruct@dense": "failed",
-        "evaluate@dense-instruct": "not run",
-        "finetune@dense-list_sum-direct": "not run",
+        "pretrain@dense-1234": "ran",
+        "pretrain@switch-1234": "restored",
+        "instruct@dense-1234": "failed",
+        "evaluate@dense-instruct-1234": "not run",
+        "finetune@dense-list_sum-direct-1234": "not run",
     }
-    assert isinstance(pf._failure("instruct@dense", 1, lines, []), pf.StageParamsError)
+    assert isinstance(pf._failure("instruct@dense-1234", 1, lines, []), pf.StageParamsError)
     assert type(pf._failure("x", 1, ["failed to run: y, exited with 1"], [])) is pf.StageFailed
 
 
@@ -157,9 +163,9 @@ def _prefect_record(flow_run_id):
 
 
 # The whole micro pipeline costs ~5 minutes here (20 stages; evaluate alone ~3 min): the run covers
-# the stages up to pretrain@dense (prepare, tokenize, pretrain@dense).
-TARGETS = ["pretrain@dense"]
-SUBSET = ["prepare", "tokenize", "pretrain@dense"]
+# the stages up to pretrain@dense-1234 (prepare, tokenize, pretrain@dense).
+TARGETS = ["pretrain@dense-1234"]
+SUBSET = ["prepare", "tokenize", "pretrain@dense-1234"]
 
 
 @slow
@@ -173,18 +179,20 @@ def test_flow_runs_each_stage_through_dvc_then_skips(prefect_server, micro):
     assert states == dict.fromkeys(SUBSET, "ran")
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(SUBSET)
-    assert (work / "models" / "pretrain" / "dense" / "model.safetensors").is_file()
+    assert (work / "models" / "pretrain" / "s1234" / "dense" / "model.safetensors").is_file()
 
     flow_run_id = state.state_details.flow_run_id
     flow_run, tasks, artifacts = _prefect_record(flow_run_id)
     assert set(tasks) == set(SUBSET)  # one task run per stage, named after it
     assert all(t.state.is_completed() and t.run_count == 1 for t in tasks.values())
     # in dependency order, each with its upstream task as an input
-    assert tasks["prepare"].end_time <= tasks["tokenize"].start_time <= tasks["pretrain@dense"].start_time
-    waited = {str(i.id) for i in tasks["pretrain@dense"].task_inputs.get("wait_for", [])}
+    assert (
+        tasks["prepare"].end_time <= tasks["tokenize"].start_time <= tasks["pretrain@dense-1234"].start_time
+    )
+    waited = {str(i.id) for i in tasks["pretrain@dense-1234"].task_inputs.get("wait_for", [])}
     assert waited == {str(tasks["tokenize"].id)}
     (artifact,) = [a for a in artifacts if a.key == pf.ARTIFACT_KEY]
-    assert "| pretrain@dense | ran |" in artifact.data and "| prepare | ran |" in artifact.data
+    assert "| pretrain@dense-1234 | ran |" in artifact.data and "| prepare | ran |" in artifact.data
 
     # MLflow: one parent run for the flow, tagged with the flow run; every stage's run is its child
     runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
@@ -243,14 +251,14 @@ def test_failed_stage_is_retried_unless_a_params_error_and_a_rerun_continues_fro
         assert err.value.states == {
             "prepare": "ran" if first else "skipped",  # done once, kept
             "tokenize": "failed",
-            "pretrain@dense": "not run",
+            "pretrain@dense-1234": "not run",
         }
         assert f"boom {code}" in str(err.value) and f"exited with {code}" in str(err.value)
         _, tasks, artifacts = _prefect_record(state.state_details.flow_run_id)
         assert set(tasks) == {"prepare", "tokenize"} and tasks["tokenize"].state.is_failed()
         assert tasks["tokenize"].run_count == attempts
         (artifact,) = [a for a in artifacts if a.key == pf.ARTIFACT_KEY]
-        assert "| pretrain@dense | not run |" in artifact.data
+        assert "| pretrain@dense-1234 | not run |" in artifact.data
     assert not (work / "data" / "tokenized").exists()
     runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
     assert [r["status"] for r in runs if r["tags"].get("pipeline") == "prefect flow"] == ["FAILED"] * 2
@@ -264,13 +272,13 @@ def test_failed_stage_is_retried_unless_a_params_error_and_a_rerun_continues_fro
 def test_metrics_table_reads_evaluate_metrics(tmp_path):
     (tmp_path / "metrics" / "evaluate").mkdir(parents=True)
     score = {"score": 0.25, "best_constant": 0.3}
-    (tmp_path / "metrics" / "evaluate" / "dense-instruct.json").write_text(
+    (tmp_path / "metrics" / "evaluate" / "s1234" / "dense-instruct.json").write_text(
         json.dumps({"normalized_average": {"zero_shot": {"score": -2.5}}, "mmlu": {"few_shot": score}})
     )
     table = pf.metrics_table(tmp_path)
     assert "| dense-instruct | -2.500 | 0.250 (const 0.300) |" in table
     assert pf.metrics_table(Path(tmp_path / "none")) == ""
-    (tmp_path / "metrics" / "evaluate" / "switch-instruct.json").write_text(
+    (tmp_path / "metrics" / "evaluate" / "s1234" / "switch-instruct.json").write_text(
         json.dumps({"bbh": {"zero_shot": {"score": 0.15, "score_lo": 0.12, "score_hi": 0.18}}})
     )
     rows = pf.score_rows(tmp_path)  # the Prefect table artifact: the same numbers, with the CI

@@ -47,16 +47,16 @@ def test_instruct_starts_from_the_pretrained_model_and_exports(tmp_path, tokeniz
     run_stage("pretrain", work, args=("switch",))
     out = run_stage("instruct", work, args=("switch",))
     assert "instruct@switch: 4 steps" in out.stdout
-    pre = load_file(work / "models" / "pretrain" / "switch" / "model.safetensors")
-    ins = load_file(work / "models" / "instruct" / "switch" / "model.safetensors")
+    pre = load_file(work / "models" / "pretrain" / "s1234" / "switch" / "model.safetensors")
+    ins = load_file(work / "models" / "instruct" / "s1234" / "switch" / "model.safetensors")
     for k in pre:  # lr ~ 0: instruction tuning started from the pretrained weights
         torch.testing.assert_close(ins[k], pre[k], rtol=0, atol=1e-6, msg=k)
-    metrics = json.loads((work / "metrics" / "instruct" / "switch.json").read_text())
+    metrics = json.loads((work / "metrics" / "instruct" / "s1234" / "switch.json").read_text())
     mix = metrics["mixture"]
     assert mix["tasks"] > 1 and mix["rows"] <= 3 * mix["tasks"]  # cap 3 per task
     assert mix["zero_shot"] + mix["few_shot"] == pytest.approx(1.0) and 0 <= mix["with_options"] <= 1
     assert metrics["val_loss"] > 0 and 0 <= metrics["pad_fraction"] < 1
-    assert json.loads((work / "plots" / "instruct" / "switch.json").read_text())
+    assert json.loads((work / "plots" / "instruct" / "s1234" / "switch.json").read_text())
 
 
 def test_instruct_without_a_pretrained_model_exits_2(tmp_path, tokenized):  # noqa: F811
@@ -66,5 +66,5 @@ def test_instruct_without_a_pretrained_model_exits_2(tmp_path, tokenized):  # no
         [sys.executable, "-m", "stages.instruct", "switch"], cwd=work, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert "models/pretrain/switch not found: run the pretrain stage first" in proc.stderr
+    assert "models/pretrain/s1234/switch not found: run the pretrain stage first" in proc.stderr
     assert sorted(p.name for p in work.iterdir()) == ["data", "params.yaml"]

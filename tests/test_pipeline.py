@@ -85,14 +85,14 @@ def test_make_run_path(workspace):
     _repro(work, env)
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     finetune = {
-        f"finetune@{a}-fact_verification-{s}" for a in ("dense", "switch") for s in ("direct", "after_it")
+        f"finetune@{a}-fact_verification-{s}-1234"
+        for a in ("dense", "switch")
+        for s in ("direct", "after_it")
     }
-    evaluate = {f"evaluate@{a}-{m}" for a in ("dense", "switch") for m in ("pretrain", "instruct")}
+    evaluate = {f"evaluate@{a}-{m}-1234" for a in ("dense", "switch") for m in ("pretrain", "instruct")}
     evaluate |= {f"evaluate_{s}" for s in finetune}
-    assert set(lock["stages"]) == {
-        "prepare", "tokenize", "pretrain@dense", "pretrain@switch", "instruct@dense", "instruct@switch",
-        *finetune, *evaluate, "report",
-    }  # fmt: skip
+    trained = {f"{s}@{a}-1234" for s in ("pretrain", "instruct") for a in ("dense", "switch")}
+    assert set(lock["stages"]) == {"prepare", "tokenize", *trained, *finetune, *evaluate, "report"}
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
     assert (work / "metrics" / "prepare.json").is_file() and (work / "metrics" / "tokenize.json").is_file()
 
@@ -124,7 +124,7 @@ def test_make_run_path(workspace):
         archs = {r["tags"].get("arch") for r in runs if r["tags"].get("stage") == stage}
         assert archs == {"dense", "switch"}
         for arch in ("dense", "switch"):
-            assert (work / "models" / stage / arch / "model.safetensors").is_file()
+            assert (work / "models" / stage / "s1234" / arch / "model.safetensors").is_file()
     # the stage's input hash tag is the hash DVC recorded for that dependency
     dep = {d["path"]: d["md5"] for d in lock["stages"]["tokenize"]["deps"]}
     assert children["tokenize"]["tags"]["dvc.dep.data/prepared"] == dep["data/prepared"]
@@ -147,16 +147,19 @@ def test_make_run_path(workspace):
         capture_output=True,
         text=True,
     )
-    assert shown.returncode == 0 and "metrics/pretrain/switch.json" in shown.stdout, shown.stderr
+    assert shown.returncode == 0 and "metrics/pretrain/s1234/switch.json" in shown.stdout, shown.stderr
     listed = json.loads(shown.stdout)
     files = next(iter(listed.values()))["data"]
     for a in ("dense", "switch"):
         assert (
-            "score" in files[f"metrics/evaluate/{a}-instruct.json"]["data"]["normalized_average"]["few_shot"]
+            "score"
+            in files[f"metrics/evaluate/s1234/{a}-instruct.json"]["data"]["normalized_average"]["few_shot"]
         )
         assert (
             "score"
-            in files[f"metrics/evaluate/{a}-fact_verification-after_it.json"]["data"]["finetune"]["zero_shot"]
+            in files[f"metrics/evaluate/s1234/{a}-fact_verification-after_it.json"]["data"]["finetune"][
+                "zero_shot"
+            ]
         )
     plots = subprocess.run(
         [sys.executable, "-m", "dvc", "plots", "show", "--json"],

@@ -114,17 +114,17 @@ def test_pretrain_writes_model_metrics_plot_and_mlflow_run(tmp_path, tokenized):
 
     from flanmoe.model import FlanMoEModel
 
-    model_dir = work / "models" / "pretrain" / "switch"
+    model_dir = work / "models" / "pretrain" / "s1234" / "switch"
     assert {p.name for p in model_dir.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     model = FlanMoEModel.from_pretrained(model_dir)
     assert model.cfg.moe is not None and model.cfg.moe.num_experts == 4
 
-    metrics = json.loads((work / "metrics" / "pretrain" / "switch.json").read_text())
+    metrics = json.loads((work / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())
     assert metrics["steps"] == 6 and metrics["val_loss"] > 0 and metrics["train_loss"] > 0
     assert metrics["params"] > metrics["active_params"] > 0 and metrics["flops_per_token"] > 0
     assert metrics["tokens_seen"] > 0 and 0 <= metrics["pad_fraction"] < 0.5
     assert "moe/dropped_fraction" in metrics["router"] and metrics["expert_load"]
-    curve = json.loads((work / "plots" / "pretrain" / "switch.json").read_text())
+    curve = json.loads((work / "plots" / "pretrain" / "s1234" / "switch.json").read_text())
     assert [row["step"] for row in curve] == [2, 4, 6]
     assert all(not any(k.endswith("seconds") for k in row) for row in curve)
 
@@ -154,7 +154,10 @@ def test_pretrain_writes_model_metrics_plot_and_mlflow_run(tmp_path, tokenized):
             "context": "training",
         }
     }
-    assert artifact_paths(work, run_id) == {"metrics/pretrain/switch.json", "plots/pretrain/switch.json"}
+    assert artifact_paths(work, run_id) == {
+        "metrics/pretrain/s1234/switch.json",
+        "plots/pretrain/s1234/switch.json",
+    }
     # the exported model: an MLflow logged model, output of the run, with its files as exported
     from mlflow.entities import LoggedModelStatus
 
@@ -200,17 +203,17 @@ def test_kill_9_then_rerun_resumes_and_equals_uninterrupted(tmp_path, tokenized)
         [sys.executable, "-m", "stages.pretrain", "switch"], cwd=work, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    _kill_when_checkpoint(proc, work / "checkpoints" / "pretrain" / "switch", 4)
-    assert not (work / "models" / "pretrain" / "switch").exists()  # nothing exported by a dead run
+    _kill_when_checkpoint(proc, work / "checkpoints" / "pretrain" / "s1234" / "switch", 4)
+    assert not (work / "models" / "pretrain" / "s1234" / "switch").exists()  # nothing exported by a dead run
     out = run_stage("pretrain", work, args=("switch",))
     assert "resumed from step" in out.stdout
-    a = load_file(ref / "models" / "pretrain" / "switch" / "model.safetensors")
-    b = load_file(work / "models" / "pretrain" / "switch" / "model.safetensors")
+    a = load_file(ref / "models" / "pretrain" / "s1234" / "switch" / "model.safetensors")
+    b = load_file(work / "models" / "pretrain" / "s1234" / "switch" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] == b[k]).all(), k  # bit for bit
-    ma = json.loads((ref / "metrics" / "pretrain" / "switch.json").read_text())
-    mb = json.loads((work / "metrics" / "pretrain" / "switch.json").read_text())
+    ma = json.loads((ref / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())
+    mb = json.loads((work / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())
     assert ma == mb
 
 
@@ -287,13 +290,13 @@ def test_torchrun_ep2_equals_one_process_with_accumulation(tmp_path, tokenized):
     out = run_stage("pretrain", two, args=("switch",))
     assert "pretrain@switch: 4 steps" in out.stdout
     run_stage("pretrain", one, args=("switch",))
-    a = load_file(one / "models" / "pretrain" / "switch" / "model.safetensors")
-    b = load_file(two / "models" / "pretrain" / "switch" / "model.safetensors")
+    a = load_file(one / "models" / "pretrain" / "s1234" / "switch" / "model.safetensors")
+    b = load_file(two / "models" / "pretrain" / "s1234" / "switch" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:  # the experts come back whole from the two ranks
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    ma = json.loads((one / "metrics" / "pretrain" / "switch.json").read_text())
-    mb = json.loads((two / "metrics" / "pretrain" / "switch.json").read_text())
+    ma = json.loads((one / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())
+    mb = json.loads((two / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())
     assert mb["val_loss"] == pytest.approx(ma["val_loss"], rel=1e-5)
     assert mb["train_loss"] == pytest.approx(ma["train_loss"], rel=1e-5)
     assert mb["router"] == pytest.approx(ma["router"], rel=1e-5)  # stats summed over both ranks
@@ -348,6 +351,6 @@ def test_tracking_server_gone_mid_run_training_goes_on(tmp_path, tokenized):
         server.wait()
     assert stage.returncode == 0, err[-3000:]
     assert "MLflow logging failed" in err and "step 400/400" in out
-    metrics = json.loads((work / "metrics" / "pretrain" / "switch.json").read_text())
+    metrics = json.loads((work / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())
     assert metrics["steps"] == 400 and metrics["val_loss"] > 0
-    assert (work / "models" / "pretrain" / "switch" / "model.safetensors").is_file()
+    assert (work / "models" / "pretrain" / "s1234" / "switch" / "model.safetensors").is_file()

@@ -309,11 +309,20 @@ def routing_json(experts: int = 4) -> dict:
     }
 
 
+def with_router(rows: list[dict]) -> list[dict]:
+    """An MoE curve: the trainer's routing-health columns on every row."""
+    return [
+        {**r, "router_load_max_over_mean": 1.5 - 0.02 * i, "router_dropped_fraction": 0.05 / (1 + i),
+         "router_entropy": 1.9 + 0.01 * i}
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+
+
 def figure_inputs() -> tuple[dict, dict]:
     """(routing by MoE arch, training curves by panel) as the stage builds them."""
     curves = {
-        "pretrain": {"dense": curve(8, 9.0), "switch": curve(8, 8.5)},
-        "instruct": {"dense": curve(6, 5.0, 3), "switch": curve(6, 4.0, 3)},
+        "pretrain": {"dense": curve(8, 9.0), "switch": with_router(curve(8, 8.5))},
+        "instruct": {"dense": curve(6, 5.0, 3), "switch": with_router(curve(6, 4.0, 3))},
         "finetune fact_verification": {
             f"{a} {s}": curve(3, 2.0, 1) for a in ("dense", "switch") for s in SCENARIOS
         },
@@ -321,20 +330,26 @@ def figure_inputs() -> tuple[dict, dict]:
     return {"switch": routing_json()}, curves
 
 
-def write_workspace(work: Path, metrics: dict[str, dict], routing: bool = True) -> None:
-    write_params(work)  # shipped params: archs.run dense, switch; tasks fact_verification, list_sum
+def write_workspace(
+    work: Path, metrics: dict[str, dict], routing: bool = True, seed: str = "s1234", **sections
+) -> None:
+    """The report's inputs of one seed (``seed``) in ``work``, with the shipped params (archs.run dense,
+    switch; tasks fact_verification, list_sum; seeds [1234]), ``sections`` merged in (``write_params``)."""
+    write_params(work, **sections)
     for key, obj in metrics.items():
-        path = work / "metrics" / (f"{key}.json" if key.startswith("pretrain/") else f"evaluate/{key}.json")
+        stage, name = key.split("/", 1) if key.startswith("pretrain/") else ("evaluate", key)
+        path = work / "metrics" / stage / seed / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj))
     names = [f"{stage}/{arch}" for stage in ("pretrain", "instruct") for arch in ("dense", "switch")]
     names += [f"finetune/{a}-{t}-{s}" for a in ("dense", "switch") for t in TASKS for s in SCENARIOS]
     for name in names:
-        (work / "plots" / name).parent.mkdir(parents=True, exist_ok=True)
-        (work / "plots" / f"{name}.json").write_text(json.dumps(curve(4, 5.0)))
+        stage, name = name.split("/")
+        (work / "plots" / stage / seed).mkdir(parents=True, exist_ok=True)
+        (work / "plots" / stage / seed / f"{name}.json").write_text(json.dumps(curve(4, 5.0)))
     if routing:  # switch is the MoE arch of the shipped params
-        (work / "evals" / "switch-instruct").mkdir(parents=True)
-        (work / "evals" / "switch-instruct" / "routing.json").write_text(json.dumps(routing_json()))
+        (work / "evals" / seed / "switch-instruct").mkdir(parents=True)
+        (work / "evals" / seed / "switch-instruct" / "routing.json").write_text(json.dumps(routing_json()))
 
 
 def assert_png(path: Path, min_width: int = 300) -> None:
@@ -358,9 +373,10 @@ def test_figures_are_readable_pngs_and_byte_identical(tmp_path):
     routing, curves = figure_inputs()
     (tmp_path / "a").mkdir()
     figs = write_figures(tmp_path / "a", table, routing, curves)
-    files = ["headline.png", "it_gain.png", "finetune.png", "routing_switch.png", "training_curves.png"]
+    files = ["headline.png", "it_gain.png", "finetune.png", "routing_switch.png", "routing_health.png"]
+    files.append("training_curves.png")
     assert [f.file for f in figs] == files
-    assert [f.section for f in figs] == ["heldout", "heldout", "finetune", "training", "training"]
+    assert [f.section for f in figs] == ["heldout", "heldout", "finetune", *["training"] * 3]
     for f in files:
         assert_png(tmp_path / "a" / f)
     (tmp_path / "b").mkdir()
@@ -382,11 +398,13 @@ def test_stage_writes_report_and_metrics(tmp_path):
     assert (tmp_path / "docs" / "report" / "report.html").is_file()
     for png in ("headline", "it_gain", "finetune", "routing_switch", "training_curves"):
         assert (
-            f"]({png}.png)" in md
-            and f'src="{png}.png"' in (tmp_path / "docs" / "report" / "report.html").read_text()
+            f"](figures/{png}.png)" in md
+            and f'src="figures/{png}.png"' in (tmp_path / "docs" / "report" / "report.html").read_text()
         )
-        assert_png(tmp_path / "docs" / "report" / f"{png}.png")
-    assert not (tmp_path / "docs" / "report" / "routing_dense.png").exists()  # dense: no router
+        assert_png(tmp_path / "docs" / "report" / "figures" / f"{png}.png")
+    assert not (tmp_path / "docs" / "report" / "figures" / "routing_dense.png").exists()  # dense: no router
+    # the curves here have no router columns: no routing-health figure (nothing drawn empty)
+    assert not (tmp_path / "docs" / "report" / "figures" / "routing_health.png").exists()
     rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
     assert rep["findings"]["it_improves_heldout"]["verdict"] == HOLDS
     assert rep["findings"]["it_improves_heldout"]["verdict_code"] == 1
@@ -399,7 +417,7 @@ def test_stage_missing_metrics_exit_2_nothing_written(tmp_path):
     write_workspace(tmp_path, metrics)
     proc = run_stage("report", tmp_path, check=False)
     assert proc.returncode == 2
-    assert "metrics/evaluate/switch-list_sum-after_it.json: missing" in proc.stderr
+    assert "metrics/evaluate/s1234/switch-list_sum-after_it.json: missing" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "docs").exists()
     assert not (tmp_path / "metrics" / "report.json").exists()
@@ -410,7 +428,7 @@ def test_missing_routing_of_moe_arch_exit_2_malformed_inputs_named(tmp_path):
     write_workspace(tmp_path, default_metrics(), routing=False)
     proc = run_stage("report", tmp_path, check=False)
     assert proc.returncode == 2
-    assert "evals/switch-instruct/routing.json: missing" in proc.stderr
+    assert "evals/s1234/switch-instruct/routing.json: missing" in proc.stderr
     assert not (tmp_path / "docs").exists() and not (tmp_path / "metrics" / "report.json").exists()
     from flanmoe.report.plots import check_curve, check_routing  # what the stage checks before drawing
 
@@ -420,6 +438,10 @@ def test_missing_routing_of_moe_arch_exit_2_malformed_inputs_named(tmp_path):
         check_curve([{"step": 1, "train_loss": 2.0, "val_loss": None}, {"step": 2}], "c.json")
     check_routing(routing_json(), "ok.json")
     check_curve(curve(3, 2.0), "ok.json")
+    rows = with_router(curve(3, 2.0))
+    del rows[2]["router_entropy"]
+    with pytest.raises(ReportInputError, match=r"c.json: row 2 needs numbers router_load_max_over_mean"):
+        check_curve(rows, "c.json")
 
 
 def test_dvc_yaml_report_stage_is_last_and_reads_every_evaluation(repo_root):
@@ -431,9 +453,13 @@ def test_dvc_yaml_report_stage_is_last_and_reads_every_evaluation(repo_root):
     assert report["cmd"] == "python -m stages.report"
     deps = {"metrics/evaluate", "metrics/pretrain", "plots", "evals", "stages/report.py", "flanmoe/report"}
     assert deps <= set(report["deps"])
-    assert {"archs.run", "finetune.tasks", "finetune.scenarios"} <= set(report["params"])
-    assert report["outs"] == [{"docs/report": {"cache": False}}]
+    assert {"base.seeds", "archs.run", "finetune.tasks", "finetune.scenarios", "freeze_ablation"} <= set(
+        report["params"]
+    )
+    assert report["outs"] == [{"${report.dir}": {"cache": False}}]  # params.yaml report.dir: docs/report
     assert report["metrics"] == [{"metrics/report.json": {"cache": False}}]
+    # the figures are DVC plots (top level: no second output of the same files)
+    assert yaml.safe_load((repo_root / "dvc.yaml").read_text())["plots"] == ["${report.dir}/figures"]
 
 
 # -- the report of a real `make run`, rebuilt from its frozen metrics ---------------------------------
@@ -460,7 +486,127 @@ def test_report_of_fixed_metrics_equals_the_expected_report(tmp_path):
     for name, text in got.items():
         assert text == (GOLDEN / "expected" / name).read_text(), f"{name} differs from the expected one"
     # and the table's numbers are the metrics files' numbers (no copying errors)
-    switch = json.loads((GOLDEN / "inputs" / "metrics" / "evaluate" / "switch-instruct.json").read_text())
+    switch = json.loads(
+        (GOLDEN / "inputs" / "metrics" / "evaluate" / "s1234" / "switch-instruct.json").read_text()
+    )
     bbh = switch["bbh"]["zero_shot"]
     cell = f"{bbh['normalized']:.1f} [{bbh['normalized_lo']:.1f}, {bbh['normalized_hi']:.1f}]"
     assert "| switch | instruction-tuned |" in got["report.md"] and cell in got["report.md"]
+
+
+# --- seeds (base.seeds): the aggregation over replicates -------------------------------------------
+
+
+def test_aggregate_over_seeds_by_hand():
+    from flanmoe.report.seeds import aggregate, t975
+
+    a = {"score": 0.50, "score_lo": 0.40, "score_hi": 0.62, "chance": 0.25, "n": 100, "name": "x"}
+    b = {"score": 0.60, "score_lo": 0.52, "score_hi": 0.70, "chance": 0.25, "n": 100, "name": "y"}
+    out = aggregate([{"m": a}, {"m": b}])["m"]
+    # mean 0.55; seed half-width t(1) * sd / sqrt(2), sd = 0.0707: 12.706 * 0.05 = 0.6353
+    seed_half = 12.706 * math.sqrt(((0.5 - 0.55) ** 2 + (0.6 - 0.55) ** 2) / 1) / math.sqrt(2)
+    below, above = (0.10 + 0.08) / 2, (0.12 + 0.10) / 2  # the seeds' own half-widths, each side
+    assert out["score"] == pytest.approx(0.55)
+    assert out["score_lo"] == pytest.approx(0.55 - math.hypot(below, seed_half))
+    assert out["score_hi"] == pytest.approx(0.55 + math.hypot(above, seed_half))
+    assert (out["chance"], out["n"], out["name"]) == (0.25, 100, "x")  # equal numbers kept, text: first
+    assert aggregate([{"m": a}]) == {"m": a}  # one seed: its own numbers
+    assert t975(1) == 12.706 and t975(2) == 4.303 and t975(100) == 1.96
+    # three identical seeds: no training spread, the interval is the seeds' own
+    same = aggregate([a, dict(a), dict(a)])
+    assert (same["score_lo"], same["score_hi"]) == pytest.approx((0.40, 0.62))
+
+
+def test_report_stage_aggregates_two_seeds(tmp_path):
+    """Two replicates: every table cell is the mean of the seeds, its CI the aggregate's; the seeds
+    claim is no longer listed as not measured."""
+    from flanmoe.report.seeds import aggregate
+
+    one, two = default_metrics(), default_metrics()
+    two["switch-instruct"] = evaluate_metrics(both_modes(10.0, 6.0, 14.0))  # switch's IT varies by seed
+    write_workspace(tmp_path, one, seed="s1", base={"seeds": [1, 2]})
+    write_workspace(tmp_path, two, seed="s2", base={"seeds": [1, 2]})
+    run_stage("report", tmp_path)
+    md = (tmp_path / "docs" / "report" / "report.md").read_text()
+    assert "seeds 1, 2 (mean over 2 seeds" in md and "mean over 2 training seeds" in md
+    assert "hold across training seeds" not in md  # measured now: not in the not-measured list
+    agg = aggregate([one["switch-instruct"], two["switch-instruct"]])["normalized_average"]["zero_shot"]
+    rows = md_table(md, "## Held-out evaluation")
+    row = next(r for r in rows if r[0] == "switch" and r[1] == "instruction-tuned")
+    avg_col = [
+        i for i, h in enumerate(md_table_head(md, "## Held-out evaluation")) if h == "normalized avg 0-shot"
+    ]
+    assert numbers(row[avg_col[0]])[:3] == pytest.approx(
+        [round(agg["score"], 1), round(agg["score_lo"], 1), round(agg["score_hi"], 1)]
+    )
+    assert agg["score"] == pytest.approx(15.0) and agg["score_hi"] - agg["score_lo"] > 2 * 12.706 * 5 / 1.5
+    # a seed's file missing: exit 2, naming it
+    (tmp_path / "metrics" / "evaluate" / "s2" / "dense-instruct.json").unlink()
+    proc = run_stage("report", tmp_path, check=False)
+    assert proc.returncode == 2 and "metrics/evaluate/s2/dense-instruct.json: missing" in proc.stderr
+
+
+def md_table_head(md: str, heading: str) -> list[str]:
+    lines = md[md.index(heading) :].splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    return [c.strip() for c in lines[start].strip("|").split("|")]
+
+
+# --- routers, aux losses, freezing: the ablation findings ---------------------------------------
+
+
+def _moe(name: str, router: str, z: float, m: dict) -> ArchResults:
+    routing = {"router": router, "decoder_router": "gshard" if router == "expert_choice" else router,
+               "num_experts": 8, "load_balance_coef": 0.01, "z_loss_coef": z}  # fmt: skip
+    return ArchResults(
+        name,
+        True,
+        pretrain_metrics(1, 1, 1.0),
+        {"pretrain": m["switch-pretrain"], "instruct": m[f"{name}-instruct"]},
+        {(t, s): m[f"switch-{t}-{s}"] for t in TASKS for s in SCENARIOS} | m.get(f"{name}-freeze", {}),
+        routing=routing,
+    )
+
+
+def test_router_aux_loss_and_freeze_findings():
+    m = default_metrics()
+    m["expert_choice-instruct"] = evaluate_metrics(both_modes(30.0, 27.0, 33.0))  # above every TC arch
+    m["gshard-instruct"] = evaluate_metrics(both_modes(20.0, 16.0, 24.0))
+    m["st_moe-instruct"] = evaluate_metrics(both_modes(21.0, 17.0, 25.0))  # z-loss: within noise
+    m["switch-instruct"] = evaluate_metrics(both_modes(20.0, 16.0, 24.0))
+    m["switch-freeze"] = {  # gate frozen: better on both tasks; experts frozen: worse on both
+        ("fact_verification", "after_it-freeze_gate"): finetune_metrics((0.97, 0.95, 0.99), 0.5),
+        ("list_sum", "after_it-freeze_gate"): finetune_metrics((0.80, 0.75, 0.85), 0.0),
+        ("fact_verification", "after_it-freeze_experts"): finetune_metrics((0.60, 0.50, 0.70), 0.5),
+        ("list_sum", "after_it-freeze_experts"): finetune_metrics((0.20, 0.12, 0.28), 0.0),
+    }
+    archs = [
+        _moe("switch", "switch", 0.0, m),
+        _moe("gshard", "gshard", 0.0, m),
+        _moe("st_moe", "st_moe", 0.001, m),
+        _moe("expert_choice", "expert_choice", 0.0, m),
+    ]
+    scen = [*SCENARIOS, "after_it-freeze_gate", "after_it-freeze_experts"]
+    by_id = {f.id: f for f in findings(build_table(archs, TASKS, scen, 3))}
+    ec = by_id["routers"]
+    assert ec.verdict == HOLDS and {c.key for c in ec.comparisons} == {
+        f"expert_choice-{b}/{mode}"
+        for b in ("switch", "gshard", "st_moe")
+        for mode in ("zero_shot", "few_shot")
+    }
+    z = by_id["aux_losses"]  # st_moe vs gshard only (switch is top-1: not alike)
+    assert z.verdict == WITHIN_NOISE and {c.key for c in z.comparisons} == {
+        "st_moe-gshard/zero_shot",
+        "st_moe-gshard/few_shot",
+    }
+    assert z.comparisons[0].estimate.value == pytest.approx(1.0)
+    gate, experts = by_id["freeze_gate"], by_id["freeze_experts"]
+    assert gate.verdict == HOLDS and experts.verdict == HOLDS
+    fv = next(c for c in gate.comparisons if c.key == "switch/fact_verification")
+    assert fv.estimate == difference(Estimate(0.97, 0.95, 0.99), Estimate(0.90, 0.85, 0.95))
+    md = to_markdown(build_table(archs, TASKS, scen, 3), list(by_id.values()))
+    assert "after IT, gate frozen" in md and "after IT, experts frozen" in md
+    # without the runs they need, the claims are listed as not measured
+    plain = {f.id: f for f in findings(build_table(arch_results(default_metrics()), TASKS, SCENARIOS, 3))}
+    for fid in ("routers", "aux_losses", "freeze_gate", "freeze_experts", "across_seeds"):
+        assert plain[fid].verdict == NOT_MEASURED and plain[fid].why_not_measured

@@ -28,8 +28,8 @@ from tests.test_pipeline import micro_workspace
 
 pytestmark = pytest.mark.slow
 
-TARGETS = ["pretrain@dense"]
-STAGES = ["prepare", "tokenize", "pretrain@dense"]
+TARGETS = ["pretrain@dense-1234"]
+STAGES = ["prepare", "tokenize", "pretrain@dense-1234"]
 
 
 def _free_port() -> int:
@@ -169,12 +169,14 @@ def test_two_runs_triggered_at_once_are_queued_and_keep_their_own_results(served
 
     # each is its own DVC experiment with its own params and results; the workspace is as it was
     assert (work / "params.yaml").read_bytes() == params_before
-    assert not (work / "dvc.lock").exists() and not (work / "models" / "pretrain" / "dense").exists()
+    assert (
+        not (work / "dvc.lock").exists() and not (work / "models" / "pretrain" / "s1234" / "dense").exists()
+    )
     for name, n in steps.items():
         ref = pf.experiment_ref(work, name)
         assert ref, name
         assert yaml.safe_load(_git_show(work, ref, "params.yaml"))["pretrain"]["steps"] == n
-        assert json.loads(_git_show(work, ref, "metrics/pretrain/dense.json"))["steps"] == n
+        assert json.loads(_git_show(work, ref, "metrics/pretrain/s1234/dense.json"))["steps"] == n
         tasks = _task_runs(final[name].id)
         assert set(STAGES) <= set(tasks) and f"dvc exp save {name}" in tasks  # every stage a task run
         assert all(t.state.is_completed() for t in tasks.values())

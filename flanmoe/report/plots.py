@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter, NullLocator
 
 from flanmoe.report.render import ReportFigure
-from flanmoe.report.table import AVERAGE, MODES, ReportInputError, Table
+from flanmoe.report.table import AVERAGE, MODES, ReportInputError, Table, scenario_label
 
 DPI = 110
 # the look every figure shares; "default" first so a user's matplotlibrc cannot change the bytes
@@ -38,7 +38,6 @@ RC = {
 }
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 MODE_LABEL = {"zero_shot": "zero-shot", "few_shot": "few-shot"}
-SCENARIO_LABEL = {"direct": "direct", "after_it": "after IT"}
 SUITE_ORDER = ("mmlu", "bbh", "heldin")  # held-out suites first in the routing heatmaps
 
 
@@ -206,7 +205,7 @@ def finetune(table: Table) -> Figure | None:
                 yerr=_yerr([c.score for _, c in pts]),
                 capsize=4,
                 color=PALETTE[j],
-                label=SCENARIO_LABEL.get(scenario, scenario),
+                label=scenario_label(scenario),
             )
         if chance is not None:
             ax.axhline(chance, color="black", lw=0.9, ls="--", label="chance level")
@@ -240,6 +239,10 @@ def check_curve(rows: Sequence, where: str) -> None:
         ok = isinstance(r, Mapping) and all(isinstance(r.get(k), int | float) for k in ("step", "train_loss"))
         if not ok or not isinstance(r.get("val_loss"), int | float | None):
             raise ReportInputError(f"{where}: row {i} needs numbers step, train_loss and val_loss (or null)")
+    health = [k for k, _ in HEALTH if rows and isinstance(rows[0], Mapping) and k in rows[0]]
+    for i, r in enumerate(rows):
+        if any(not isinstance(r.get(k), int | float) for k in health):
+            raise ReportInputError(f"{where}: row {i} needs numbers {', '.join(health)} (as row 0)")
 
 
 def _layer_order(name: str) -> tuple[int, int, str]:
@@ -280,6 +283,44 @@ def routing_heatmap(arch: str, routing: Mapping) -> Figure | None:
     axes[0].set_yticks(range(len(rows)), [f"{s}/{t}" for s, t in rows], fontsize=6)
     fig.colorbar(im, ax=list(axes), label=f"share of tokens (uniform: {1 / experts:.3f})", shrink=0.6)
     fig.suptitle(f"{arch} (instruction-tuned): expert load per task")
+    return fig
+
+
+HEALTH = (
+    ("router_load_max_over_mean", "load max / mean (1: balanced)"),
+    ("router_dropped_fraction", "dropped fraction (over capacity)"),
+    ("router_entropy", "router entropy (nats)"),
+)
+
+
+def routing_health(curves: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Figure | None:
+    """Routing health over training of every MoE arch: load balance, drop rate and router entropy
+    against step, pretraining (solid) then instruction tuning (dashed). None without router rows."""
+    series = {
+        (stage, arch): rows
+        for stage in ("pretrain", "instruct")
+        for arch, rows in (curves.get(stage) or {}).items()
+        if rows and all(k in rows[0] for k, _ in HEALTH)
+    }
+    if not series:
+        return None
+    archs = sorted({a for _, a in series}, key=lambda a: [x for _, x in series].index(a))
+    fig = _new_figure(13.0, 3.2)
+    axes = fig.subplots(1, len(HEALTH), squeeze=False).ravel()
+    for ax, (key, label) in zip(axes, HEALTH, strict=True):
+        for (stage, arch), rows in series.items():
+            color = PALETTE[archs.index(arch) % len(PALETTE)]
+            ax.plot(
+                [r["step"] for r in rows],
+                [r[key] for r in rows],
+                color=color,
+                lw=1.3,
+                ls="-" if stage == "pretrain" else "--",
+                label=f"{arch} {stage}",
+            )
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.legend(loc="best", fontsize=7)
     return fig
 
 
@@ -372,6 +413,17 @@ def write_figures(
             )
         planned.append(
             (
+                "routing_health.png",
+                "Routing health over training",
+                "Per MoE arch: the most loaded expert's share over the mean share, the fraction of token"
+                " assignments dropped over capacity, and the router entropy, at each log point of"
+                " pretraining (solid) and instruction tuning (dashed).",
+                "training",
+                routing_health(curves or {}),
+            )
+        )
+        planned.append(
+            (
                 "training_curves.png",
                 "Training curves",
                 "Train loss (solid) and validation loss (dashed) of every training stage.",
@@ -395,6 +447,7 @@ __all__ = [
     "headline",
     "it_gain",
     "png_bytes",
+    "routing_health",
     "routing_heatmap",
     "training_curves",
     "write_figures",

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 from flanmoe.report.findings import Finding
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
-from flanmoe.report.table import AVERAGE, Table
+from flanmoe.report.table import AVERAGE, Table, scenario_label
 
 SUITE_LABEL = {"mmlu": "MMLU", "bbh": "BBH", AVERAGE: "normalized avg"}
 MODEL_LABEL = {"pretrain": "pretrained only", "instruct": "instruction-tuned"}
-SCENARIO_LABEL = {"direct": "direct", "after_it": "after IT"}
 METHOD = (
     "Every score is a point estimate with its 95% percentile-bootstrap CI over the test examples (one model,"
     " one seed). Normalized scores put chance at 0 and a perfect score at 100 (the paper's normalization);"
@@ -28,6 +27,27 @@ METHOD = (
     " and is within noise when the CI contains 0; a claim made for every arch, mode or task holds when"
     " each case holds and does not hold when any case does not."
 )
+SEEDS_METHOD = (
+    "Every score is the mean over {n} training seeds (base.seeds), each model scored on the same test"
+    " examples. Its 95% CI adds, in quadrature on each side, the test-sample error (the mean of the seeds'"
+    " bootstrap half-widths: the seeds share the questions, so this error does not average away) and the"
+    " training-randomness error (t(n-1) x sd / sqrt(n) of the seeds' values)."
+)
+
+
+def method(table: Table) -> str:
+    """The Method paragraph: how the CIs were made (one seed, or aggregated over ``table.seeds``)."""
+    if table.seeds <= 1:
+        return METHOD
+    return (
+        SEEDS_METHOD.format(n=table.seeds)
+        + " "
+        + METHOD.replace(
+            "Every score is a point estimate with its 95% percentile-bootstrap CI over the test examples (one model,"
+            " one seed). ",
+            "",
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -115,9 +135,7 @@ def heldout_rows(t: Table) -> tuple[list[str], list[list[str]]]:
 
 def finetune_rows(t: Table) -> tuple[list[str], list[list[str]]]:
     """Per arch and task: chance, each scenario's score [CI], after_it - direct [CI]."""
-    head = (
-        ["arch", "task", "chance"] + [SCENARIO_LABEL.get(s, s) for s in t.scenarios] + ["after IT - direct"]
-    )
+    head = ["arch", "task", "chance"] + [scenario_label(s) for s in t.scenarios] + ["after IT - direct"]
     rows = []
     for arch, by_task in t.finetune.items():
         for task, cells in by_task.items():
@@ -200,7 +218,7 @@ def to_markdown(
         out += [f"   - {c.label}: {_fmt_diff(f, c.estimate)} — {c.verdict}" for c in f.comparisons]
     out += ["", "### Not measured in this run", ""]
     out += [f"- {f.text} Needs: {f.why_not_measured}." for f in unmeasured]
-    out += ["", "## Method", "", METHOD, ""]
+    out += ["", "## Method", "", method(t), ""]
     return "\n".join(out)
 
 
@@ -302,7 +320,7 @@ def to_html(
         for f in fs
         if not f.comparisons
     ]
-    out += ["</ul>", "<h2>Method</h2>", f"<p>{e(METHOD)}</p>", "</body></html>", ""]
+    out += ["</ul>", "<h2>Method</h2>", f"<p>{e(method(t))}</p>", "</body></html>", ""]
     return "\n".join(out)
 
 

@@ -17,6 +17,15 @@ SUITES = ("mmlu", "bbh")  # held-out suites, each shown on the normalized scale
 AVERAGE = "normalized_average"  # the paper's mean of the suites' normalized scores
 MODELS = ("pretrain", "instruct")  # pretrained-only, instruction-tuned
 SCENARIOS = ("direct", "after_it")  # single-task fine-tuning from the pretrained / instruction-tuned model
+FREEZE_PREFIX = "after_it-freeze_"  # the freezing ablation's scenarios: after_it with <option> frozen
+_SCENARIO_LABEL = {"direct": "direct", "after_it": "after IT"}
+
+
+def scenario_label(scenario: str) -> str:
+    """``direct``, ``after IT``, ``after IT, gate frozen`` (the freezing ablation)."""
+    if scenario.startswith(FREEZE_PREFIX):
+        return f"after IT, {scenario.removeprefix(FREEZE_PREFIX).replace('_', '-')} frozen"
+    return _SCENARIO_LABEL.get(scenario, scenario)
 
 
 class ReportInputError(ValueError):
@@ -38,6 +47,7 @@ class ArchResults:
     evaluate: Mapping[str, Mapping]
     finetune: Mapping[tuple[str, str], Mapping] = field(default_factory=dict)
     twin_of: str | None = None
+    routing: Mapping | None = None  # MoE: router, decoder_router, num_experts, load_balance_coef, z_loss_coef
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class ModelRow:
     params: int
     active_params: int
     flops_per_token: float
+    routing: Mapping | None = None
 
 
 @dataclass
@@ -83,6 +94,7 @@ class Table:
     finetune: dict[str, dict[str, dict[str, ScoreCell]]]
     finetune_gain: dict[str, dict[str, Estimate]]
     fewshot_k: int | None = None
+    seeds: int = 1  # replicates aggregated in every cell (flanmoe.report.seeds)
 
 
 def _require(d: Mapping, keys: tuple[str, ...], where: str):
@@ -127,7 +139,11 @@ def finetune_cell(metrics: Mapping, where: str = "fine-tuned metrics") -> ScoreC
 
 
 def build_table(
-    archs: list[ArchResults], tasks: list[str], scenarios: list[str], fewshot_k: int | None = None
+    archs: list[ArchResults],
+    tasks: list[str],
+    scenarios: list[str],
+    fewshot_k: int | None = None,
+    seeds: int = 1,
 ) -> Table:
     """The report's table from the archs' metrics (in the order given). Raises ``ReportInputError``
     when a dict lacks a key the table needs."""
@@ -142,6 +158,7 @@ def build_table(
                 int(_require(a.pretrain, ("params",), where)),
                 int(_require(a.pretrain, ("active_params",), where)),
                 float(_require(a.pretrain, ("flops_per_token",), where)),
+                a.routing,
             )
         )
     heldout: dict = {}
@@ -188,5 +205,14 @@ def build_table(
                     row["after_it"].score, row["direct"].score
                 )
     return Table(
-        models, columns, heldout, it_gain, list(tasks), list(scenarios), finetune, finetune_gain, fewshot_k
+        models,
+        columns,
+        heldout,
+        it_gain,
+        list(tasks),
+        list(scenarios),
+        finetune,
+        finetune_gain,
+        fewshot_k,
+        seeds,
     )

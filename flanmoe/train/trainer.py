@@ -53,6 +53,10 @@ class Sampler(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+# router statistics kept in the curve (plots/<stage>/...json) of an MoE model: load balance, drop rate,
+# router entropy (flanmoe.model.stats)
+ROUTING_HEALTH = ("load_max_over_mean", "dropped_fraction", "entropy")
+
 @dataclass
 class Dist:
     """Where this process sits: rank, world size, and the device it computes on."""
@@ -74,7 +78,7 @@ class TrainResult:
     train_loss: float  # mean LM loss over the last log interval
     val_loss: float | None  # at the last step
     tokens_seen: int  # non-padding input + target tokens over all steps (all processes)
-    curve: list[dict[str, float]]  # per log point: step, train_loss, (val_loss), lr
+    curve: list[dict[str, float]]  # per log point: step, train_loss, (val_loss), lr, (MoE) router_*
     router: dict[str, float]  # router statistics over the last log interval (MoE only)
     pad_fraction: float  # share of padding in the batches seen
     resumed_from: int | None  # the step of the checkpoint the run resumed from
@@ -346,6 +350,9 @@ class Trainer:
                     "val_loss": None,
                     "lr": metrics["train/lr"],
                 }
+                for k in ROUTING_HEALTH:  # MoE: routing health over training (every point has them)
+                    if f"moe/{k}" in last_router:
+                        point[f"router_{k}"] = last_router[f"moe/{k}"]
                 if self.step % cfg.eval_every == 0 or last_step:
                     self.last["val_loss"] = val_loss = self.validate()
                     self._after_eval(val_loss)

@@ -126,6 +126,16 @@ def test_capacity_respected_and_drops_counted(k: int, cf: float) -> None:
     assert r(x).stats.dropped_assignments.item() == 0
 
 
+def test_fixed_capacity_replaces_factors() -> None:
+    # HF Switch expert_capacity: the same slots per expert in training and eval, whatever the group size.
+    r = TokenChoiceTopKRouter(D, E, k=1, capacity_factor=(9.0, 9.0), fixed_capacity=3).double()
+    assert r.capacity(40) == 3 and r.eval().capacity(1000) == 3
+    r.gate.weight.data[0] += 5.0
+    routing = r(torch.randn(40, D, dtype=torch.float64).abs())
+    assert (routing.tokens_per_expert <= 3).all() and routing.stats.dropped_tokens.item() > 0
+    assert TokenChoiceTopKRouter(D, E, k=1, fixed_capacity=3, dropless=True).capacity(40) is None
+
+
 def test_dropped_tokens_pass_as_zero_update() -> None:
     layer = make_layer("switch", capacity_factor_train=0.25, min_capacity=0)
     layer.router.gate.weight.data[0] += 5.0

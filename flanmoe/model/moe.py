@@ -41,6 +41,7 @@ def build_router(name: RouterName, cfg: MoEConfig, d_model: int) -> Router:
         k=k,
         capacity_factor=(cfg.capacity_factor_train, cfg.capacity_factor_eval),
         min_capacity=cfg.min_capacity,
+        fixed_capacity=cfg.expert_capacity,
         dropless=cfg.dropless,
         normalize_gates=cfg.normalize_gates,
         **common,

@@ -128,8 +128,9 @@ class Router(nn.Module):
 class TokenChoiceTopKRouter(Router):
     """Each token picks its top-k experts; experts keep at most ``capacity`` of them.
 
-    ``capacity_factor`` is ``(train, eval)``; ``module.training`` picks one. ``dropless`` keeps every
-    assignment. ``normalize_gates`` rescales the k gates of a token to sum to 1 (only for k > 1).
+    ``capacity_factor`` is ``(train, eval)``; ``module.training`` picks one. ``fixed_capacity``, if
+    set, replaces both (slots per expert whatever the group size, as HF Switch's ``expert_capacity``).
+    ``dropless`` keeps every assignment. ``normalize_gates`` rescales the k gates of a token to sum to 1 (only for k > 1).
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class TokenChoiceTopKRouter(Router):
         min_capacity: int = 4,
         dropless: bool = False,
         normalize_gates: bool = True,
+        fixed_capacity: int | None = None,
         jitter: float = 0.0,
         fp32: bool = True,
     ):
@@ -148,6 +150,7 @@ class TokenChoiceTopKRouter(Router):
         self.k = k
         self.capacity_factor = capacity_factor
         self.min_capacity = min_capacity
+        self.fixed_capacity = fixed_capacity
         self.dropless = dropless
         self.normalize_gates = normalize_gates
 
@@ -155,6 +158,8 @@ class TokenChoiceTopKRouter(Router):
         """Slots per expert for a group of ``num_tokens`` (``None`` when dropless)."""
         if self.dropless:
             return None
+        if self.fixed_capacity is not None:
+            return self.fixed_capacity
         cf = self.capacity_factor[0] if self.training else self.capacity_factor[1]
         return expert_capacity(num_tokens, self.num_experts, self.k, cf, self.min_capacity)
 

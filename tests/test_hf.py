@@ -160,6 +160,20 @@ def test_t5_tied_but_unscaled_head_imports_untied(tmp_path: Path) -> None:
     assert_same_outputs(ours, hf, *batch())
 
 
+@torch.no_grad()
+def test_reads_pytorch_bin_and_sharded_checkpoints(tmp_path: Path) -> None:
+    hf = hf_switch(tmp_path / "one")
+    expected = load_hf(tmp_path / "one").state_dict()
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    (tmp_path / "bin").mkdir()
+    torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")  # with the tied copies, as 4.x wrote
+    (tmp_path / "bin" / "config.json").write_text((tmp_path / "one" / "config.json").read_text())
+    for name in ("sharded", "bin"):
+        got = load_hf(tmp_path / name).state_dict()
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+
+
 @pytest.mark.parametrize("arch", ["switch_untied", "t5"])
 @torch.no_grad()
 def test_greedy_generation_matches_hf(tmp_path: Path, arch: str) -> None:

@@ -27,7 +27,7 @@ HF conventions, as implemented by transformers 5.24 (and earlier 4.x releases):
   step, so it never drops there; flanmoe's does the same with a capacity >= batch size.
 - Router: top-1 of an fp32 softmax (``router_dtype``), output scaled by the chosen probability,
   multiplicative input jitter in training (``router_jitter_noise``), no bias (``router_bias: true``
-  is refused).
+  is refused). ``router_ignore_padding_tokens`` is stored but unused by transformers 5.
 - Auxiliary losses: HF adds ``router_z_loss_coef * z + router_aux_loss_coef * lb`` only with
   ``output_router_logits=True`` and only for stacks whose sparse step is > 1; each stack's loss is
   computed once over the router logits of all its sparse layers concatenated along the sequence,
@@ -46,7 +46,9 @@ HF conventions, as implemented by transformers 5.24 (and earlier 4.x releases):
 Export writes ``SwitchTransformersForConditionalGeneration`` for an MoE model and
 ``T5ForConditionalGeneration`` for a dense one, and refuses (``ValueError`` naming the setting) what HF
 cannot express: routers other than top-1, gated-GELU experts, MoE placements other than HF's, and a
-capacity given as factors or dropless unless ``expert_capacity`` is passed.
+capacity given as factors or dropless unless ``expert_capacity`` is passed. Training-only settings
+HF has no field for (``expert_dropout``, ``min_capacity``, ``normalize_gates``, capacity factors) are
+not written; ``router_dtype`` is always float32.
 """
 
 from __future__ import annotations

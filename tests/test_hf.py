@@ -296,6 +296,7 @@ BASE_SWITCH = dict(model_type="switch_transformers", **SHAPE, **SWITCH)
         ),
         (dict(model_type="t5", **SHAPE, feed_forward_proj="gated-silu"), "feed_forward_proj"),
         (dict(model_type="bart", **SHAPE), "model_type"),
+        ({k: v for k, v in BASE_SWITCH.items() if k != "num_layers"}, "num_layers: missing"),
     ],
 )
 def test_import_refuses_what_flanmoe_cannot_express(hf: dict, match: str) -> None:

@@ -105,7 +105,10 @@ def config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
     for key in ("pad_token_id", "decoder_start_token_id"):
         if hf.get(key) not in (None, 0):
             raise ValueError(f"{key}: {hf[key]} is not supported (flanmoe uses pad = decoder start = 0)")
-    n_enc = hf.get("num_layers", 12)
+    missing = [k for k in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_layers") if k not in hf]
+    if missing:  # their defaults differ between T5Config and SwitchTransformersConfig
+        raise ValueError(f"{missing[0]}: missing from the HF config (shapes must be given: {missing})")
+    n_enc = hf["num_layers"]
     n_dec = hf.get("num_decoder_layers") or n_enc
     fields: dict[str, Any] = dict(
         preset=None,

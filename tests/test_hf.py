@@ -106,12 +106,13 @@ def test_switch_sparse_step_4_places_like_hf(tmp_path: Path) -> None:
 
 @torch.no_grad()
 def test_switch_capacity_drops_like_hf(tmp_path: Path) -> None:
-    # One sequence: HF's group (a sequence) is ours (the batch); 16 tokens, 4 experts x 2 slots.
+    # expert_capacity counts per sequence in both: 16 tokens a sequence, 4 experts x 2 slots.
     hf = hf_switch(tmp_path, expert_capacity=2)
     ours = load_hf(tmp_path).eval()
-    x, mask, y = batch(B=1, S=16, T=10)
+    x, mask, y = batch(B=2, S=16, T=10)
     out = ours(x, mask, labels=y)
-    assert out.router_stats["encoder.1"].dropped_tokens.item() >= 8  # capacity binds
+    assert out.router_stats["encoder.1"].dropped_tokens.item() >= 8  # 16 tokens, 8 slots: capacity binds
+    assert out.router_stats["decoder.1"].dropped_tokens.item() > 0
     assert_same_outputs(ours, hf, x, mask, y)
 
 
@@ -174,11 +175,14 @@ def test_reads_pytorch_bin_and_sharded_checkpoints(tmp_path: Path) -> None:
         assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
 
 
-@pytest.mark.parametrize("arch", ["switch_untied", "t5"])
+@pytest.mark.parametrize("arch", ["switch_untied", "switch_capacity_2", "t5"])
 @torch.no_grad()
 def test_greedy_generation_matches_hf(tmp_path: Path, arch: str) -> None:
     # untied heads: a random tied model copies its input token (the start token 0) forever
-    hf = hf_switch(tmp_path, tie_word_embeddings=False) if arch == "switch_untied" else hf_t5(tmp_path)
+    if arch == "t5":
+        hf = hf_t5(tmp_path)
+    else:  # capacity 2: the encoder drops tokens; each decoding step routes one token a sequence
+        hf = hf_switch(tmp_path, tie_word_embeddings=False, expert_capacity=2 if "capacity" in arch else 64)
     with torch.no_grad():
         hf.lm_head.weight[1] *= 2.0  # eos more likely: some sequences end early, then pad
     hf.save_pretrained(tmp_path)

@@ -52,7 +52,7 @@ class MoEConfig(StrictModel):
     )  # expert-choice c = this x tokens / experts (paper EC: 2)
     expert_capacity: int | None = Field(
         None, ge=1
-    )  # fixed slots per expert per group, replacing the capacity factors (HF Switch expert_capacity: 64)
+    )  # fixed slots per expert in each sequence, replacing the capacity factors (HF Switch expert_capacity: 64)
     min_capacity: int = Field(4, ge=0)  # lower bound on slots per expert (ST-MoE min_expert_capacity: 4)
     dropless: bool = False  # route every token (no capacity, nothing dropped); token-choice only
     normalize_gates: bool = True  # k>1: rescale the k gates of a token to sum to 1 (GShard, ST-MoE)

@@ -17,14 +17,14 @@ HF conventions, as implemented by transformers 5.24 (and earlier 4.x releases):
   Encoder and decoder must share the step (flanmoe has one ``moe_every``).
 - Capacity and token dropping: HF Switch routes each *sequence* as a group, with a fixed
   ``expert_capacity`` slots per expert; a token that overflows its expert gets a zero FFN output,
-  earlier positions of the sequence served first. Padding is routed and takes slots (after the real
-  tokens when padding is on the right). flanmoe routes the whole batch as one group and never routes
-  padding; an import sets ``MoEConfig.expert_capacity`` (the same fixed count, now per batch),
-  earlier tokens (batch-major) served first. The two drop the same tokens when the batch holds one
-  sequence (or when nothing overflows); with several sequences and a small capacity, flanmoe drops
-  more. For fine-tuning, override it (``moe_overrides={"expert_capacity": None, ...}`` for capacity
-  factors, or ``{"dropless": True}``). HF's cached generation routes one token per sequence per
-  step, so it never drops there; flanmoe's does the same with a capacity >= batch size.
+  earlier positions of the sequence served first. An import sets ``MoEConfig.expert_capacity``, which
+  flanmoe counts per sequence in the same order, so the same tokens are dropped (tested with
+  padding, and in generation). One difference: HF routes padding and lets it take slots, flanmoe
+  never routes padding; with right padding (after every real token) no real token is affected. HF's
+  cached generation routes one token per sequence and step, so it never drops there, nor does
+  flanmoe's. flanmoe's capacity factors (``capacity_factor_train/eval``) count per batch and have no
+  HF equivalent; for fine-tuning an import, ``moe_overrides={"expert_capacity": None}`` switches to
+  them (or ``{"dropless": True}``).
 - Router: top-1 of an fp32 softmax (``router_dtype``), output scaled by the chosen probability,
   multiplicative input jitter in training (``router_jitter_noise``), no bias (``router_bias: true``
   is refused). ``router_ignore_padding_tokens`` is stored but unused by transformers 5.

@@ -8,7 +8,7 @@ writes ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``) itself
     model = load_hf("switch-base-8/")                      # -> FlanMoEModel (training mode)
     save_hf(model, "out/hf", expert_capacity=64)           # -> a directory transformers loads
 
-HF conventions, as implemented by transformers 5.24 (and earlier 4.x releases):
+HF conventions, as read in the source of transformers 5.24 (the version the tests ran against):
 
 - Sparse layers: HF makes block ``i`` sparse when ``i % sparse_step == 1`` (every block when
   ``sparse_step == 1``), ``sparse_step = num_layers // num_sparse_{encoder,decoder}_layers``: blocks

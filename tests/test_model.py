@@ -86,6 +86,17 @@ def test_moe_every_places_layers(moe_every: int, expected: list[int]) -> None:
         assert [i for i, b in enumerate(stack.blocks) if b.is_moe] == expected
 
 
+@pytest.mark.parametrize("moe_every,offset,expected", [(4, 1, [1]), (2, 0, [0, 2]), (3, 1, [1])])
+def test_moe_offset_places_layers(moe_every: int, offset: int, expected: list[int]) -> None:
+    # moe_offset = 1 is HF Switch's placement (i % sparse_step == 1); the default is the last block.
+    moe = {"num_experts": 2, "moe_every": moe_every, "moe_offset": offset}
+    model = tiny_model(moe, num_encoder_layers=4, num_decoder_layers=4)
+    for stack in (model.encoder, model.decoder):
+        assert [i for i, b in enumerate(stack.blocks) if b.is_moe] == expected
+    with pytest.raises(ValidationError, match="moe_offset"):
+        ModelConfig(**SMALL, moe={"moe_every": 2, "moe_offset": 2})
+
+
 def test_relative_position_buckets_t5_values() -> None:
     rel = torch.tensor([0, -1, 1, -7, 8, -20, 20, -200, 200])
     bi = relative_position_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128)

@@ -126,6 +126,43 @@ def test_capacity_respected_and_drops_counted(k: int, cf: float) -> None:
     assert r(x).stats.dropped_assignments.item() == 0
 
 
+def test_fixed_capacity_replaces_factors() -> None:
+    # HF Switch expert_capacity: the same slots per expert in training and eval, whatever the group size.
+    r = TokenChoiceTopKRouter(D, E, k=1, capacity_factor=(9.0, 9.0), fixed_capacity=3).double()
+    assert r.capacity(40) == 3 and r.eval().capacity(1000) == 3
+    r.gate.weight.data[0] += 5.0
+    routing = r(torch.randn(40, D, dtype=torch.float64).abs())
+    assert (routing.tokens_per_expert <= 3).all() and routing.stats.dropped_tokens.item() > 0
+    assert TokenChoiceTopKRouter(D, E, k=1, fixed_capacity=3, dropless=True).capacity(40) is None
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_fixed_capacity_counts_per_sequence(k: int) -> None:
+    # HF Switch: each sequence has expert_capacity slots per expert, its earlier tokens first.
+    torch.manual_seed(4)
+    B, S, cap = 3, 10, 2
+    r = TokenChoiceTopKRouter(D, E, k=k, fixed_capacity=cap).double()
+    x = torch.randn(B * S, D, dtype=torch.float64)
+    mask = torch.ones(B * S, dtype=torch.bool)
+    mask[25:] = False  # padding at the end of the last sequence
+    routing = r(x, mask, seq_len=S)
+    top = torch.softmax(x @ r.gate.weight.t(), -1).topk(k).indices
+    kept = set()
+    for b in range(B):
+        used = [0] * E
+        for rank in range(k):  # first choices before second choices, within the sequence
+            for t in range(b * S, (b + 1) * S):
+                e = int(top[t, rank])
+                if mask[t] and used[e] < cap:
+                    used[e] += 1
+                    kept.add((t, e))
+    got = list(zip(routing.token_idx.tolist(), routing.expert_idx.tolist(), strict=True))
+    assert set(got) == kept and len(got) == len(kept)
+    assert (routing.expert_idx[1:] >= routing.expert_idx[:-1]).all()  # sorted by expert for dispatch
+    assert routing.tokens_per_expert.tolist() == [sum(e == i for _, e in kept) for i in range(E)]
+    assert routing.stats.dropped_assignments.item() == 25 * k - len(kept) > 0
+
+
 def test_dropped_tokens_pass_as_zero_update() -> None:
     layer = make_layer("switch", capacity_factor_train=0.25, min_capacity=0)
     layer.router.gate.weight.data[0] += 5.0

@@ -11,10 +11,12 @@ Entry points for the trainer and evaluation::
     logs = reduce_router_stats(out.router_stats)                      # floats: the one host sync
     save_pretrained(model, "out/model", tokenizer_path="tokenizer.json")
     model = FlanMoEModel.from_pretrained("out/model")
+    model = load_hf("switch-base-8/"); save_hf(model, "out/hf", expert_capacity=64)  # Hugging Face format
 """
 
 from flanmoe.model.config import ModelConfig, MoEConfig, arch_presets, model_config_for_arch
 from flanmoe.model.flops import Accounting, accounting, active_param_count, dense_twin, param_count
+from flanmoe.model.hf import load_hf, save_hf
 from flanmoe.model.moe import MoEAux, MoELayer
 from flanmoe.model.pretrained import load_config, save_pretrained
 from flanmoe.model.stats import RouterStats, RouterStatsAccumulator, reduce_router_stats
@@ -37,9 +39,11 @@ __all__ = [
     "build_model",
     "dense_twin",
     "load_config",
+    "load_hf",
     "model_config_for_arch",
     "param_count",
     "reduce_router_stats",
+    "save_hf",
     "save_pretrained",
     "shift_right",
 ]

@@ -37,6 +37,9 @@ class MoEConfig(StrictModel):
 
     num_experts: int = Field(8, ge=1)  # experts per MoE layer (paper: 64 for base models; Switch up to 128)
     moe_every: int = Field(2, ge=1)  # every moe_every-th FFN is MoE (paper: 2; ST-MoE: 4)
+    moe_offset: int | None = Field(
+        None, ge=0
+    )  # block i is MoE when i % moe_every == moe_offset; None = moe_every - 1 (HF Switch: 1)
     router: RouterName = "switch"  # encoder router (and decoder router unless decoder_router is set)
     decoder_router: RouterName | None = None  # decoder router; None = same as router (FLAN-EC: gshard)
     top_k: int | None = Field(None, ge=1)  # k of the "top_k" router (switch/gshard/st_moe fix k=1/2/2)
@@ -47,6 +50,9 @@ class MoEConfig(StrictModel):
     expert_choice_capacity: float = Field(
         2.0, gt=0
     )  # expert-choice c = this x tokens / experts (paper EC: 2)
+    expert_capacity: int | None = Field(
+        None, ge=1
+    )  # fixed slots per expert in each sequence, replacing the capacity factors (HF Switch expert_capacity: 64)
     min_capacity: int = Field(4, ge=0)  # lower bound on slots per expert (ST-MoE min_expert_capacity: 4)
     dropless: bool = False  # route every token (no capacity, nothing dropped); token-choice only
     normalize_gates: bool = True  # k>1: rescale the k gates of a token to sum to 1 (GShard, ST-MoE)
@@ -64,6 +70,8 @@ class MoEConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:
+        if self.moe_offset is not None and self.moe_offset >= self.moe_every:
+            raise ValueError(f"moe_offset: {self.moe_offset} must be < moe_every {self.moe_every}")
         if self.decoder_router == "expert_choice" or (
             self.decoder_router is None and self.router == "expert_choice"
         ):
@@ -82,6 +90,11 @@ class MoEConfig(StrictModel):
             if name in ("gshard", "st_moe") and self.num_experts < 2:
                 raise ValueError(f"num_experts: router {name} picks 2 experts; needs num_experts >= 2")
         return self
+
+    def is_moe_block(self, i: int) -> bool:
+        """Whether block ``i`` (0-based, in either stack) has an MoE FFN."""
+        offset = self.moe_every - 1 if self.moe_offset is None else self.moe_offset
+        return i % self.moe_every == offset
 
     def router_for(self, stack: Literal["encoder", "decoder"]) -> RouterName:
         """The router name used by the MoE layers of ``stack``."""

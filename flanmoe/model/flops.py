@@ -39,7 +39,7 @@ class Accounting:
 def _moe_positions(cfg: ModelConfig, n_layers: int) -> list[bool]:
     if cfg.moe is None:
         return [False] * n_layers
-    return [(i + 1) % cfg.moe.moe_every == 0 for i in range(n_layers)]
+    return [cfg.moe.is_moe_block(i) for i in range(n_layers)]
 
 
 def experts_per_token(cfg: ModelConfig, stack: str) -> float:

@@ -1,7 +1,8 @@
 """The MoE layer: Router -> Dispatcher -> Experts -> Dispatcher.combine, plus its aux losses.
 
 It replaces the FFN of every ``moe_every``-th block. One call routes one group: all tokens of the
-batch given to it (padding excluded through ``mask``). The forward has no host sync on the default
+batch given to it (padding excluded through ``mask``); only a fixed ``expert_capacity`` is counted per
+sequence (HF Switch). The forward has no host sync on the default
 (``grouped_mm``) experts path; its statistics stay device tensors (``stats.py``).
 """
 
@@ -41,6 +42,7 @@ def build_router(name: RouterName, cfg: MoEConfig, d_model: int) -> Router:
         k=k,
         capacity_factor=(cfg.capacity_factor_train, cfg.capacity_factor_eval),
         min_capacity=cfg.min_capacity,
+        fixed_capacity=cfg.expert_capacity,
         dropless=cfg.dropless,
         normalize_gates=cfg.normalize_gates,
         **common,
@@ -107,7 +109,7 @@ class MoELayer(nn.Module):
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
         flat_mask = mask.reshape(-1).bool() if mask is not None else None
-        routing = self.router(tokens, flat_mask)
+        routing = self.router(tokens, flat_mask, seq_len=shape[-2] if len(shape) == 3 else None)
         expert_in, per_expert, ctx = self.dispatcher.dispatch(tokens, routing)
         expert_out = self.experts(expert_in, per_expert, self._capacity_bound(routing.num_tokens))
         y = self.dispatcher.combine(expert_out, ctx).reshape(shape)

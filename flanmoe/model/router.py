@@ -121,15 +121,19 @@ class Router(nn.Module):
         """Static bound on any expert's assignments in a group of ``num_tokens`` (``None``: none known)."""
         return None
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:  # pragma: no cover - abstract
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, seq_len: int | None = None
+    ) -> Routing:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class TokenChoiceTopKRouter(Router):
     """Each token picks its top-k experts; experts keep at most ``capacity`` of them.
 
-    ``capacity_factor`` is ``(train, eval)``; ``module.training`` picks one. ``dropless`` keeps every
-    assignment. ``normalize_gates`` rescales the k gates of a token to sum to 1 (only for k > 1).
+    ``capacity_factor`` is ``(train, eval)``; ``module.training`` picks one. ``fixed_capacity``, if
+    set, replaces both: slots per expert in each sequence, whatever its length (HF Switch's
+    ``expert_capacity``; see ``forward``).
+    ``dropless`` keeps every assignment. ``normalize_gates`` rescales the k gates of a token to sum to 1 (only for k > 1).
     """
 
     def __init__(
@@ -141,6 +145,7 @@ class TokenChoiceTopKRouter(Router):
         min_capacity: int = 4,
         dropless: bool = False,
         normalize_gates: bool = True,
+        fixed_capacity: int | None = None,
         jitter: float = 0.0,
         fp32: bool = True,
     ):
@@ -148,6 +153,7 @@ class TokenChoiceTopKRouter(Router):
         self.k = k
         self.capacity_factor = capacity_factor
         self.min_capacity = min_capacity
+        self.fixed_capacity = fixed_capacity
         self.dropless = dropless
         self.normalize_gates = normalize_gates
 
@@ -155,18 +161,25 @@ class TokenChoiceTopKRouter(Router):
         """Slots per expert for a group of ``num_tokens`` (``None`` when dropless)."""
         if self.dropless:
             return None
+        if self.fixed_capacity is not None:
+            return self.fixed_capacity
         cf = self.capacity_factor[0] if self.training else self.capacity_factor[1]
         return expert_capacity(num_tokens, self.num_experts, self.k, cf, self.min_capacity)
 
     def max_tokens_per_expert(self, num_tokens: int) -> int | None:
-        """Static upper bound on an expert's kept assignments (``None`` when dropless: it would be T)."""
+        """Static upper bound on an expert's kept assignments (``None`` when dropless: it would be T;
+        and with ``fixed_capacity``, whose bound depends on the number of sequences)."""
+        if self.fixed_capacity is not None:
+            return None
         cap = self.capacity(num_tokens)
         return None if cap is None else min(cap, num_tokens)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:
+    def forward(self, x: Tensor, mask: Tensor | None = None, seq_len: int | None = None) -> Routing:
         """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding (never routed).
 
         Capacity is ``capacity(T)`` with ``T`` the group size including padding (T5X/Flaxformer).
+        With ``fixed_capacity`` and ``seq_len``, each run of ``seq_len`` tokens (a sequence) has its
+        own ``fixed_capacity`` slots per expert, earlier tokens first, as HF Switch routes.
         """
         T, E, k = x.shape[0], self.num_experts, self.k
         logits = self.logits(x)
@@ -182,17 +195,23 @@ class TokenChoiceTopKRouter(Router):
             flat_e = flat_e.masked_fill(~mask.repeat(k), E)
         flat_tok = torch.arange(T, device=x.device).repeat(k)
         flat_g = gates.t().reshape(-1)
-        sorted_e, order = torch.sort(flat_e, stable=True)  # stable: keeps the priority order per expert
-        counts = _bincount(flat_e, E + 1)  # [E+1], last = padding
         cap = self.capacity(T)
-        per_expert = counts[:E] if cap is None else counts[:E].clamp(max=cap)
+        per_seq = cap is not None and self.fixed_capacity is not None and seq_len and T % seq_len == 0
+        G = T // seq_len if per_seq else 1  # capacity groups: the sequences, or the whole batch
+        # Bins (expert, group), expert-major: sorted by bin is sorted by expert.
+        key = flat_e * G + flat_tok // seq_len if G > 1 else flat_e
+        sorted_key, order = torch.sort(key, stable=True)  # stable: keeps the priority order per bin
+        counts = _bincount(key, (E + 1) * G)  # last G bins = padding
+        kept = counts[: E * G] if cap is None else counts[: E * G].clamp(max=cap)
+        per_expert = kept.view(E, G).sum(1)
         if cap is not None or mask is not None:  # compact the kept assignments (data-dependent size)
             starts = torch.cumsum(counts, 0) - counts
-            pos = torch.arange(flat_e.numel(), device=x.device) - starts[sorted_e]  # slot in its expert
-            keep = sorted_e < E
+            pos = torch.arange(flat_e.numel(), device=x.device) - starts[sorted_key]  # slot in its bin
+            keep = sorted_key < E * G
             if cap is not None:
                 keep &= pos < cap
-            order, sorted_e = order[keep], sorted_e[keep]
+            order, sorted_key = order[keep], sorted_key[keep]
+        sorted_e = sorted_key // G if G > 1 else sorted_key
         token_idx, kept_gates = flat_tok[order], flat_g[order]
 
         num_real = _num_real(mask, T, x.device)
@@ -230,8 +249,8 @@ class ExpertChoiceRouter(Router):
         """Static upper bound on an expert's assignments: exactly ``capacity(num_tokens)``."""
         return self.capacity(num_tokens)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Routing:
-        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding.
+    def forward(self, x: Tensor, mask: Tensor | None = None, seq_len: int | None = None) -> Routing:
+        """Route ``x`` ``[T, d_model]``; ``mask`` ``[T]`` bool, False = padding (``seq_len`` unused).
 
         ``c = capacity(T)`` with ``T`` the group size including padding, so the routing has a static
         shape (``E * c`` assignments). Experts rank real tokens above padding; when a group has fewer

@@ -106,7 +106,7 @@ class Stack(nn.Module):
         blocks = []
         for i in range(n):
             moe = None
-            if moe_cfg is not None and (i + 1) % moe_cfg.moe_every == 0:  # last block of each moe_every
+            if moe_cfg is not None and moe_cfg.is_moe_block(i):
                 router = moe_cfg.router_for("decoder" if is_decoder else "encoder")
                 moe = MoELayer.from_config(moe_cfg, router, cfg.d_model, cfg.d_ff, cfg.init_std, ffn=cfg.ffn)
             blocks.append(Block(cfg, is_decoder, moe))

@@ -565,12 +565,12 @@ SCORE_COLUMNS = [
 
 def evaluate_metrics(repo: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """``(model, data)`` of every readable ``metrics/evaluate/s<seed>/*.json``, named
-    ``<model> s<seed>``."""
+    ``s<seed>/<model>``."""
     out = []
     root = Path(repo) / "metrics" / "evaluate"
     for f in sorted(root.glob("s*/*.json")):
         try:
-            out.append((f"{f.stem} {f.parent.name}", json.loads(f.read_text())))
+            out.append((f"{f.parent.name}/{f.stem}", json.loads(f.read_text())))
         except (OSError, ValueError):
             continue
     return out

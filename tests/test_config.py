@@ -51,8 +51,16 @@ def _with(repo_root, dotted: str, value) -> dict:
         ("base.seeds", [1, 2, 1], "base.seeds: seeds must be distinct; repeated: [1]"),
         ("base.seeds", [1, -2], "base.seeds.1: Input should be greater than or equal to 0"),
         # the freezing ablation: MoE archs that run, an after-IT baseline with nothing frozen
-        ("freeze_ablation", {"archs": ["gshard"], "freeze": ["gate"]}, "freeze_ablation.archs: 'gshard' is not"),
-        ("freeze_ablation", {"archs": ["dense"], "freeze": ["gate"]}, "freeze_ablation.archs: 'dense' is dense"),
+        (
+            "freeze_ablation",
+            {"archs": ["gshard"], "freeze": ["gate"]},
+            "freeze_ablation.archs: 'gshard' is not",
+        ),
+        (
+            "freeze_ablation",
+            {"archs": ["dense"], "freeze": ["gate"]},
+            "freeze_ablation.archs: 'dense' is dense",
+        ),
         ("freeze_ablation.freeze", ["none"], "freeze_ablation.freeze.0: Input should be 'gate', 'experts'"),
         ("prepare.bbh.max_examples", 0, "prepare.bbh.max_examples: Input should be greater than 0"),
         # invalid combination

@@ -36,12 +36,12 @@ def test_stage_graph_is_a_topological_order_of_dvc_yaml():
     assert order[:2] == ["prepare", "tokenize"]
     for stage, upstream in graph.items():
         assert all(pos[u] < pos[stage] for u in upstream), (stage, upstream)
-    for arch in archs:
-        assert graph[f"pretrain@{arch}"] == ["tokenize"]
-        assert "pretrain@" + arch in graph[f"instruct@{arch}"]
-        assert pos[f"instruct@{arch}"] > pos[f"pretrain@{arch}"]
-        assert f"instruct@{arch}" in graph[f"evaluate@{arch}-instruct"]
-        assert pos[f"evaluate@{arch}-instruct"] > pos[f"instruct@{arch}"]
+    for arch in archs:  # stage names end with the seed of base.seeds (matrix)
+        assert graph[f"pretrain@{arch}-1234"] == ["tokenize"]
+        assert f"pretrain@{arch}-1234" in graph[f"instruct@{arch}-1234"]
+        assert pos[f"instruct@{arch}-1234"] > pos[f"pretrain@{arch}-1234"]
+        assert f"instruct@{arch}-1234" in graph[f"evaluate@{arch}-instruct-1234"]
+        assert pos[f"evaluate@{arch}-instruct-1234"] > pos[f"instruct@{arch}-1234"]
     assert "finetune@switch-list_sum-direct-1234" in graph and "evaluate@dense-instruct-1234" in graph
     assert {"pretrain@switch-1234", "instruct@switch-1234"} <= set(
         graph["finetune@switch-list_sum-direct-1234"]
@@ -59,7 +59,7 @@ def test_stage_graph_is_a_topological_order_of_dvc_yaml():
     ]
     picked = pf.select_stages(graph, ["instruct"])
     assert set(picked) == {"prepare", "tokenize"} | {
-        f"{s}@{a}" for s in ("pretrain", "instruct") for a in archs
+        f"{s}@{a}-1234" for s in ("pretrain", "instruct") for a in archs
     }
     with pytest.raises(ValueError, match="pretrain@nope-1234"):
         pf.select_stages(graph, ["pretrain@nope-1234"])
@@ -270,20 +270,20 @@ def test_failed_stage_is_retried_unless_a_params_error_and_a_rerun_continues_fro
 
 
 def test_metrics_table_reads_evaluate_metrics(tmp_path):
-    (tmp_path / "metrics" / "evaluate").mkdir(parents=True)
+    (tmp_path / "metrics" / "evaluate" / "s1234").mkdir(parents=True)
     score = {"score": 0.25, "best_constant": 0.3}
     (tmp_path / "metrics" / "evaluate" / "s1234" / "dense-instruct.json").write_text(
         json.dumps({"normalized_average": {"zero_shot": {"score": -2.5}}, "mmlu": {"few_shot": score}})
     )
     table = pf.metrics_table(tmp_path)
-    assert "| dense-instruct | -2.500 | 0.250 (const 0.300) |" in table
+    assert "| s1234/dense-instruct | -2.500 | 0.250 (const 0.300) |" in table
     assert pf.metrics_table(Path(tmp_path / "none")) == ""
     (tmp_path / "metrics" / "evaluate" / "s1234" / "switch-instruct.json").write_text(
         json.dumps({"bbh": {"zero_shot": {"score": 0.15, "score_lo": 0.12, "score_hi": 0.18}}})
     )
     rows = pf.score_rows(tmp_path)  # the Prefect table artifact: the same numbers, with the CI
     assert rows[1] == {
-        "model": "switch-instruct",
+        "model": "s1234/switch-instruct",
         "normalized_average zero-shot": None,
         "mmlu few-shot": None,
         "bbh zero-shot": 0.15,

@@ -172,7 +172,16 @@ def test_make_run_path(workspace):
     rendered = json.loads(plots.stdout)
     assert not rendered.get("errors"), rendered["errors"]  # DVC drops a plot whose rows differ in keys
     assert all(
-        rendered["data"][f"plots/{s}/{a}.json"] for s in ("pretrain", "instruct") for a in ("dense", "switch")
+        rendered["data"][f"plots/{s}/s1234/{a}.json"]
+        for s in ("pretrain", "instruct")
+        for a in ("dense", "switch")
+    )
+    # the MoE curves carry routing health; the report's figures are DVC plots (top level)
+    assert {"router_entropy", "router_dropped_fraction"} <= set(
+        json.loads((work / "plots" / "pretrain" / "s1234" / "switch.json").read_text())[0]
+    )
+    assert {"docs/report/figures/headline.png", "docs/report/figures/routing_health.png"} <= set(
+        rendered["data"]
     )
 
     # the default remote works out of the box

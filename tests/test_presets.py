@@ -51,3 +51,24 @@ def test_bad_presets_are_refused_before_anything_runs(tmp_path):
     assert "error: preset: no presets/nope.yaml (presets: list)" in proc.stderr
     written = sorted(p.name for p in tmp_path.iterdir() if p.name != ".prefect")  # HOME: prefect's own
     assert written == ["presets"]  # nothing written
+
+
+def test_a_presets_report_is_copied_back_unless_it_is_the_workspaces_own(tmp_path):
+    from pipelines.flow import export_report
+
+    root, work = tmp_path / "root", tmp_path / "work"
+    (root).mkdir()
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())  # report.dir: docs/report
+    for d in ("docs/study", "docs/report"):
+        (work / d / "figures").mkdir(parents=True)
+        (work / d / "report.md").write_text(f"# {d}\n")
+        (work / d / "figures" / "headline.png").write_bytes(b"png")
+    (root / "docs" / "study").mkdir(parents=True)
+    (root / "docs" / "study" / "stale.md").write_text("an older study")
+    assert export_report(work, root, "docs/study") == root / "docs" / "study"
+    assert (root / "docs" / "study" / "report.md").read_text() == "# docs/study\n"
+    assert (root / "docs" / "study" / "figures" / "headline.png").read_bytes() == b"png"
+    assert not (root / "docs" / "study" / "stale.md").exists()  # replaced as a whole
+    # the workspace's own report stage output is DVC's business (dvc exp apply), not copied over
+    assert export_report(work, root, "docs/report") is None and not (root / "docs" / "report").exists()
+    assert export_report(work, root, "docs/none") is None  # no report written: nothing to copy

@@ -162,6 +162,17 @@ def _it_average(table: Table, arch: str, mode: str) -> Estimate | None:
     return None if cell is None else cell.normalized
 
 
+def _it_average_differences(table: Table, pairs: list[tuple[str, str]]) -> list[Comparison]:
+    """Per (a, b) and mode: instruction-tuned normalized average of a - of b (where both exist)."""
+    out = []
+    for a, b in pairs:
+        for mode in MODES:
+            ea, eb = _it_average(table, a, mode), _it_average(table, b, mode)
+            if ea is not None and eb is not None:
+                out.append(_compare(f"{a}-{b}/{mode}", f"{a} vs {b}, {MODE_LABEL[mode]}", difference(ea, eb)))
+    return out
+
+
 def _routing(table: Table) -> dict[str, dict]:
     return {m.arch: dict(m.routing) for m in table.models if m.moe and m.routing}
 
@@ -177,16 +188,8 @@ def expert_choice_over_token_choice(table: Table) -> Finding:
     routing = _routing(table)
     ec = [a for a, r in routing.items() if r.get("router") == "expert_choice"]
     tc = [a for a, r in routing.items() if r.get("router") != "expert_choice"]
-    for a in ec:
-        for b in tc:
-            if routing[a].get("num_experts") != routing[b].get("num_experts"):
-                continue
-            for mode in MODES:
-                ea, eb = _it_average(table, a, mode), _it_average(table, b, mode)
-                if ea is not None and eb is not None:
-                    f.comparisons.append(
-                        _compare(f"{a}-{b}/{mode}", f"{a} vs {b}, {MODE_LABEL[mode]}", difference(ea, eb))
-                    )
+    pairs = [(a, b) for a in ec for b in tc if routing[a].get("num_experts") == routing[b].get("num_experts")]
+    f.comparisons = _it_average_differences(table, pairs)
     if not f.comparisons:
         f.why_not_measured = (
             "archs.run with expert_choice and a token-choice MoE arch (switch, gshard, st_moe)"
@@ -211,16 +214,13 @@ def z_loss_helps(table: Table) -> Finding:
             for k in ("router", "decoder_router")
         ) and all(ra.get(k) == rb.get(k) for k in ("num_experts", "load_balance_coef"))
 
-    for a, ra in routing.items():
-        for b, rb in routing.items():
-            if not (ra.get("z_loss_coef", 0) > 0 and rb.get("z_loss_coef", 0) == 0 and alike(ra, rb)):
-                continue
-            for mode in MODES:
-                ea, eb = _it_average(table, a, mode), _it_average(table, b, mode)
-                if ea is not None and eb is not None:
-                    f.comparisons.append(
-                        _compare(f"{a}-{b}/{mode}", f"{a} vs {b}, {MODE_LABEL[mode]}", difference(ea, eb))
-                    )
+    pairs = [
+        (a, b)
+        for a, ra in routing.items()
+        for b, rb in routing.items()
+        if ra.get("z_loss_coef", 0) > 0 and rb.get("z_loss_coef", 0) == 0 and alike(ra, rb)
+    ]
+    f.comparisons = _it_average_differences(table, pairs)
     if not f.comparisons:
         f.why_not_measured = (
             "two MoE archs alike but for the router z-loss (e.g. st_moe and gshard) in archs.run"

@@ -16,6 +16,7 @@ from flanmoe.data.span_corruption import (
 )
 
 FIRST, NSENT, EOS = 3, 100, 1
+SENTINELS = range(FIRST, FIRST + NSENT)  # <extra_id_k> = 3 + k, as our tokenizer has them
 
 
 @pytest.mark.parametrize("length", [2, 3, 10, 37, 141, 284, 1000])
@@ -46,34 +47,34 @@ def test_mask_is_random_but_seeded() -> None:
 def test_corrupt_then_uncorrupt_is_exact(length: int, density: float) -> None:
     rng = np.random.default_rng(length)
     tokens = rng.integers(FIRST + NSENT, 5000, size=length)
-    inputs, targets = span_corrupt(tokens, rng, density, 3.0, FIRST, EOS)
+    inputs, targets = span_corrupt(tokens, rng, density, 3.0, SENTINELS, EOS)
     assert inputs[-1] == EOS and targets[-1] == EOS
     sent_in = [t - FIRST for t in inputs if FIRST <= t < FIRST + NSENT]
     sent_tg = [t - FIRST for t in targets if FIRST <= t < FIRST + NSENT]
     assert sent_in == sent_tg == list(range(len(sent_in)))  # extra_id_0, 1, 2, ... in order
     assert targets[0] == FIRST  # targets open with <extra_id_0>
     assert (len(inputs), len(targets)) == corrupted_lengths(length, density, 3.0)
-    assert span_uncorrupt(inputs, targets, FIRST, NSENT, EOS) == tokens.tolist()
+    assert span_uncorrupt(inputs, targets, SENTINELS, EOS) == tokens.tolist()
     # padding is ignored by the inverse
     padded = np.pad(inputs, (0, 5)), np.pad(targets, (0, 3))
-    assert span_uncorrupt(*padded, FIRST, NSENT, EOS) == tokens.tolist()
+    assert span_uncorrupt(*padded, SENTINELS, EOS) == tokens.tolist()
 
 
 def test_batch_matches_rows() -> None:
     rng = np.random.default_rng(3)
     tokens = rng.integers(200, 900, size=(16, 141))
     mask = random_spans_noise_mask(141, 0.15, np.random.default_rng(4), batch=16)
-    x, y = span_corrupt_batch(tokens, mask, FIRST, EOS)
+    x, y = span_corrupt_batch(tokens, mask, SENTINELS, EOS)
     assert x.shape == (16, 128) and y.shape == (16, 29)
     for row in range(16):
-        assert span_uncorrupt(x[row], y[row], FIRST, NSENT, EOS) == tokens[row].tolist()
+        assert span_uncorrupt(x[row], y[row], SENTINELS, EOS) == tokens[row].tolist()
         kept = tokens[row][~mask[row]]
         assert (x[row][x[row] >= FIRST + NSENT] == kept).all()
 
 
 def test_uncorrupt_rejects_out_of_order_sentinels() -> None:
     with pytest.raises(ValueError, match="out of order"):
-        span_uncorrupt([500, FIRST + 1, EOS], [FIRST + 1, 600, EOS], FIRST, NSENT, EOS)
+        span_uncorrupt([500, FIRST + 1, EOS], [FIRST + 1, 600, EOS], SENTINELS, EOS)
 
 
 @pytest.mark.parametrize("input_length", [16, 64, 128, 256, 512])
@@ -83,3 +84,18 @@ def test_helper_fills_inputs_exactly(input_length: int) -> None:
     assert corrupted_lengths(raw + 1, 0.15, 3.0)[0] > input_length  # the largest such chunk
     assert random_spans_helper(512, 0.15, 3.0) == (568, 114)  # T5's own figures for 512
     assert random_spans_helper(256, 0.15, 3.0) == (284, 58)
+
+
+def test_sentinels_anywhere_descending_from_the_top() -> None:
+    top = 32099  # HF T5: <extra_id_0> = 32099, <extra_id_1> = 32098, ...
+    sentinels = range(top, top - NSENT, -1)
+    rng = np.random.default_rng(5)
+    tokens = rng.integers(200, 30000, size=141)
+    inputs, targets = span_corrupt(tokens, rng, 0.15, 3.0, sentinels, EOS)
+    n_spans = noise_span_counts(141, 0.15, 3.0)[1]
+    expected = list(range(top, top - n_spans, -1))
+    assert [t for t in inputs if t > 30000] == [t for t in targets if t > 30000] == expected
+    assert targets[0] == top  # targets open with <extra_id_0>
+    assert span_uncorrupt(inputs, targets, sentinels, EOS) == tokens.tolist()
+    with pytest.raises(ValueError, match="sentinels"):
+        span_corrupt(tokens, rng, 0.15, 3.0, sentinels[:2], EOS)

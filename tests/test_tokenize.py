@@ -99,7 +99,7 @@ def test_pretrain_packing_and_reconstruction(tokenized: tuple[Path, dict]) -> No
     tok = load_tokenizer(out / "tokenizer.json", 20)
     # un-corrupting every chunk and concatenating gives back the document stream
     pairs = zip(pre["input_ids"], pre["labels"], strict=True)
-    stream = [t for x, y in pairs for t in span_uncorrupt(x, y, 3, 20)]
+    stream = [t for x, y in pairs for t in span_uncorrupt(x, y, range(3, 23))]
     text = tok.decode(stream, skip_special_tokens=False)
     full = "</s>".join(_docs(400)) + "</s>"
     assert len(text) > 0.99 * len(full) and full.startswith(text)  # all but the dropped tail

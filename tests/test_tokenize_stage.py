@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.stage_helpers import run_stage, write_params
 
 
@@ -42,3 +44,45 @@ def test_tokenizer_without_our_special_tokens(tmp_path):
     assert "tokenize.tokenizer_path" in proc.stderr and "<pad>" in proc.stderr
     assert not (tmp_path / "data" / "tokenized").exists()
     assert json.loads(foreign.read_text())["model"]["type"] == "WordLevel"  # input left untouched
+
+
+@pytest.mark.slow
+def test_hf_t5_tokenizer_directory_with_sentinels_at_the_top(tmp_path):
+    """A tokenizer laid out as HF T5's (``<extra_id_0>`` the last id), given as its directory: the
+    stage runs and span corruption uses ``<extra_id_k>`` at the tokenizer's ids, descending."""
+    import datasets
+    from tokenizers import Tokenizer
+
+    from flanmoe.data.span_corruption import span_uncorrupt
+    from flanmoe.data.tokenizer import sentinel_ids
+    from tests.hf_fixtures import t5_style_tokenizer
+    from tests.stage_helpers import TINY_EMBEDDED
+
+    micro = {"num_sentinels": 20, "input_length": 64, "target_length": 16}
+    write_params(tmp_path, prepare={"embedded": TINY_EMBEDDED}, tokenize=micro)
+    run_stage("prepare", tmp_path)
+    texts = datasets.load_from_disk(str(tmp_path / "data" / "prepared" / "pretrain"))["text"]
+    tok = t5_style_tokenizer(texts, vocab_size=500)
+    hf_dir = tmp_path / "t5-tokenizer"
+    hf_dir.mkdir()
+    tok.save(str(hf_dir / "tokenizer.json"))
+    write_params(
+        tmp_path, prepare={"embedded": TINY_EMBEDDED}, tokenize={**micro, "tokenizer_path": str(hf_dir)}
+    )
+    run_stage("tokenize", tmp_path)
+
+    top = tok.get_vocab_size() - 1
+    assert tok.token_to_id("<extra_id_0>") == top
+    out = tmp_path / "data" / "tokenized"
+    pre = datasets.load_from_disk(str(out / "pretrain")).with_format("numpy")[:]
+    sentinels = sentinel_ids(tok)
+    metrics = json.loads((tmp_path / "metrics" / "tokenize.json").read_text())
+    raw = metrics["pretrain"]["raw_chunk_length"]
+    for x, y in zip(pre["input_ids"][:20], pre["labels"][:20], strict=True):
+        in_sent, tg_sent = [t for t in x if t > top - 100], [t for t in y if t > top - 100]
+        assert in_sent == tg_sent == list(range(top, top - len(tg_sent), -1)) and tg_sent
+        assert y[0] == top  # targets open with <extra_id_0>
+        assert len(span_uncorrupt(x, y, sentinels)) == raw  # the raw chunk, back in place
+    assert metrics["tokenizer"]["source"] == str(hf_dir) and metrics["tokenizer"]["vocab_size"] == top + 1
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).token_to_id("<extra_id_0>") == top
+    assert "flan" in metrics and "finetune" in metrics

@@ -80,3 +80,17 @@ def test_load_adds_missing_eos_post_processor(bpe: Tokenizer, tmp_path: Path) ->
     spec["post_processor"] = None
     (tmp_path / "t.json").write_text(json.dumps(spec))
     assert load_tokenizer(tmp_path / "t.json").encode("king").ids[-1] == EOS_ID
+
+
+def test_sentinels_at_the_top_as_hf_t5(tmp_path: Path) -> None:
+    from tests.hf_fixtures import t5_style_tokenizer
+
+    tok = t5_style_tokenizer(CORPUS, vocab_size=200, num_sentinels=100)
+    top = tok.get_vocab_size() - 1
+    tok.save(str(tmp_path / "tokenizer.json"))
+    loaded = load_tokenizer(tmp_path, num_sentinels=100)  # accepted: sentinels are looked up by text
+    assert sentinel_ids(loaded) == list(range(top, top - 100, -1))  # <extra_id_0> is the last id
+    assert [loaded.token_to_id(t) for t in ("<pad>", "</s>", "<unk>")] == [0, 1, 2]
+    assert loaded.encode("the river").ids[-1] == EOS_ID
+    with pytest.raises(ValueError, match=r"<extra_id_100>.*missing"):
+        load_tokenizer(tmp_path, num_sentinels=101)

@@ -6,6 +6,8 @@
 - ``span_corrupt``: inputs keep the non-noise tokens with each noise span replaced by the next
   sentinel; targets hold each noise span preceded by its sentinel (T5's
   ``noise_span_to_unique_sentinel`` / ``nonnoise_span_to_unique_sentinel``); both end with eos.
+  ``sentinel_ids[k]`` is the id of ``<extra_id_k>``, wherever the tokenizer puts it (ours: 3, 4, ...;
+  HF T5: 32099, 32098, ...; ``flanmoe.data.tokenizer.sentinel_ids``).
 - ``span_uncorrupt`` inverts it (tests); ``random_spans_helper`` picks the raw chunk length so that
   the corrupted inputs are exactly ``input_length`` long and the targets fit ``target_length``.
 
@@ -15,7 +17,11 @@ Randomness comes only from the ``np.random.Generator`` passed in: seed it per ex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+OUR_SENTINEL_IDS = range(3, 103)  # <extra_id_0..99> of a tokenizer we train (flanmoe.data.tokenizer)
 
 
 def noise_span_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
@@ -69,35 +75,39 @@ def random_spans_noise_mask(
     return mask[0] if batch is None else mask
 
 
-def _replace_spans(tokens: np.ndarray, spans: np.ndarray, first_sentinel_id: int) -> np.ndarray:
-    """Replace each run of ``spans`` (per row) by one sentinel, numbered from 0 within the row.
+def _replace_spans(tokens: np.ndarray, spans: np.ndarray, sentinel_ids: np.ndarray) -> np.ndarray:
+    """Replace each run of ``spans`` (per row) by one sentinel: run k of a row by ``sentinel_ids[k]``.
 
     Args: ``tokens``, ``spans``: ``[batch, length]``. Returns a flat array of the kept values,
     row-major (rows may have different lengths in general; equal when span counts are equal).
     """
     starts = spans & ~np.pad(spans, ((0, 0), (1, 0)))[:, :-1]
     span_index = np.cumsum(starts, axis=1) - 1
-    values = np.where(starts, first_sentinel_id + span_index, tokens)
+    most = int(starts.sum(axis=1).max(initial=0))
+    if most > len(sentinel_ids):
+        raise ValueError(f"{most} noise spans in a row but only {len(sentinel_ids)} sentinels")
+    values = np.where(starts, sentinel_ids[np.clip(span_index, 0, None)], tokens)
     return values[~spans | starts]
 
 
 def span_corrupt_batch(
     tokens: np.ndarray,
     noise_mask: np.ndarray,
-    first_sentinel_id: int,
+    sentinel_ids: Sequence[int],
     eos_id: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt ``[batch, length]`` tokens with a ``[batch, length]`` mask of equal counts per row.
 
     Returns ``(inputs [batch, nonnoise + spans + 1], targets [batch, noise + spans + 1])``, each
-    row ending with eos. Sentinel ids are ``first_sentinel_id + k`` for the k-th span of a row.
+    row ending with eos. The k-th span of a row becomes ``sentinel_ids[k]`` (``<extra_id_k>``).
     """
     tokens = np.asarray(tokens)
+    sentinels = np.asarray(sentinel_ids, dtype=np.int64)
     batch = tokens.shape[0]
     eos = np.full((batch, 1), eos_id, dtype=tokens.dtype)
-    inputs = _replace_spans(tokens, noise_mask, first_sentinel_id).reshape(batch, -1)
+    inputs = _replace_spans(tokens, noise_mask, sentinels).reshape(batch, -1)
     # rows start with non-noise, so non-noise run k is replaced by sentinel k right before noise span k
-    targets = _replace_spans(tokens, ~noise_mask, first_sentinel_id).reshape(batch, -1)
+    targets = _replace_spans(tokens, ~noise_mask, sentinels).reshape(batch, -1)
     return np.concatenate([inputs, eos], axis=1), np.concatenate([targets, eos], axis=1)
 
 
@@ -106,27 +116,26 @@ def span_corrupt(
     rng: np.random.Generator,
     noise_density: float = 0.15,
     mean_noise_span_length: float = 3.0,
-    first_sentinel_id: int = 3,
+    sentinel_ids: Sequence[int] = OUR_SENTINEL_IDS,
     eos_id: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """T5 span corruption of one sequence ``[length]`` (no eos in it) -> ``(inputs, targets)``.
 
-    ``inputs``: non-noise tokens with noise span k replaced by sentinel k, then eos.
-    ``targets``: sentinel k followed by noise span k, for k = 0, 1, ..., then eos.
+    ``inputs``: non-noise tokens with noise span k replaced by ``sentinel_ids[k]``, then eos.
+    ``targets``: ``sentinel_ids[k]`` followed by noise span k, for k = 0, 1, ..., then eos.
     """
     tokens = np.asarray(tokens)[None, :]
     if tokens.shape[1] < 2:
         raise ValueError(f"span_corrupt needs at least 2 tokens, got {tokens.shape[1]}")
     mask = random_spans_noise_mask(tokens.shape[1], noise_density, rng, mean_noise_span_length, batch=1)
-    inputs, targets = span_corrupt_batch(tokens, mask, first_sentinel_id, eos_id)
+    inputs, targets = span_corrupt_batch(tokens, mask, sentinel_ids, eos_id)
     return inputs[0], targets[0]
 
 
 def span_uncorrupt(
     inputs: np.ndarray | list[int],
     targets: np.ndarray | list[int],
-    first_sentinel_id: int = 3,
-    num_sentinels: int = 100,
+    sentinel_ids: Sequence[int] = OUR_SENTINEL_IDS,
     eos_id: int = 1,
     pad_id: int = 0,
 ) -> list[int]:
@@ -142,14 +151,13 @@ def span_uncorrupt(
             raise ValueError("sequence does not end with eos")
         return seq[:-1]
 
-    def is_sentinel(t: int) -> bool:
-        return first_sentinel_id <= t < first_sentinel_id + num_sentinels
+    index = {int(t): k for k, t in enumerate(sentinel_ids)}  # sentinel id -> k of <extra_id_k>
 
     spans: list[list[int]] = []
     for t in strip(targets):
-        if is_sentinel(t):
-            if t - first_sentinel_id != len(spans):
-                raise ValueError(f"target sentinel {t - first_sentinel_id} out of order")
+        if t in index:
+            if index[t] != len(spans):
+                raise ValueError(f"target sentinel {index[t]} out of order")
             spans.append([])
         elif not spans:
             raise ValueError("targets do not start with a sentinel")
@@ -158,9 +166,9 @@ def span_uncorrupt(
     out: list[int] = []
     seen = 0
     for t in strip(inputs):
-        if is_sentinel(t):
-            if t - first_sentinel_id != seen or seen >= len(spans):
-                raise ValueError(f"input sentinel {t - first_sentinel_id} out of order or without target")
+        if t in index:
+            if index[t] != seen or seen >= len(spans):
+                raise ValueError(f"input sentinel {index[t]} out of order or without target")
             out.extend(spans[seen])
             seen += 1
         else:

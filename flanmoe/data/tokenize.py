@@ -7,7 +7,8 @@ with ``flanmoe.data.prepared.save``, byte-deterministic):
 - ``tokenizer.json``
 - ``pretrain``: Dataset, ``input_ids`` [input_length], ``labels`` [target_length], int32, padded with
   pad id 0 (mask pad in the loss). Documents are concatenated with eos between them into one token
-  stream, cut into raw chunks of ``random_spans_helper`` length, each span-corrupted (T5).
+  stream, cut into raw chunks of ``random_spans_helper`` length, each span-corrupted (T5; span k
+  becomes ``<extra_id_k>`` at whatever id the tokenizer gives it: 3 + k for ours, 32099 - k for HF T5's).
 - ``flan``: Dataset, ``input_ids``, ``labels`` (variable length, truncated, each ending with eos),
   ``task_source``, ``task_name``, ``template_type``; the raw text is dropped.
 - ``finetune/<task>``: DatasetDict (train/validation/test), ``input_ids``, ``labels`` plus all the
@@ -44,7 +45,7 @@ from flanmoe.data.span_corruption import (
     random_spans_noise_mask,
     span_corrupt_batch,
 )
-from flanmoe.data.tokenizer import EOS_ID, FIRST_SENTINEL_ID, PAD_ID, load_tokenizer, train_tokenizer
+from flanmoe.data.tokenizer import EOS_ID, PAD_ID, load_tokenizer, sentinel_ids, train_tokenizer
 from flanmoe.params_base import StrictModel
 
 BLOCK = 64  # raw chunks per random block: the unit seeded by (seed, block index)
@@ -55,8 +56,8 @@ class TokenizeConfig(StrictModel):
 
     kind: Literal["bpe", "unigram"] = "bpe"  # byte-level BPE (exact round trip) or unigram (T5's kind)
     vocab_size: int = Field(default=8000, ge=300, le=1_000_000)  # specials and sentinels included
-    num_sentinels: int = Field(default=100, ge=1, le=1000)  # <extra_id_0..n-1>, ids 3..n+2
-    tokenizer_path: str | None = None  # an existing tokenizer.json (file or dir); None = train one
+    num_sentinels: int = Field(default=100, ge=1, le=1000)  # <extra_id_0..n-1> (trained: ids 3..n+2)
+    tokenizer_path: str | None = None  # an existing tokenizer.json (file or dir, e.g. HF T5's); None = train
     tokenizer_train_mb: float = Field(default=20.0, gt=0)  # MB of pretraining text to train it on
     noise_density: float = Field(default=0.15, gt=0, lt=1)  # fraction of tokens masked (T5: 0.15)
     mean_noise_span_length: float = Field(default=3.0, ge=1)  # mean masked span length (T5: 3)
@@ -151,7 +152,7 @@ def _encode_docs(batch: dict, tok: Tokenizer) -> dict:
     return {"ids": np.split(values, offsets[:-1])}
 
 
-def _corrupt_blocks(batch: dict, stream_path: str, cfg_json: str) -> dict:
+def _corrupt_blocks(batch: dict, stream_path: str, cfg_json: str, sentinels: list[int]) -> dict:
     cfg = TokenizeConfig.model_validate_json(cfg_json)
     raw, _ = cfg.raw_and_target_lengths()
     stream = np.load(stream_path, mmap_mode="r")
@@ -162,7 +163,7 @@ def _corrupt_blocks(batch: dict, stream_path: str, cfg_json: str) -> dict:
         tokens = np.asarray(stream[lo * raw : hi * raw]).reshape(hi - lo, raw)
         rng = np.random.default_rng([cfg.seed, block])
         mask = random_spans_noise_mask(raw, cfg.noise_density, rng, cfg.mean_noise_span_length, batch=hi - lo)
-        x, y = span_corrupt_batch(tokens, mask, FIRST_SENTINEL_ID, EOS_ID)
+        x, y = span_corrupt_batch(tokens, mask, sentinels, EOS_ID)
         inputs.append(np.pad(x, ((0, 0), (0, cfg.input_length - x.shape[1])), constant_values=PAD_ID))
         labels.append(np.pad(y, ((0, 0), (0, cfg.target_length - y.shape[1])), constant_values=PAD_ID))
     return {"input_ids": np.concatenate(inputs), "labels": np.concatenate(labels)}
@@ -217,7 +218,13 @@ def tokenize_pretrain(
         batch_size=max(1, cfg.batch_size // BLOCK),
         num_proc=cfg.num_proc if cfg.num_proc > 1 and n_blocks > 1 else None,
         remove_columns=["block"],
-        fn_kwargs={"stream_path": str(stream_path), "cfg_json": cfg.model_dump_json()},
+        fn_kwargs={
+            "stream_path": str(stream_path),
+            "cfg_json": cfg.model_dump_json(),
+            "sentinels": sentinel_ids(tok)[
+                : cfg.num_sentinels
+            ],  # <extra_id_k>, wherever the tokenizer has it
+        },
         features=datasets.Features(
             {
                 "input_ids": datasets.Sequence(datasets.Value("int32"), length=cfg.input_length),

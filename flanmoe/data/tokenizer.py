@@ -1,7 +1,9 @@
 """Train or load the T5-style tokenizer: special ids, sentinels, and an eos post-processor.
 
-Id layout the model relies on: ``<pad>``=0 (also the decoder start), ``</s>``=1 (eos), ``<unk>``=2,
-then ``<extra_id_0>`` ... ``<extra_id_{n-1}>`` = 3 ... n+2 (span-corruption sentinels, used in order).
+Id layout the model relies on: ``<pad>``=0 (also the decoder start), ``</s>``=1 (eos), ``<unk>``=2.
+Sentinels ``<extra_id_0>`` ... ``<extra_id_{n-1}>`` (span corruption, used in order) are looked up by
+their text, so they may sit anywhere: a tokenizer we train puts them at 3 ... n+2, Hugging Face T5
+tokenizers at the top of the vocabulary (``<extra_id_0>`` = 32099, ``<extra_id_99>`` = 32000).
 
 Eos convention: the tokenizer's **post-processor appends** ``</s>`` — ``tok.encode(text).ids`` ends
 with eos 1; pass ``add_special_tokens=False`` for the bare pieces. ``decode`` skips special tokens by
@@ -20,7 +22,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
-FIRST_SENTINEL_ID = 3
+FIRST_SENTINEL_ID = 3  # where a tokenizer we train puts <extra_id_0> (loaded ones: ``sentinel_ids``)
 
 
 def sentinel_token(i: int) -> str:
@@ -98,16 +100,24 @@ def train_tokenizer(
 def check_special_tokens(tok: Tokenizer, num_sentinels: int | None = None, where: str = "tokenizer") -> None:
     """Raise ``ValueError`` naming ``where`` and the first special token missing or at a wrong id.
 
-    ``num_sentinels=None`` checks pad/eos/unk and however many sentinels the tokenizer has
-    (at least one).
+    pad/eos/unk must be 0/1/2; the sentinels ``<extra_id_0..n-1>`` must exist, at any ids.
+    ``num_sentinels=None`` checks however many sentinels the tokenizer has (at least one).
     """
-    n = num_sentinels if num_sentinels is not None else max(len(sentinel_ids(tok)), 1)
-    for expected_id, token in enumerate(special_tokens(n)):
+    for expected_id, token in enumerate((PAD, EOS, UNK)):
         got = tok.token_to_id(token)
         if got is None:
             raise ValueError(f"{where}: special token {token!r} is missing (expected id {expected_id})")
         if got != expected_id:
             raise ValueError(f"{where}: special token {token!r} has id {got}, expected {expected_id}")
+    n = num_sentinels if num_sentinels is not None else max(len(sentinel_ids(tok)), 1)
+    for i in range(n):
+        got = tok.token_to_id(sentinel_token(i))
+        if got is None:
+            raise ValueError(
+                f"{where}: special token {sentinel_token(i)!r} is missing ({n} sentinels needed)"
+            )
+        if got < FIRST_SENTINEL_ID:
+            raise ValueError(f"{where}: special token {sentinel_token(i)!r} has id {got}, one of pad/eos/unk")
 
 
 def load_tokenizer(path: str | Path, num_sentinels: int | None = None) -> Tokenizer:

@@ -60,11 +60,32 @@ def _default_model() -> ModelConfig:
     return ModelConfig(preset="tiny", moe=MoEConfig())
 
 
+HF_INIT_PREFIX = "hf:"
+
+
 class ArchSpec(StrictModel):
-    """One variant of the comparison: MoE settings over ``model.moe``, or a FLOPs-matched dense twin."""
+    """One variant of the comparison: MoE settings over ``model.moe``, or a FLOPs-matched dense twin.
+
+    ``init: hf:<dir or hub id>`` starts the arch's pretraining from a Hugging Face T5 / Switch
+    checkpoint (``flanmoe.model.hf``): its model config then comes from the checkpoint, and
+    ``moe`` / ``dense_twin_of`` only say whether the arch is MoE (and whose twin) for the report.
+    """
 
     dense_twin_of: str | None = None  # dense model with the FFN FLOPs/token of this MoE arch
     moe: dict[str, Any] = Field(default_factory=dict)  # overrides of model.moe (router, top_k, ...)
+    init: str = "scratch"  # scratch (seeded random init) | hf:<local dir or hub id> (import, then pretrain)
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str) -> str:
+        if v != "scratch" and not (v.startswith(HF_INIT_PREFIX) and v[len(HF_INIT_PREFIX) :].strip()):
+            raise ValueError("expected 'scratch' or 'hf:<directory or hub id>'")
+        return v
+
+    @property
+    def hf_init(self) -> str | None:
+        """The directory or hub id of an ``hf:`` init, else None."""
+        return self.init[len(HF_INIT_PREFIX) :].strip() if self.init.startswith(HF_INIT_PREFIX) else None
 
 
 def _default_variants() -> dict[str, ArchSpec]:
@@ -132,6 +153,7 @@ class Params(StrictModel):
         for name in self.archs.run:
             if name not in self.archs.variants:
                 raise ValueError(f"archs.run: unknown arch {name!r}; defined: {sorted(self.archs.variants)}")
+        self._check_inits()
         for name in self.archs.variants:
             cfg = self._resolve(name, [])  # raises with the arch's dotted key
             if name in ab.archs and cfg.moe is None:
@@ -149,6 +171,22 @@ class Params(StrictModel):
                         f"of arch {name!r}"
                     )
         return self
+
+    def _check_inits(self) -> None:
+        """An HF init needs that checkpoint's tokenizer; ``pretrain.steps: 0`` (import and export
+        only) needs an HF init for every arch that runs."""
+        hf = [n for n in self.archs.run if self.archs.variants[n].hf_init is not None]
+        if hf and self.tokenize.tokenizer_path is None:
+            raise ValueError(
+                f"tokenize.tokenizer_path: arch {hf[0]!r} starts from {self.archs.variants[hf[0]].init} "
+                f"(archs.variants.{hf[0]}.init); set tokenize.tokenizer_path to that checkpoint's tokenizer"
+            )
+        scratch = [n for n in self.archs.run if n not in hf]
+        if self.pretrain.steps == 0 and scratch:
+            raise ValueError(
+                f"pretrain.steps: 0 (import and export only) needs an hf: init for every arch of archs.run; "
+                f"{scratch[0]!r} starts from scratch (archs.variants.{scratch[0]}.init)"
+            )
 
     def _resolve(self, name: str, seen: list[str]) -> ModelConfig:
         key = f"archs.variants.{name}"

@@ -62,16 +62,19 @@ def require(*paths: Path, hint: str) -> None:
             fail(f"{path} not found: {hint}")
 
 
-def checkpoint_fingerprint(stage: str, arch: str, params, data_hash: str) -> str:
-    """What a checkpoint must match to be resumed: the arch's model, the math of the trainer, the seed,
-    the data and the stage's code (DVC reruns a stage whose code changed: it must not resume the old
-    run), not the process layout (a checkpoint resumes at another world size)."""
+def checkpoint_fingerprint(stage: str, arch: str, params, data_hash: str, model_cfg=None) -> str:
+    """What a checkpoint must match to be resumed: the arch's model (``model_cfg``, default the params'
+    config of ``arch``) and init, the math of the trainer, the seed, the data and the stage's code (DVC
+    reruns a stage whose code changed: it must not resume the old run), not the process layout (a
+    checkpoint resumes at another world size)."""
     cfg = getattr(params, stage)
     code = {
         d: dvc_md5(Path(d)) for d in stage_deps(f"{stage}@{arch}") if d.startswith(("flanmoe/", "stages/"))
     }
+    init = params.archs.variants[arch].init
     blob = {
-        "model": params.arch_config(arch).model_dump(mode="json"),
+        **({"init": init} if init != "scratch" else {}),
+        "model": (model_cfg or params.arch_config(arch)).model_dump(mode="json"),
         "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _LAYOUT_KEYS},
         "seed": params.base.seed,
         "data": data_hash,
@@ -110,6 +113,7 @@ def run_training(
     data_hash: str,
     make_data: Callable[[int], StageData],
     init_dir: Path | None = None,
+    hf_dir: Path | None = None,
     variant: str | None = None,
     model_overrides: dict[str, Any] | None = None,
     freeze: str = "none",
@@ -117,8 +121,11 @@ def run_training(
     inputs: dict[Path, str] | None = None,
 ) -> None:
     """Train ``arch`` with ``params.<stage>`` (already validated, already under torchrun if needed):
-    from a fresh init (seeded) or the exported model in ``init_dir``; export, metrics, plot, MLflow
+    from a fresh init (seeded), the exported model in ``init_dir``, or the HF checkpoint in ``hf_dir``
+    (``archs.variants.<arch>.init: hf:...``, checked by the caller); export, metrics, plot, MLflow
     (the model as a logged model of the run, ``inputs``: the data directories read, path -> context).
+    An arch imported from HF takes its model config from the checkpoint (pretrain) or from
+    ``init_dir`` (later stages), not from params ``model`` / ``archs``.
 
     ``variant`` names the outputs (default ``arch``); ``model_overrides`` are ModelConfig fields
     (``moe``: a dict merged into it) this stage changes (dropout, expert dropout); ``freeze`` an option
@@ -128,22 +135,35 @@ def run_training(
 
     from flanmoe.config import flatten
     from flanmoe.model import FlanMoEModel, accounting, build_model
-    from flanmoe.model.pretrained import save_pretrained
+    from flanmoe.model.hf import load_hf
+    from flanmoe.model.pretrained import load_config, save_pretrained
     from flanmoe.parallel import Checkpointer
     from flanmoe.train.freeze import apply_freeze
     from flanmoe.train.launch import prepare_model, setup_distributed
     from flanmoe.train.trainer import Trainer, state_dict_for_export
 
     cfg = getattr(params, stage)
-    model_cfg = _with_overrides(params.arch_config(arch), model_overrides or {})
+    init = params.archs.variants[arch].init
+    imported = load_hf(hf_dir) if hf_dir is not None else None
+    if imported is not None:  # the checkpoint's config and vocabulary (HF pads it: 32128 for 32100)
+        base_cfg, vocab = imported.cfg, imported.vocab_size
+    elif init != "scratch" and init_dir is not None:  # a later stage of an arch imported from HF
+        base_cfg = load_config(init_dir)
+        vocab = base_cfg.vocab_size
+    else:
+        base_cfg = params.arch_config(arch)
+        vocab = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
+    model_cfg = _with_overrides(base_cfg, model_overrides or {})
     variant = variant or arch
     seed = effective_seed(params, stage)
     dist = setup_distributed(cfg.parallel)
     data = make_data(seed)
-    vocab = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
     acct = accounting(model_cfg, vocab, data.enc_len, data.dec_len)
     torch.manual_seed(seed)  # the same initial model (and dropout streams) on every process
     model = build_model(model_cfg, vocab)
+    if imported is not None:
+        model.load_state_dict(imported.state_dict())
+        del imported
     if init_dir is not None:  # this stage's config (dropout, capacity, ...) with the earlier weights
         try:
             model.load_state_dict(FlanMoEModel.from_pretrained(init_dir).state_dict())
@@ -154,7 +174,7 @@ def run_training(
 
     rep = seed_dir(params)
     ckpt_root = CHECKPOINTS / stage / rep / variant
-    fingerprint = checkpoint_fingerprint(stage, arch, params, data_hash + variant)
+    fingerprint = checkpoint_fingerprint(stage, arch, params, data_hash + variant, base_cfg)
     prepare_checkpoint_dir(stage, ckpt_root, fingerprint, dist.is_main)
     if dist.world_size > 1:
         import torch.distributed as tdist
@@ -162,6 +182,7 @@ def run_training(
         tdist.barrier()
     run_tags = {
         **arch_tags(arch, model_cfg),
+        "init": init,  # hf:<checkpoint>: the model config comes from it, not from params model/archs
         "freeze": freeze,
         "world_size": dist.world_size,
         "ep": cfg.parallel.ep if model_cfg.moe is not None else 1,
@@ -206,11 +227,12 @@ def run_training(
                 save_pretrained(model, tmp, tokenizer_path=TOKENIZER, state_dict=state)
         metrics = {
             "arch": arch,
+            "init": init,
             "steps": result.steps,
             "best_step": result.best_step,
             "best_val_loss": result.best_val_loss,
             "stopped_early": result.stopped_early,
-            "train_loss": result.train_loss,
+            "train_loss": None if result.steps == 0 else result.train_loss,  # 0 steps: import and export
             "val_loss": result.val_loss,
             "tokens_seen": result.tokens_seen,
             "pad_fraction": result.pad_fraction,

@@ -369,6 +369,40 @@ def read_hf_tensors(path: str | Path) -> dict[str, Tensor]:
     raise FileNotFoundError(f"{d}: no {SAFETENSORS_FILE} or {BIN_FILE} (or their .index.json)")
 
 
+HUB_PATTERNS = ["config.json", "*.safetensors", "*.bin", "*.index.json", "tokenizer*.json", "spiece.model"]
+
+
+def resolve_hf_path(name: str) -> Path:
+    """The directory of checkpoint ``name``: a local directory, or hub id ``name``'s snapshot in the
+    Hugging Face cache; downloaded (weights, config, tokenizer files) only when the hub is not offline.
+
+    Raises ``FileNotFoundError`` naming ``name``: a path that is no directory, or a hub id not in the
+    cache while ``HF_HUB_OFFLINE`` is set (the project's default, as for data sources).
+    """
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local
+    if local.is_absolute() or name.startswith((".", "~")) or local.exists() or name.count("/") > 1:
+        raise FileNotFoundError(
+            f"{name}: no such directory (a local path or a hub id like google/switch-base-8)"
+        )
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except HFValidationError as e:
+        raise FileNotFoundError(f"{name}: not a local directory, nor a valid hub id ({e})") from None
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(
+                f"{name}: not a local directory, and not in the Hugging Face cache; the hub is offline "
+                "(HF_HUB_OFFLINE=1, the project's default): download it once with HF_HUB_OFFLINE=0, or give "
+                "a local directory"
+            ) from None
+    return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
+
+
 def load_hf(
     path: str | Path,
     device: torch.device | str | None = None,

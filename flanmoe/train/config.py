@@ -39,7 +39,7 @@ class ParallelConfig(StrictModel):
 class TrainConfig(StrictModel):
     """One training stage: steps, batches, optimizer, schedule, evaluation, checkpoints, parallelism."""
 
-    steps: int = Field(300, ge=1)  # optimizer steps
+    steps: int = Field(300, ge=0)  # optimizer steps (pretrain from an HF init: 0 = import and export)
     batch_size: int = Field(32, ge=1)  # examples per global batch (packed data)
     max_tokens: int = Field(4096, ge=16)  # token budget of one micro-batch (variable-length pairs)
     grad_accum: int = Field(1, ge=1)  # micro-batches per process and step
@@ -70,7 +70,7 @@ class TrainConfig(StrictModel):
                 f"batch_size: {self.batch_size} is not divisible by nproc x grad_accum = {groups} "
                 "(each process and micro-batch takes an equal share of the global batch)"
             )
-        if self.warmup_steps > self.steps:
+        if self.warmup_steps > self.steps > 0:
             raise ValueError(f"warmup_steps: {self.warmup_steps} > steps {self.steps}")
         return self
 

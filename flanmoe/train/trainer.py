@@ -57,6 +57,7 @@ class Sampler(Protocol):
 # router entropy (flanmoe.model.stats)
 ROUTING_HEALTH = ("load_max_over_mean", "dropped_fraction", "entropy")
 
+
 @dataclass
 class Dist:
     """Where this process sits: rank, world size, and the device it computes on."""
@@ -379,6 +380,8 @@ class Trainer:
             if stop:
                 break
         progress.close()
+        if cfg.steps == 0 and self.last["val_loss"] is None:  # import and export only: the start's loss
+            self.last["val_loss"] = self.validate()
         return TrainResult(
             steps=self.step,
             train_loss=self.last["train_loss"],

@@ -160,10 +160,12 @@ def run_training(
     data = make_data(seed)
     acct = accounting(model_cfg, vocab, data.enc_len, data.dec_len)
     torch.manual_seed(seed)  # the same initial model (and dropout streams) on every process
-    model = build_model(model_cfg, vocab)
-    if imported is not None:
-        model.load_state_dict(imported.state_dict())
-        del imported
+    if imported is not None and imported.cfg == model_cfg:
+        model = imported  # no second copy of a large checkpoint
+    else:
+        model = build_model(model_cfg, vocab)
+        if imported is not None:
+            model.load_state_dict(imported.state_dict())
     if init_dir is not None:  # this stage's config (dropout, capacity, ...) with the earlier weights
         try:
             model.load_state_dict(FlanMoEModel.from_pretrained(init_dir).state_dict())

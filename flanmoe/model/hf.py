@@ -7,6 +7,7 @@ writes ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``) itself
 
     model = load_hf("switch-base-8/")                      # -> FlanMoEModel (training mode)
     save_hf(model, "out/hf", expert_capacity=64)           # -> a directory transformers loads
+    resolve_hf_path("google/switch-base-8")                # -> its snapshot in the HF cache (offline)
 
 HF conventions, as read in the source of transformers 5.24 (the version the tests ran against):
 

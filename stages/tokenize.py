@@ -1,6 +1,7 @@
 """Stage `tokenize`: data/prepared -> data/tokenized (tokenizer.json + token-id datasets).
 
-Trains the tokenizer on the pretraining corpus (or loads `tokenize.tokenizer_path`), span-corrupts
+Trains the tokenizer on the pretraining corpus (or loads `tokenize.tokenizer_path`: a tokenizer.json or a
+directory holding one, e.g. a Hugging Face T5 tokenizer's, sentinels anywhere in it), span-corrupts
 and packs the corpus, tokenizes instruction and fine-tuning pairs, keeps the evaluation sets as they
 are. Stats go to metrics/tokenize.json and MLflow; tokenizer.json is logged as an artifact.
 """

@@ -310,7 +310,8 @@ def state_dict_from_hf(
         out[f"{ours}.wi"] = torch.stack([take(f"{hf}.expert_{e}.wi.weight").t() for e in range(E)])
         out[f"{ours}.wo"] = torch.stack([take(f"{hf}.expert_{e}.wo.weight").t() for e in range(E)])
     if not cfg.tie_embeddings:
-        head = tensors.get("lm_head.weight", tensors["shared.weight"])
+        # a copy, never the embedding itself: an untied head shares no storage with it (training, export)
+        head = tensors["lm_head.weight"] if "lm_head.weight" in tensors else tensors["shared.weight"].clone()
         out["lm_head.weight"] = head * cfg.d_model**-0.5 if scale_output else head
     used.add("lm_head.weight")
     unused = sorted(tensors.keys() - used)

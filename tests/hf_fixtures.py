@@ -44,3 +44,27 @@ def tiny_hf_switch(path: Path, vocab_size: int, tokenizer_file: Path | None = No
     if tokenizer_file is not None:
         transformers.T5TokenizerFast(tokenizer_file=str(tokenizer_file)).save_pretrained(path)
     return path
+
+
+def tiny_hf_t5(path: Path, vocab_size: int, tokenizer_file: Path | None = None, seed: int = 0) -> Path:
+    """A tiny random T5.1.1 ``T5ForConditionalGeneration`` (gated GELU, untied head) saved to ``path``."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.T5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        decoder_start_token_id=0,
+    )
+    transformers.T5ForConditionalGeneration(cfg).save_pretrained(path)
+    if tokenizer_file is not None:
+        transformers.T5TokenizerFast(tokenizer_file=str(tokenizer_file)).save_pretrained(path)
+    return path

@@ -136,8 +136,10 @@ def test_dense_arch_from_a_switch_checkpoint(tmp_path, tiny_switch):
 
 
 @pytest.mark.slow
-def test_zero_steps_exports_the_import(tmp_path):
-    """``pretrain.steps: 0``: the exported model is the checkpoint, config from the checkpoint."""
+@pytest.mark.parametrize("arch", ["switch", "dense"])
+def test_zero_steps_exports_the_import(tmp_path, arch):
+    """``pretrain.steps: 0``: the exported model is the checkpoint (Switch for the MoE arch, T5.1.1 for
+    the dense one), its config from the checkpoint."""
     pytest.importorskip("transformers")
     import datasets
     import numpy as np
@@ -145,32 +147,48 @@ def test_zero_steps_exports_the_import(tmp_path):
     from safetensors.torch import load_file
 
     from flanmoe.model.hf import load_hf
-    from tests.hf_fixtures import t5_style_tokenizer, tiny_hf_switch
+    from tests.hf_fixtures import t5_style_tokenizer, tiny_hf_switch, tiny_hf_t5
     from tests.test_pretrain_stage import micro_pretrain
 
     tok = t5_style_tokenizer(CORPUS, vocab_size=200)  # 100 sentinels, as T5TokenizerFast expects
     tok.save(str(tmp_path / "tokenizer.json"))
     n = tok.get_vocab_size()
-    ckpt = tiny_hf_switch(tmp_path / "ckpt", vocab_size=n + 4, tokenizer_file=tmp_path / "tokenizer.json")
-    work = _workspace(tmp_path / "work", f"hf:{ckpt}", tokenizer=ckpt / "tokenizer.json")
+    make = tiny_hf_switch if arch == "switch" else tiny_hf_t5
+    ckpt = make(tmp_path / "ckpt", vocab_size=n + 4, tokenizer_file=tmp_path / "tokenizer.json")
+    dense = {"dense": {"dense_twin_of": "switch", "init": f"hf:{ckpt}"}}
+    work = _workspace(
+        tmp_path / "work",
+        f"hf:{ckpt}" if arch == "switch" else "scratch",
+        arch=dense if arch == "dense" else None,
+        tokenizer=ckpt / "tokenizer.json",
+    )
     shutil.rmtree(work / "data" / "tokenized" / "pretrain")
     rng = np.random.default_rng(0)  # packed examples as the tokenize stage writes them
     datasets.Dataset.from_dict(
         {"input_ids": rng.integers(3, n - 20, (32, 64)), "labels": rng.integers(3, n - 20, (32, 16))}
     ).save_to_disk(str(work / "data" / "tokenized" / "pretrain"))
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["archs"]["run"], params["pretrain"] = ["switch"], micro_pretrain(steps=0, warmup_steps=0)
+    params["archs"]["run"], params["pretrain"] = [arch], micro_pretrain(steps=0, warmup_steps=0)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run_stage("pretrain", work, args=("switch",))
+    run_stage("pretrain", work, args=(arch,))
 
-    out = work / "models" / "pretrain" / "s1234" / "switch"
+    out = work / "models" / "pretrain" / "s1234" / arch
     exported, imported = load_file(str(out / "model.safetensors")), load_hf(ckpt).state_dict()
     assert exported.keys() == imported.keys()
     assert all(torch.equal(exported[k], imported[k]) for k in imported)
-    config = json.loads((out / "config.json").read_text())
-    assert (config["vocab_size"], config["d_model"], config["moe"]["num_experts"]) == (n + 4, 32, 4)
-    assert config["moe"]["expert_capacity"] == 64  # the checkpoint's config, not params model / archs
-    metrics = json.loads((work / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())
+    config = json.loads(
+        (out / "config.json").read_text()
+    )  # the checkpoint's config, not params model / archs
+    assert (config["vocab_size"], config["d_model"], config["d_ff"]) == (n + 4, 32, 48)
+    if arch == "switch":
+        assert (config["moe"]["num_experts"], config["moe"]["expert_capacity"], config["ffn"]) == (
+            4,
+            64,
+            "relu",
+        )
+    else:
+        assert config["moe"] is None and config["ffn"] == "gated_gelu" and not config["tie_embeddings"]
+    metrics = json.loads((work / "metrics" / "pretrain" / "s1234" / f"{arch}.json").read_text())
     assert metrics["init"] == f"hf:{ckpt}" and metrics["steps"] == 0 and metrics["train_loss"] is None
     assert metrics["val_loss"] > 0  # the checkpoint's loss on the held-out examples
 

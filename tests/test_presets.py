@@ -14,10 +14,10 @@ from tests.stage_helpers import REPO
 
 
 def test_the_shipped_presets():
-    assert presets(REPO) == ["default", "gpu", "study"]
+    assert presets(REPO) == ["default", "gpu", "gpu_hf", "study"]
 
 
-@pytest.mark.parametrize("name", ["default", "study", "gpu"])
+@pytest.mark.parametrize("name", ["default", "study", "gpu", "gpu_hf"])
 def test_every_preset_validates_against_params_yaml(name):
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     overrides = load_preset(REPO, name)
@@ -30,6 +30,10 @@ def test_every_preset_validates_against_params_yaml(name):
     if name == "gpu":
         assert params.pretrain.parallel.dtype == "bfloat16" and params.pretrain.parallel.nproc > 1
         assert params.prepare.pretrain.kind == "hub" and params.model.preset == "small"
+    if name == "gpu_hf":  # the released checkpoints, instruction-tuned as they are
+        assert params.archs.variants["switch"].hf_init == "google/switch-base-8"
+        assert params.archs.variants["dense"].hf_init == "google/t5-v1_1-base"
+        assert params.pretrain.steps == 0 and params.tokenize.tokenizer_path
     assert apply_overrides(data, overrides).keys() == data.keys() | {k.split(".")[0] for k in overrides}
 
 

@@ -138,18 +138,25 @@ def load_params() -> Params:
     return load_params_or_exit()
 
 
+def pop_option(args: list[str], flag: str) -> str | None:
+    """Take ``flag VALUE`` out of ``args`` (in place): its value, ``""`` when the flag has none, None
+    when it is absent."""
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    value = args[i + 1] if i + 1 < len(args) else ""
+    del args[i : i + 2]
+    return value
+
+
 def replicate(params: Params, argv: list[str]) -> tuple[Params, list[str]]:
     """Take ``--seed N`` out of a stage's arguments (dvc.yaml passes it) and return the params as that
     replicate of ``base.seeds`` sees them (``for_seed``), with the other arguments."""
-    rest, seed = list(argv), None
-    if "--seed" in rest:
-        i = rest.index("--seed")
-        value = rest[i + 1] if i + 1 < len(rest) else ""
-        if not value.isdigit():
-            fail(f"--seed: expected a seed of base.seeds {params.base.seeds}, got {value!r}")
-        seed = int(value)
-        del rest[i : i + 2]
-    return for_seed(params, seed), rest
+    rest = list(argv)
+    value = pop_option(rest, "--seed")
+    if value is not None and not value.isdigit():
+        fail(f"--seed: expected a seed of base.seeds {params.base.seeds}, got {value!r}")
+    return for_seed(params, None if value is None else int(value)), rest
 
 
 def for_seed(params: Params, seed: int | None) -> Params:
@@ -165,9 +172,10 @@ def for_seed(params: Params, seed: int | None) -> Params:
     return params.for_seed(seed)
 
 
-def seed_dir(params: Params) -> str:
-    """The folder of a replicate's outputs under each stage's root (``models/pretrain/s1234/dense``)."""
-    return f"s{params.base.seed}"
+def seed_dir(seed: int) -> str:
+    """The folder of replicate ``seed``'s outputs under each stage's root (``models/pretrain/s1234/dense``;
+    in a stage: ``seed_dir(params.base.seed)``)."""
+    return f"s{seed}"
 
 
 def effective_seed(params: Params, section: str) -> int:

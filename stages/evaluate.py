@@ -126,7 +126,7 @@ def _heldin_rows(params, decode) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     params = for_seed(load_params(), args.seed)
-    out_metrics, evals = OUT_METRICS / seed_dir(params), EVALS / seed_dir(params)
+    out_metrics, evals = OUT_METRICS / seed_dir(params.base.seed), EVALS / seed_dir(params.base.seed)
     cfg = params.evaluate
     model_dir: Path = args.model_dir
     if not (model_dir / "config.json").is_file():

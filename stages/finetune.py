@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from stages.common import dvc_md5, fail, load_params, replicate, seed_dir
+from stages.common import dvc_md5, fail, load_params, pop_option, replicate, seed_dir
 from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
 
 INIT_STAGE = {"direct": "pretrain", "after_it": "instruct"}
@@ -25,13 +25,11 @@ FREEZE_OPTIONS = ("none", "gate", "experts", "non_moe")
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     params, args = replicate(load_params(), argv)
-    freeze = params.finetune.freeze
-    if "--freeze" in args:  # the freeze ablation (dvc.yaml finetune_freeze): this run's option
-        i = args.index("--freeze")
-        freeze = args[i + 1] if i + 1 < len(args) else ""
-        del args[i : i + 2]
-        if freeze not in FREEZE_OPTIONS:
-            fail(f"--freeze: {freeze!r} is not one of {list(FREEZE_OPTIONS)}")
+    freeze = pop_option(args, "--freeze")  # the freeze ablation (dvc.yaml finetune_freeze): this run's option
+    if freeze is None:
+        freeze = params.finetune.freeze
+    elif freeze not in FREEZE_OPTIONS:
+        fail(f"--freeze: {freeze!r} is not one of {list(FREEZE_OPTIONS)}")
     if len(args) != 3:
         fail("usage: python -m stages.finetune <arch> <task> <scenario> [--seed N] [--freeze OPTION]")
     arch = parse_arch("finetune", args[:1], params)
@@ -47,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             else []
         )
         fail(f"task: {task!r} is not in {TOKENIZED / 'finetune'} (tasks: {have}); check finetune.tasks")
-    init_dir = MODELS / INIT_STAGE[scenario] / seed_dir(params) / arch
+    init_dir = MODELS / INIT_STAGE[scenario] / seed_dir(params.base.seed) / arch
     require(TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
     require(
         init_dir,

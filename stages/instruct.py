@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     params, args = replicate(load_params(), argv)
     arch = parse_arch("instruct", args, params)
     cfg = params.instruct
-    init_dir = MODELS / "pretrain" / seed_dir(params) / arch
+    init_dir = MODELS / "pretrain" / seed_dir(params.base.seed) / arch
     require(DATA_DIR, TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
     require(init_dir, hint=f"run the pretrain stage first (dvc repro pretrain@{arch}-{params.base.seed})")
 

@@ -27,16 +27,12 @@ from pathlib import Path
 
 from flanmoe.config import flatten
 from flanmoe.report.table import FREEZE_PREFIX, scenario_label
-from stages.common import METRICS, atomic_dir, fail, load_params, tracked_run, write_json
+from stages.common import METRICS, atomic_dir, fail, load_params, seed_dir, tracked_run, write_json
 
 REPORT_JSON = METRICS / "report.json"
 FIGURES = "figures"  # <report.dir>/figures/*.png
 EVALS = Path("evals")
 PLOTS = Path("plots")
-
-
-def _seed(seed: int) -> str:
-    return f"s{seed}"
 
 
 def scenarios(params) -> list[str]:
@@ -59,7 +55,7 @@ def needed_files(params) -> dict[str, Path]:
     """Every metrics file the report reads, keyed ``s<seed>/pretrain/<arch>``, ``s<seed>/<arch>-<model>``,
     ``s<seed>/<arch>-<task>-<scenario>``, for every seed of ``base.seeds``."""
     files: dict[str, Path] = {}
-    for seed in map(_seed, params.base.seeds):
+    for seed in map(seed_dir, params.base.seeds):
         for arch in params.archs.run:
             files[f"{seed}/pretrain/{arch}"] = METRICS / "pretrain" / seed / f"{arch}.json"
             for model in ("pretrain", "instruct"):
@@ -74,7 +70,7 @@ def figure_files(params) -> dict[str, Path]:
     """Every file the figures read (the first seed of ``base.seeds``), keyed ``routing/<arch>`` (MoE
     archs: the instruction-tuned model's expert load) and ``curves/<stage>/<name>`` (training curves)."""
     files: dict[str, Path] = {}
-    seed = _seed(params.base.seeds[0])
+    seed = seed_dir(params.base.seeds[0])
     for arch in params.archs.run:
         if params.arch_config(arch).moe is not None:
             files[f"routing/{arch}"] = EVALS / seed / f"{arch}-instruct" / "routing.json"
@@ -114,7 +110,7 @@ def over_seeds(params, metrics: dict) -> dict[str, dict]:
     """The metrics of every seed as one (``flanmoe.report.seeds.aggregate``), keyed without the seed."""
     from flanmoe.report.seeds import aggregate
 
-    seeds = [_seed(s) for s in params.base.seeds]
+    seeds = [seed_dir(s) for s in params.base.seeds]
     keys = [k.split("/", 1)[1] for k in metrics if k.startswith(f"{seeds[0]}/")]
     return {k: aggregate([metrics[f"{s}/{k}"] for s in seeds]) for k in keys}
 

@@ -174,7 +174,7 @@ def run_training(
     frozen = apply_freeze(model, freeze)  # before sharding: FSDP and the optimizer see requires_grad
     model = prepare_model(model, cfg, dist)
 
-    rep = seed_dir(params)
+    rep = seed_dir(params.base.seed)
     ckpt_root = CHECKPOINTS / stage / rep / variant
     fingerprint = checkpoint_fingerprint(stage, arch, params, data_hash + variant, base_cfg)
     prepare_checkpoint_dir(stage, ckpt_root, fingerprint, dist.is_main)

@@ -19,6 +19,21 @@ def t5_style_tokenizer(texts: Iterable[str], vocab_size: int = 400, num_sentinel
     return tok
 
 
+# the shape both tiny checkpoints share
+_TINY = dict(
+    d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4, decoder_start_token_id=0
+)
+
+
+def _save(model_cls, cfg, path: Path, tokenizer_file: Path | None) -> Path:
+    model_cls(cfg).save_pretrained(path)
+    if tokenizer_file is not None:
+        import transformers
+
+        transformers.T5TokenizerFast(tokenizer_file=str(tokenizer_file)).save_pretrained(path)
+    return path
+
+
 def tiny_hf_switch(path: Path, vocab_size: int, tokenizer_file: Path | None = None, seed: int = 0) -> Path:
     """A tiny random ``SwitchTransformersForConditionalGeneration`` (ReLU experts, one sparse block per
     stack) saved with ``save_pretrained`` to ``path``, with the tokenizer as an HF T5 tokenizer directory."""
@@ -28,22 +43,13 @@ def tiny_hf_switch(path: Path, vocab_size: int, tokenizer_file: Path | None = No
     torch.manual_seed(seed)
     cfg = transformers.SwitchTransformersConfig(
         vocab_size=vocab_size,
-        d_model=32,
-        d_kv=8,
-        d_ff=48,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
         num_experts=4,
         num_sparse_encoder_layers=1,
         num_sparse_decoder_layers=1,
         expert_capacity=64,
-        decoder_start_token_id=0,
+        **_TINY,
     )
-    transformers.SwitchTransformersForConditionalGeneration(cfg).save_pretrained(path)
-    if tokenizer_file is not None:
-        transformers.T5TokenizerFast(tokenizer_file=str(tokenizer_file)).save_pretrained(path)
-    return path
+    return _save(transformers.SwitchTransformersForConditionalGeneration, cfg, path, tokenizer_file)
 
 
 def tiny_hf_t5(path: Path, vocab_size: int, tokenizer_file: Path | None = None, seed: int = 0) -> Path:
@@ -53,18 +59,6 @@ def tiny_hf_t5(path: Path, vocab_size: int, tokenizer_file: Path | None = None, 
 
     torch.manual_seed(seed)
     cfg = transformers.T5Config(
-        vocab_size=vocab_size,
-        d_model=32,
-        d_kv=8,
-        d_ff=48,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        decoder_start_token_id=0,
+        vocab_size=vocab_size, feed_forward_proj="gated-gelu", tie_word_embeddings=False, **_TINY
     )
-    transformers.T5ForConditionalGeneration(cfg).save_pretrained(path)
-    if tokenizer_file is not None:
-        transformers.T5TokenizerFast(tokenizer_file=str(tokenizer_file)).save_pretrained(path)
-    return path
+    return _save(transformers.T5ForConditionalGeneration, cfg, path, tokenizer_file)

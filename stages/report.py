@@ -8,8 +8,8 @@ metrics/evaluate/s<seed>/<arch>-<pretrain|instruct>.json (held-out suites, scena
 task of ``finetune.tasks`` and scenario of ``finetune.scenarios`` (and the freezing ablation's
 ``after_it-freeze_<option>``), metrics/evaluate/s<seed>/<arch>-<task>-<scenario>.json (scenarios 1
 and 3). Several seeds are aggregated (``flanmoe.report.seeds``: mean, CI over seeds and examples). For
-the figures (first seed): the training curves plots/<stage>/s<seed>/... and, for every MoE arch,
-evals/s<seed>/<arch>-instruct/routing.json (expert load per layer per task). Writes
+the figures: the training curves plots/<stage>/s<seed>/... (mean over seeds) and, for every MoE arch,
+evals/s<seed>/<arch>-instruct/routing.json of the first seed (expert load per layer per task). Writes
 <report.dir> (docs/report; the study preset: docs/study): report.md and report.html with the PNG
 figures in <report.dir>/figures/ (git-tracked, so
 the report is read where the code is; the HTML links the PNGs by file name) and metrics/report.json
@@ -67,19 +67,21 @@ def needed_files(params) -> dict[str, Path]:
 
 
 def figure_files(params) -> dict[str, Path]:
-    """Every file the figures read (the first seed of ``base.seeds``), keyed ``routing/<arch>`` (MoE
-    archs: the instruction-tuned model's expert load) and ``curves/<stage>/<name>`` (training curves)."""
+    """Every file the figures read, keyed ``routing/<arch>`` (MoE archs: the instruction-tuned model's
+    expert load, first seed of ``base.seeds``) and ``curves/s<seed>/<stage>/<name>`` (training curves,
+    every seed)."""
     files: dict[str, Path] = {}
-    seed = seed_dir(params.base.seeds[0])
+    first = seed_dir(params.base.seeds[0])
     for arch in params.archs.run:
         if params.arch_config(arch).moe is not None:
-            files[f"routing/{arch}"] = EVALS / seed / f"{arch}-instruct" / "routing.json"
-        for stage in ("pretrain", "instruct"):
-            files[f"curves/{stage}/{arch}"] = PLOTS / stage / seed / f"{arch}.json"
-        for task in params.finetune.tasks:
-            for scenario in params.finetune.scenarios:
+            files[f"routing/{arch}"] = EVALS / first / f"{arch}-instruct" / "routing.json"
+    for seed in map(seed_dir, params.base.seeds):
+        for arch in params.archs.run:
+            for stage in ("pretrain", "instruct"):
+                files[f"curves/{seed}/{stage}/{arch}"] = PLOTS / stage / seed / f"{arch}.json"
+            for task, scenario in _finetuned(params, arch):
                 name = f"{arch}-{task}-{scenario}"
-                files[f"curves/finetune/{name}"] = PLOTS / "finetune" / seed / f"{name}.json"
+                files[f"curves/{seed}/finetune/{name}"] = PLOTS / "finetune" / seed / f"{name}.json"
     return files
 
 
@@ -130,17 +132,31 @@ def routing_info(params, arch: str) -> dict | None:
 
 
 def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
-    """The training curves by panel: ``pretrain`` and ``instruct`` ({arch: rows}), ``finetune <task>``
-    ({"<arch> <scenario>": rows})."""
+    """The training curves by panel, each series the mean over the seeds (``mean_curve``):
+    ``pretrain`` and ``instruct`` ({arch: rows}), ``finetune <task>, <scenario>`` ({arch: rows}) and,
+    per arch of the freezing ablation, ``finetune <task>, <arch> after IT, freezing`` ({"after IT" or
+    "<part> frozen": rows})."""
+    from flanmoe.report.seeds import mean_curve
+
+    seeds = [seed_dir(s) for s in params.base.seeds]
+
+    def rows(stage: str, name: str) -> list:
+        return mean_curve([inputs[f"curves/{s}/{stage}/{name}"] for s in seeds])
+
     panels: dict[str, dict[str, list]] = {}
     for stage in ("pretrain", "instruct"):
-        panels[stage] = {arch: inputs[f"curves/{stage}/{arch}"] for arch in params.archs.run}
+        panels[stage] = {arch: rows(stage, arch) for arch in params.archs.run}
     for task in params.finetune.tasks:
-        panels[f"finetune {task}"] = {
-            f"{arch} {scenario_label(scenario)}": inputs[f"curves/finetune/{arch}-{task}-{scenario}"]
-            for arch in params.archs.run
-            for scenario in params.finetune.scenarios
-        }
+        for scenario in params.finetune.scenarios:
+            panels[f"finetune {task}, {scenario_label(scenario)}"] = {
+                arch: rows("finetune", f"{arch}-{task}-{scenario}") for arch in params.archs.run
+            }
+        for arch in params.freeze_ablation.archs:
+            panels[f"finetune {task}, {arch} after IT, freezing"] = {
+                scenario_label(s).removeprefix("after IT, "): rows("finetune", f"{arch}-{task}-{s}")
+                for t, s in _finetuned(params, arch)
+                if t == task and s.startswith("after_it")
+            }
     return panels
 
 
@@ -191,8 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     seed_text = (
         f"seed {seeds[0]} (one seed)"
         if len(seeds) == 1
-        else f"seeds {', '.join(map(str, seeds))} (mean over {len(seeds)} seeds; figures of routing and"
-        f" training curves: seed {seeds[0]})"
+        else f"seeds {', '.join(map(str, seeds))} (mean over {len(seeds)} seeds; the expert-load figures:"
+        f" seed {seeds[0]})"
     )
     source = (
         f"Archs {', '.join(params.archs.run)}; fine-tuned tasks {', '.join(params.finetune.tasks) or 'none'}; "
@@ -225,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             (tmp / FIGURES).mkdir()  # the PNGs alone in a folder: dvc.yaml's top-level plots show it
             figures = [
                 dataclasses.replace(f, file=f"{FIGURES}/{f.file}")
-                for f in write_figures(tmp / FIGURES, table, routing, curves)
+                for f in write_figures(tmp / FIGURES, table, routing, curves, seeds)
             ]
             (tmp / "report.md").write_text(to_markdown(table, fs, source=source, figures=figures))
             (tmp / "report.html").write_text(to_html(table, fs, source=source, figures=figures))

@@ -540,10 +540,77 @@ def test_report_stage_aggregates_two_seeds(tmp_path):
         [round(agg["score"], 1), round(agg["score_lo"], 1), round(agg["score_hi"], 1)]
     )
     assert agg["score"] == pytest.approx(15.0) and agg["score_hi"] - agg["score_lo"] > 2 * 12.706 * 5 / 1.5
+    # the figures: training curves the mean over both seeds, expert load of the first seed only
+    assert "Mean over seeds 1, 2; shaded: their range." in md and "Seed 1 only: expert numbers" in md
     # a seed's file missing: exit 2, naming it
     (tmp_path / "metrics" / "evaluate" / "s2" / "dense-instruct.json").unlink()
     proc = run_stage("report", tmp_path, check=False)
     assert proc.returncode == 2 and "metrics/evaluate/s2/dense-instruct.json: missing" in proc.stderr
+
+
+def test_mean_curve_by_hand_and_its_band_is_drawn(tmp_path):
+    from flanmoe.report.plots import png_bytes, training_curves
+    from flanmoe.report.seeds import mean_curve
+
+    a = [{"step": 10, "train_loss": 4.0, "val_loss": None, "lr": 1e-3},
+         {"step": 20, "train_loss": 3.0, "val_loss": 3.5, "lr": 1e-3},
+         {"step": 30, "train_loss": 2.0, "val_loss": None, "lr": 1e-3}]  # fmt: skip
+    b = [{"step": 10, "train_loss": 5.0, "val_loss": None, "lr": 1e-3},
+         {"step": 20, "train_loss": 2.0, "val_loss": 2.5, "lr": 1e-3}]  # fmt: skip
+    rows = mean_curve([a, b])
+    assert [r["step"] for r in rows] == [10, 20]  # step 30: not logged by every seed
+    assert rows[0]["train_loss"] == 4.5 and (rows[0]["train_loss_min"], rows[0]["train_loss_max"]) == (
+        4.0,
+        5.0,
+    )
+    assert rows[0]["val_loss"] is None and "val_loss_min" not in rows[0]
+    assert rows[1]["val_loss"] == 3.0 and (rows[1]["val_loss_min"], rows[1]["val_loss_max"]) == (2.5, 3.5)
+    assert mean_curve([a]) == a  # one seed: its rows
+    with pytest.raises(ValueError):
+        mean_curve([])
+    # the seeds' range is shaded: the figure differs from the same means without it
+    bare = [{k: v for k, v in r.items() if not k.endswith(("_min", "_max"))} for r in rows]
+    banded, plain = (png_bytes(training_curves({"pretrain": {"dense": c}})) for c in (rows, bare))
+    assert banded != plain
+
+
+def test_report_stage_with_the_freezing_ablation(tmp_path):
+    """The freezing ablation's fine-tunes are read per seed, become rows of the fine-tuning table and
+    panels of the training curves (the unfrozen after-IT curve beside each frozen one)."""
+    from stages.report import curve_panels, figure_files, load_metrics
+
+    m = default_metrics()
+    for t in TASKS:
+        m[f"switch-{t}-after_it-freeze_gate"] = finetune_metrics(
+            (0.7, 0.6, 0.8), 0.5 if t != "list_sum" else 0.0
+        )
+    ablation = {"freeze_ablation": {"archs": ["switch"], "freeze": ["gate"]}}
+    for seed in ("s1", "s2"):
+        write_workspace(tmp_path, m, seed=seed, base={"seeds": [1, 2]}, **ablation)
+        for t in TASKS:
+            path = tmp_path / "plots" / "finetune" / seed / f"switch-{t}-after_it-freeze_gate.json"
+            path.write_text(json.dumps(curve(4, 3.0 if seed == "s1" else 4.0)))
+    run_stage("report", tmp_path)
+    md = (tmp_path / "docs" / "report" / "report.md").read_text()
+    assert "after IT, gate frozen" in md
+    rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
+    assert rep["findings"]["freeze_gate"]["verdict"] != NOT_MEASURED
+
+    import os
+
+    from flanmoe.config import load_params
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # the stage's paths are relative to the workspace
+    try:
+        params = load_params(tmp_path / "params.yaml")
+        panels = curve_panels(params, load_metrics(figure_files(params)))
+    finally:
+        os.chdir(cwd)
+    frozen = panels["finetune list_sum, switch after IT, freezing"]
+    assert list(frozen) == ["after IT", "gate frozen"]
+    assert frozen["gate frozen"][0]["train_loss"] == pytest.approx(3.5)  # mean of the seeds' 3.0, 4.0
+    assert list(panels["finetune list_sum, direct"]) == ["dense", "switch"]
 
 
 def md_table_head(md: str, heading: str) -> list[str]:

@@ -245,6 +245,15 @@ def check_curve(rows: Sequence, where: str) -> None:
             raise ReportInputError(f"{where}: row {i} needs numbers {', '.join(health)} (as row 0)")
 
 
+def _band(ax, rows: Sequence[Mapping], key: str, color: str) -> None:
+    """Shade the seeds' range of ``key`` (``<key>_min`` .. ``<key>_max``, rows of ``mean_curve``) where
+    the rows have it: nothing for one seed."""
+    pts = [(r["step"], r[f"{key}_min"], r[f"{key}_max"]) for r in rows if r.get(f"{key}_min") is not None]
+    if pts:
+        steps, lo, hi = zip(*pts, strict=True)
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
+
+
 def _layer_order(name: str) -> tuple[int, int, str]:
     stack, _, idx = name.partition(".")
     return ({"encoder": 0, "decoder": 1}.get(stack, 2), int(idx) if idx.isdigit() else 0, name)
@@ -318,6 +327,7 @@ def routing_health(curves: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Fig
                 ls="-" if stage == "pretrain" else "--",
                 label=f"{arch} {stage}",
             )
+            _band(ax, rows, key, color)
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.legend(loc="best", fontsize=7)
@@ -340,6 +350,7 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Fi
             color = PALETTE[i % len(PALETTE)]
             steps = [r["step"] for r in rows]
             ax.plot(steps, [r["train_loss"] for r in rows], color=color, lw=1.3, label=f"{series} train")
+            _band(ax, rows, "train_loss", color)
             val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
             if val:
                 ax.plot(
@@ -351,6 +362,7 @@ def training_curves(curves: Mapping[str, Mapping[str, Sequence[Mapping]]]) -> Fi
                     ms=3,
                     label=f"{series} val",
                 )
+                _band(ax, [r for r in rows if r.get("val_loss") is not None], "val_loss", color)
         ax.set_title(panel)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
@@ -365,10 +377,21 @@ def write_figures(
     table: Table,
     routing: Mapping[str, Mapping] | None = None,
     curves: Mapping[str, Mapping[str, Sequence[Mapping]]] | None = None,
+    seeds: Sequence[int] = (),
 ) -> list[ReportFigure]:
     """Draw every figure the inputs allow, write each as ``out_dir/<name>.png`` and return them in
-    report order; a figure without data is left out. ``routing``: ``{moe arch: routing.json}``."""
+    report order; a figure without data is left out. ``routing``: ``{moe arch: routing.json}`` (of the
+    first of ``seeds``); ``curves``: rows of one seed or of ``seeds.mean_curve`` over ``seeds``, which
+    the captions name when there are several."""
     routing = routing or {}
+    several = len(seeds) > 1
+    over = f" Mean over seeds {', '.join(map(str, seeds))}; shaded: their range." if several else ""
+    one_seed = (
+        f" Seed {seeds[0]} only: expert numbers are arbitrary in each seed, so loads are not averaged"
+        " over seeds."
+        if several
+        else ""
+    )
     planned: list[tuple[str, str, str, str, Figure | None]] = []
     with matplotlib.style.context("default"), matplotlib.rc_context(RC):
         planned.append(
@@ -406,7 +429,7 @@ def write_figures(
                     f"routing_{arch}.png",
                     f"Expert load of {arch} per task",
                     f"Share of each task's tokens that {arch}'s instruction-tuned routers send to each expert,"
-                    " per MoE layer (evaluation routing statistics).",
+                    " per MoE layer (evaluation routing statistics)." + one_seed,
                     "training",
                     routing_heatmap(arch, r),
                 )
@@ -417,7 +440,7 @@ def write_figures(
                 "Routing health over training",
                 "Per MoE arch: the most loaded expert's share over the mean share, the fraction of token"
                 " assignments dropped over capacity, and the router entropy, at each log point of"
-                " pretraining (solid) and instruction tuning (dashed).",
+                " pretraining (solid) and instruction tuning (dashed)." + over,
                 "training",
                 routing_health(curves or {}),
             )
@@ -426,7 +449,7 @@ def write_figures(
             (
                 "training_curves.png",
                 "Training curves",
-                "Train loss (solid) and validation loss (dashed) of every training stage.",
+                "Train loss (solid) and validation loss (dashed) of every training stage." + over,
                 "training",
                 training_curves(curves or {}),
             )

@@ -85,3 +85,33 @@ def aggregate(dicts: Sequence[Mapping]) -> dict:
         else:
             out[key] = value
     return out
+
+
+def mean_curve(runs: Sequence[Sequence[Mapping]]) -> list[dict]:
+    """Training-curve rows (``plots/<stage>/s<seed>/<name>.json``) of several seeds as one: a row per
+    step that every seed logged, each number the mean over the seeds with the seeds' range beside it
+    (``<key>_min``, ``<key>_max``); a number some seed left null (``val_loss`` off the validation
+    steps) is null. One seed gives its rows unchanged."""
+    if not runs:
+        raise ValueError("no curves to aggregate")
+    if len(runs) == 1:
+        return [dict(r) for r in runs[0]]
+    by_step = [{r["step"]: r for r in rows} for rows in runs]
+    out = []
+    for first in runs[0]:
+        step = first["step"]
+        if not all(step in b for b in by_step[1:]):
+            continue
+        rows = [b[step] for b in by_step]
+        row: dict = {"step": step}
+        for key, value in first.items():
+            if key == "step":
+                continue
+            values = [r.get(key) for r in rows]
+            if all(_number(v) for v in values):
+                row[key] = statistics.fmean(values)
+                row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+            else:
+                row[key] = None if value is None or _number(value) else value
+        out.append(row)
+    return out

@@ -574,7 +574,7 @@ def test_mean_curve_by_hand_and_its_band_is_drawn(tmp_path):
     assert banded != plain
 
 
-def test_report_stage_with_the_freezing_ablation(tmp_path):
+def test_report_stage_with_the_freezing_ablation(tmp_path, monkeypatch):
     """The freezing ablation's fine-tunes are read per seed, become rows of the fine-tuning table and
     panels of the training curves (the unfrozen after-IT curve beside each frozen one)."""
     from stages.report import curve_panels, figure_files, load_metrics
@@ -596,17 +596,11 @@ def test_report_stage_with_the_freezing_ablation(tmp_path):
     rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
     assert rep["findings"]["freeze_gate"]["verdict"] != NOT_MEASURED
 
-    import os
-
     from flanmoe.config import load_params
 
-    cwd = os.getcwd()
-    os.chdir(tmp_path)  # the stage's paths are relative to the workspace
-    try:
-        params = load_params(tmp_path / "params.yaml")
-        panels = curve_panels(params, load_metrics(figure_files(params)))
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)  # the stage's paths are relative to the workspace
+    params = load_params(tmp_path / "params.yaml")
+    panels = curve_panels(params, load_metrics(figure_files(params)))
     frozen = panels["finetune list_sum, switch after IT, freezing"]
     assert list(frozen) == ["after IT", "gate frozen"]
     assert frozen["gate frozen"][0]["train_loss"] == pytest.approx(3.5)  # mean of the seeds' 3.0, 4.0

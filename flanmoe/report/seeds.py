@@ -96,13 +96,13 @@ def mean_curve(runs: Sequence[Sequence[Mapping]]) -> list[dict]:
         raise ValueError("no curves to aggregate")
     if len(runs) == 1:
         return [dict(r) for r in runs[0]]
-    by_step = [{r["step"]: r for r in rows} for rows in runs]
+    others = [{r["step"]: r for r in rows} for rows in runs[1:]]
     out = []
     for first in runs[0]:
         step = first["step"]
-        if not all(step in b for b in by_step[1:]):
+        if not all(step in b for b in others):
             continue
-        rows = [b[step] for b in by_step]
+        rows = [first, *(b[step] for b in others)]
         row: dict = {"step": step}
         for key, value in first.items():
             if key == "step":

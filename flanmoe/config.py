@@ -15,9 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from flanmoe.data.embedded import EmbeddedConfig
-from flanmoe.data.sources import SourceSpec
-from flanmoe.data.tokenize import TokenizeConfig
+from flanmoe.data.config import EmbeddedConfig, SourceSpec, TokenizeConfig
 from flanmoe.eval.config import EvaluateConfig
 from flanmoe.model.config import ModelConfig, MoEConfig
 from flanmoe.model.flops import dense_twin

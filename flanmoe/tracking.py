@@ -13,10 +13,10 @@ import functools
 import json
 import os
 import re
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -28,6 +28,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from flanmoe.env import apply_offline_env
+from flanmoe.tracking_client import DatasetRef  # noqa: F401 (re-exported)
 
 PARENT_ENV = "FLANMOE_PARENT_RUN_ID"
 # A tracking server that is gone should cost a training run seconds, not MLflow's default ~4 minutes
@@ -91,33 +92,14 @@ def _tolerant(method: Callable) -> Callable:
     return wrapper
 
 
-@dataclass(frozen=True)
-class DatasetRef:
-    """A dataset a run reads, logged by reference (nothing is loaded into memory).
-
-    ``path``: a local file or directory (``name`` and ``source`` are the path; ``digest`` its DVC
-    md5), or ``hub``: a Hugging Face dataset id (``config``, ``split``, ``revision`` as
-    ``datasets.load_dataset`` takes them; without a digest MLflow derives one from the reference).
-    ``context``: what the run does with it (``training``, ``evaluation``, ``source``).
-    """
-
-    name: str
-    path: str | None = None
-    hub: str | None = None
-    config: str | None = None
-    split: str | None = None
-    revision: str | None = None
-    digest: str | None = None
-    context: str | None = None
-
-    def to_mlflow(self) -> MetaDataset:
-        if self.hub is not None:
-            source = HuggingFaceDatasetSource(
-                self.hub, config_name=self.config, split=self.split, revision=self.revision
-            )
-        else:  # the "local" source MLflow registers for file paths, without its guessing
-            source = get_dataset_source_from_json(json.dumps({"uri": str(self.path)}), "local")
-        return MetaDataset(source, name=self.name, digest=self.digest)
+def _dataset_to_mlflow(ref: DatasetRef) -> MetaDataset:
+    if ref.hub is not None:
+        source = HuggingFaceDatasetSource(
+            ref.hub, config_name=ref.config, split=ref.split, revision=ref.revision
+        )
+    else:  # the "local" source MLflow registers for file paths, without its guessing
+        source = get_dataset_source_from_json(json.dumps({"uri": str(ref.path)}), "local")
+    return MetaDataset(source, name=ref.name, digest=ref.digest)
 
 
 class StageRun:
@@ -176,7 +158,7 @@ class StageRun:
         refs = list(datasets)
         if refs:
             mlflow.log_inputs(
-                datasets=[r.to_mlflow() for r in refs],
+                datasets=[_dataset_to_mlflow(r) for r in refs],
                 contexts=[r.context for r in refs],
                 tags_list=[None] * len(refs),
             )
@@ -230,6 +212,26 @@ def _cell(value: object) -> object:
     return json.dumps(value) if isinstance(value, list | dict) else value
 
 
+def open_run(
+    run_name: str, experiment: str, tags: Mapping[str, object] | None = None, parent_run_id: str | None = None
+) -> StageRun:
+    """Start a run (a child of ``parent_run_id`` or of ``$FLANMOE_PARENT_RUN_ID`` if set); end it with
+    ``close_run``."""
+    exp_id = ensure_experiment(experiment)
+    parent = parent_run_id or os.environ.get(PARENT_ENV) or None
+    run_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags, parent_run_id=parent)
+    return StageRun(run.info.run_id, run_tags)
+
+
+def close_run(run: StageRun, status: str) -> None:
+    """End ``run`` with ``status``; a tracking store that is gone by now only warns."""
+    try:
+        mlflow.end_run(status)
+    except Exception as e:  # noqa: BLE001 - the server may be gone by now; the outputs are written
+        warnings.warn(f"MLflow: could not end run {run.run_id} ({e})", RuntimeWarning, stacklevel=2)
+
+
 @contextlib.contextmanager
 def start_run(
     run_name: str, experiment: str, tags: Mapping[str, object] | None = None, parent_run_id: str | None = None
@@ -238,20 +240,55 @@ def start_run(
 
     The run ends FINISHED, or FAILED if the body raises.
     """
-    exp_id = ensure_experiment(experiment)
-    parent = parent_run_id or os.environ.get(PARENT_ENV) or None
-    run_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
-    run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=run_tags, parent_run_id=parent)
-    stage_run = StageRun(run.info.run_id, run_tags)
+    stage_run = open_run(run_name, experiment, tags, parent_run_id)
     status = "FAILED"
     try:
         yield stage_run
         status = "FINISHED"
     finally:
-        try:
-            mlflow.end_run(status)
-        except Exception as e:  # noqa: BLE001 - the server may be gone by now; the outputs are written
-            warnings.warn(f"MLflow: could not end run {stage_run.run_id} ({e})", RuntimeWarning, stacklevel=2)
+        close_run(stage_run, status)
+
+
+def serve(lines: Iterable[str]) -> None:
+    """The helper of ``flanmoe.tracking_client.BackgroundRun``: one ``StageRun`` call per JSON line of
+    ``lines`` (``start`` opens the run, ``end`` closes it); input that ends without ``end`` ends the
+    run KILLED (the stage died: what it sent is logged)."""
+    run: StageRun | None = None
+    models: dict[str, str | None] = {}
+    status = "KILLED"
+    for line in lines:
+        msg = json.loads(line)
+        op, args, kwargs = msg["op"], msg["args"], msg["kwargs"]
+        if op == "start":
+            try:
+                run = open_run(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - no tracking must not stop the stage
+                warnings.warn(
+                    f"MLflow logging failed (could not start run {args[0]!r}: {type(e).__name__}: {e}); "
+                    "the run goes on without tracking",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
+                run = None
+            continue
+        if op == "end":
+            status = args[0]
+            break
+        if run is None:
+            continue
+        if op == "log_model":
+            ref = kwargs.pop("ref")
+            models[ref] = run.log_model(*args, **kwargs)
+        elif op == "log_metrics":
+            model = kwargs.get("model_id")
+            kwargs["model_id"] = models.get(model) if model in models else model
+            run.log_metrics(*args, **kwargs)
+        elif op == "log_datasets":
+            run.log_datasets([DatasetRef(**d) for d in args[0]])
+        else:
+            getattr(run, op)(*args, **kwargs)
+    if run is not None:
+        close_run(run, status)
 
 
 def search_runs(experiment: str, filter_string: str = "", uri: str | None = None) -> list[dict]:
@@ -273,3 +310,14 @@ def search_runs(experiment: str, filter_string: str = "", uri: str | None = None
         }
         for r in runs
     ]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    import signal
+
+    # the stage's Ctrl-C or SIGTERM reaches its whole process group: drain what it sent, then end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if tracking_uri().startswith("sqlite:"):  # the store's ~0.9 s import, while the stage starts up
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    serve(sys.stdin)

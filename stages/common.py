@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from flanmoe import tracking_client
 from flanmoe.config import Params, flatten, load_params_or_exit
 
 DATA = Path("data")
@@ -134,7 +135,10 @@ def without_timings(obj):
 
 
 def load_params() -> Params:
-    """Validate the whole params.yaml (exit 2 with dotted keys on any error)."""
+    """Validate the whole params.yaml (exit 2 with dotted keys on any error). First starts the stage's
+    MLflow helper (``tracking_client.prestart``): it imports mlflow while the stage starts up (a stage
+    that stops before its run starts leaves the helper nothing to write)."""
+    tracking_client.prestart()
     return load_params_or_exit()
 
 
@@ -212,8 +216,6 @@ def tracked_run(
     the run's datasets (name and source: the path; digest: its DVC md5); ``outputs`` (metrics and plots
     files) as artifacts under their workspace folder (``metrics/pretrain/switch.json``) when the stage
     body ends. The stage's wall time is logged as ``stage_seconds``."""
-    from flanmoe import tracking  # mlflow is slow to import: only once validation passed
-
     hashes = input_hashes(stage)
     base_stage = stage.partition("@")[0]
     run_tags = {
@@ -225,10 +227,13 @@ def tracked_run(
         **hashes,
         **(tags or {}),
     }
-    with tracking.start_run(stage.replace("@", ":"), params.base.experiment, tags=run_tags) as run:
+    run = tracking_client.take()  # mlflow runs in a helper process: these calls do not wait
+    run.start(stage.replace("@", ":"), params.base.experiment, tags=run_tags)
+    status = "FAILED"
+    try:
         run.log_params({k: v for s in sections for k, v in flatten(getattr(params, s), f"{s}.").items()})
         datasets = [
-            tracking.DatasetRef(
+            tracking_client.DatasetRef(
                 name=str(path),
                 path=str(path),
                 digest=hashes.get(f"dvc.dep.{path}") or dvc_md5(Path(path)),
@@ -243,3 +248,6 @@ def tracked_run(
         for path in outputs or []:
             if Path(path).is_file():
                 run.log_artifact(path, Path(path).parent.as_posix())
+        status = "FINISHED"
+    finally:
+        run.finish(status)  # waits until the helper has logged everything

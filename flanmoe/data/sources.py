@@ -11,14 +11,10 @@ repository ships (``bbh/boolean_expressions.json``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import datasets
-from pydantic import Field, model_validator
 
-from flanmoe.params_base import StrictModel
-
-SourceKind = Literal["embedded", "hub", "local"]
+from flanmoe.data.config import SourceKind, SourceSpec  # noqa: F401 (re-exported: params live there)
 
 # role -> (required columns, the split names it may have)
 SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -47,33 +43,6 @@ _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".cs
 
 class SourceError(ValueError):
     """A source cannot be read: names the source, and the file or column at fault."""
-
-
-class SourceSpec(StrictModel):
-    """Where one source's data comes from."""
-
-    kind: SourceKind = "embedded"  # embedded (offline suite) | hub (dataset id) | local (file or dir)
-    path: str | None = None  # hub id (cais/mmlu) or local path; may contain {config} and {split}
-    name: str | None = None  # dataset config (cais/mmlu: "all"); per-task roles use `configs`
-    configs: list[str] | None = None  # bbh/finetune: one config per task (the task names)
-    split: str | None = None  # single-split roles: which split of the source to read (default train)
-    revision: str | None = None  # hub: a commit sha or tag of the dataset repo, for reproducibility
-    field: str | None = None  # json files whose records sit under a key (real BBH files: "examples")
-    max_examples: int | None = Field(default=None, gt=0)  # cap per split (per task), for fast runs
-
-    @model_validator(mode="after")
-    def _check(self) -> SourceSpec:
-        if self.kind == "embedded":
-            for key in ("path", "name", "configs", "split", "field", "revision"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key}: not used with kind 'embedded' (remove it)")
-        elif not self.path:
-            raise ValueError(f"path: required with kind '{self.kind}'")
-        if self.revision is not None and self.kind != "hub":
-            raise ValueError(f"revision: only for kind 'hub' (this source is '{self.kind}')")
-        if self.configs is not None and not self.configs:
-            raise ValueError("configs: must list at least one config")
-        return self
 
 
 def _builder_for(path: str) -> str | None:

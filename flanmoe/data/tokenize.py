@@ -29,70 +29,22 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
 
 import datasets
 import numpy as np
 import xxhash
-from pydantic import Field, model_validator
 from tokenizers import Tokenizer
 
 from flanmoe.data import prepared
+from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
 from flanmoe.data.span_corruption import (
     corrupted_lengths,
-    noise_span_counts,
-    random_spans_helper,
     random_spans_noise_mask,
     span_corrupt_batch,
 )
 from flanmoe.data.tokenizer import EOS_ID, PAD_ID, load_tokenizer, sentinel_ids, train_tokenizer
-from flanmoe.params_base import StrictModel
 
 BLOCK = 64  # raw chunks per random block: the unit seeded by (seed, block index)
-
-
-class TokenizeConfig(StrictModel):
-    """Stage `tokenize`: tokenizer, span corruption and truncation lengths."""
-
-    kind: Literal["bpe", "unigram"] = "bpe"  # byte-level BPE (exact round trip) or unigram (T5's kind)
-    vocab_size: int = Field(default=8000, ge=300, le=1_000_000)  # specials and sentinels included
-    num_sentinels: int = Field(default=100, ge=1, le=1000)  # <extra_id_0..n-1> (trained: ids 3..n+2)
-    tokenizer_path: str | None = None  # an existing tokenizer.json (file or dir, e.g. HF T5's); None = train
-    tokenizer_train_mb: float = Field(default=20.0, gt=0)  # MB of pretraining text to train it on
-    noise_density: float = Field(default=0.15, gt=0, lt=1)  # fraction of tokens masked (T5: 0.15)
-    mean_noise_span_length: float = Field(default=3.0, ge=1)  # mean masked span length (T5: 3)
-    input_length: int = Field(default=128, ge=8, le=65536)  # encoder length of pretraining examples
-    target_length: int = Field(default=32, ge=4, le=65536)  # decoder length of pretraining examples
-    max_input_length: int = Field(default=512, ge=2, le=65536)  # instruction/finetune inputs truncation
-    max_target_length: int = Field(default=128, ge=2, le=65536)  # instruction/finetune targets truncation
-    num_proc: int = Field(default=1, ge=1, le=256)  # datasets.map processes (encode_batch is threaded)
-    batch_size: int = Field(default=1000, ge=1)  # rows per datasets.map batch
-    seed: int = Field(default=1234, ge=0)  # noise masks; output is independent of num_proc/batch_size
-
-    @model_validator(mode="after")
-    def _check(self) -> TokenizeConfig:
-        if self.kind == "bpe" and self.vocab_size <= 3 + self.num_sentinels + 256:
-            raise ValueError(
-                f"vocab_size: byte-level BPE needs more than 3 + num_sentinels + 256 = "
-                f"{3 + self.num_sentinels + 256} (got {self.vocab_size})"
-            )
-        raw, targets = self.raw_and_target_lengths()
-        if targets > self.target_length:
-            raise ValueError(
-                f"target_length: span corruption of {raw} tokens (input_length {self.input_length}) "
-                f"gives {targets}-token targets; set target_length >= {targets}"
-            )
-        spans = noise_span_counts(raw, self.noise_density, self.mean_noise_span_length)[1]
-        if spans > self.num_sentinels:
-            raise ValueError(
-                f"num_sentinels: {spans} noise spans per pretraining example need >= {spans} sentinels "
-                f"(got {self.num_sentinels})"
-            )
-        return self
-
-    def raw_and_target_lengths(self) -> tuple[int, int]:
-        """(raw chunk length before corruption, targets length after it, eos included)."""
-        return random_spans_helper(self.input_length, self.noise_density, self.mean_noise_span_length)
 
 
 def _fingerprint(*parts: str) -> str:

@@ -14,13 +14,55 @@ Entry points for the trainer and evaluation::
     model = load_hf("switch-base-8/"); save_hf(model, "out/hf", expert_capacity=64)  # Hugging Face format
 """
 
-from flanmoe.model.config import ModelConfig, MoEConfig, arch_presets, model_config_for_arch
-from flanmoe.model.flops import Accounting, accounting, active_param_count, dense_twin, param_count
-from flanmoe.model.hf import load_hf, save_hf
-from flanmoe.model.moe import MoEAux, MoELayer
-from flanmoe.model.pretrained import load_config, save_pretrained
-from flanmoe.model.stats import RouterStats, RouterStatsAccumulator, reduce_router_stats
-from flanmoe.model.transformer import FlanMoEModel, KVCache, Seq2SeqOutput, build_model, shift_right
+import importlib
+from typing import TYPE_CHECKING
+
+# name -> module: imported on first use (PEP 562), so that importing one submodule (a config, say)
+# does not import torch and everything else the package holds
+_LAZY = {
+    "ModelConfig": "flanmoe.model.config",
+    "MoEConfig": "flanmoe.model.config",
+    "arch_presets": "flanmoe.model.config",
+    "model_config_for_arch": "flanmoe.model.config",
+    "Accounting": "flanmoe.model.flops",
+    "accounting": "flanmoe.model.flops",
+    "active_param_count": "flanmoe.model.flops",
+    "dense_twin": "flanmoe.model.flops",
+    "param_count": "flanmoe.model.flops",
+    "load_hf": "flanmoe.model.hf",
+    "save_hf": "flanmoe.model.hf",
+    "MoEAux": "flanmoe.model.moe",
+    "MoELayer": "flanmoe.model.moe",
+    "load_config": "flanmoe.model.pretrained",
+    "save_pretrained": "flanmoe.model.pretrained",
+    "RouterStats": "flanmoe.model.stats",
+    "RouterStatsAccumulator": "flanmoe.model.stats",
+    "reduce_router_stats": "flanmoe.model.stats",
+    "FlanMoEModel": "flanmoe.model.transformer",
+    "KVCache": "flanmoe.model.transformer",
+    "Seq2SeqOutput": "flanmoe.model.transformer",
+    "build_model": "flanmoe.model.transformer",
+    "shift_right": "flanmoe.model.transformer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from flanmoe.model.config import ModelConfig, MoEConfig, arch_presets, model_config_for_arch
+    from flanmoe.model.flops import Accounting, accounting, active_param_count, dense_twin, param_count
+    from flanmoe.model.hf import load_hf, save_hf
+    from flanmoe.model.moe import MoEAux, MoELayer
+    from flanmoe.model.pretrained import load_config, save_pretrained
+    from flanmoe.model.stats import RouterStats, RouterStatsAccumulator, reduce_router_stats
+    from flanmoe.model.transformer import FlanMoEModel, KVCache, Seq2SeqOutput, build_model, shift_right
+
 
 __all__ = [
     "Accounting",

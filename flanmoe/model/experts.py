@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flanmoe.model.config import FFNActivation
+from flanmoe.model.layers import init_normal_
 
 ExpertsBackend = Literal["auto", "grouped_mm", "bmm"]
 
@@ -94,8 +95,8 @@ class GroupedExperts(nn.Module):
     def reset_parameters(self, factor: float = 1.0) -> None:
         """T5 init: ``N(0, factor / sqrt(fan_in))``."""
         for w in self.input_weights():
-            nn.init.normal_(w, std=factor * self.d_model**-0.5)
-        nn.init.normal_(self.wo, std=factor * self.d_ff**-0.5)
+            init_normal_(w, std=factor * self.d_model**-0.5)
+        init_normal_(self.wo, std=factor * self.d_ff**-0.5)
 
     def forward(self, x: Tensor, tokens_per_expert: Tensor, capacity: int | None = None) -> Tensor:
         """``x`` ``[N, d_model]`` sorted by expert, ``tokens_per_expert`` ``[E]`` -> ``[N, d_model]``.
@@ -104,7 +105,7 @@ class GroupedExperts(nn.Module):
         without it that path syncs to read the maximum count).
         """
         if torch.compiler.is_compiling():  # run the grouped kernel outside the graph (see module doc)
-            return _eager_forward(self, x, tokens_per_expert, capacity)
+            return torch.compiler.disable(_eager_forward)(self, x, tokens_per_expert, capacity)
         return self._forward(x, tokens_per_expert, capacity)
 
     def _forward(self, x: Tensor, tokens_per_expert: Tensor, capacity: int | None) -> Tensor:
@@ -139,7 +140,6 @@ class GroupedExperts(nn.Module):
         return torch.bmm(h, self.wo)[expert_of_row, slot]  # padding rows are never read back
 
 
-@torch.compiler.disable
 def _eager_forward(
     experts: GroupedExperts, x: Tensor, tokens_per_expert: Tensor, capacity: int | None
 ) -> Tensor:

@@ -15,6 +15,22 @@ from torch import Tensor, nn
 from flanmoe.model.config import FFNActivation
 
 
+def init_normal_(weight: Tensor, std: float) -> None:
+    """``nn.init.normal_(weight, std=std)``, skipped on the meta device: there is nothing to fill there
+    (a model built to receive loaded weights), and torch's meta path for it imports torch._dynamo
+    (~0.8 s of a stage's start-up). Meta tensors draw nothing from the RNG either way."""
+    if not weight.is_meta:
+        nn.init.normal_(weight, std=std)
+
+
+def embedding(num_embeddings: int, dim: int) -> nn.Embedding:
+    """``nn.Embedding(num_embeddings, dim)``; on the meta device without its own random init (see
+    ``init_normal_``). Elsewhere it draws that init as before, so seeded models stay the same."""
+    if torch.get_default_device().type == "meta":
+        return nn.Embedding(num_embeddings, dim, _weight=torch.empty(num_embeddings, dim))
+    return nn.Embedding(num_embeddings, dim)
+
+
 class RMSNorm(nn.Module):
     """T5 layer norm: ``x / rms(x) * weight``, no mean subtraction, no bias, computed in float32."""
 
@@ -62,7 +78,7 @@ class RelativePositionBias(nn.Module):
     def __init__(self, num_heads: int, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
         super().__init__()
         self.bidirectional, self.num_buckets, self.max_distance = bidirectional, num_buckets, max_distance
-        self.embedding = nn.Embedding(num_buckets, num_heads)
+        self.embedding = embedding(num_buckets, num_heads)
 
     def forward(self, q_len: int, k_len: int, q_offset: int = 0) -> Tensor:
         """Bias ``[1, heads, q_len, k_len]`` for queries at ``q_offset..q_offset+q_len-1``, keys at
@@ -98,10 +114,10 @@ class Attention(nn.Module):
     def reset_parameters(self, factor: float = 1.0) -> None:
         """T5 init (q carries the 1/sqrt(d_kv) that attention does not apply)."""
         d_model = self.q.in_features
-        nn.init.normal_(self.q.weight, std=factor * (d_model * self.d_kv) ** -0.5)
-        nn.init.normal_(self.k.weight, std=factor * d_model**-0.5)
-        nn.init.normal_(self.v.weight, std=factor * d_model**-0.5)
-        nn.init.normal_(self.o.weight, std=factor * (self.num_heads * self.d_kv) ** -0.5)
+        init_normal_(self.q.weight, std=factor * (d_model * self.d_kv) ** -0.5)
+        init_normal_(self.k.weight, std=factor * d_model**-0.5)
+        init_normal_(self.v.weight, std=factor * d_model**-0.5)
+        init_normal_(self.o.weight, std=factor * (self.num_heads * self.d_kv) ** -0.5)
 
     def _heads(self, x: Tensor) -> Tensor:
         B, S, _ = x.shape
@@ -142,8 +158,8 @@ class FFN(nn.Module):
 
     def reset_parameters(self, factor: float = 1.0) -> None:
         for lin in (self.wi_0, self.wi_1) if self.activation == "gated_gelu" else (self.wi,):
-            nn.init.normal_(lin.weight, std=factor * lin.in_features**-0.5)
-        nn.init.normal_(self.wo.weight, std=factor * self.wo.in_features**-0.5)
+            init_normal_(lin.weight, std=factor * lin.in_features**-0.5)
+        init_normal_(self.wo.weight, std=factor * self.wo.in_features**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[..., d_model]`` -> ``[..., d_model]``."""

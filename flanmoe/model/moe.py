@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from flanmoe.model.config import FFNActivation, MoEConfig, RouterName
 from flanmoe.model.dispatch import LocalDispatcher, TokenDispatcher
 from flanmoe.model.experts import ExpertsBackend, GroupedExperts
+from flanmoe.model.layers import init_normal_
 from flanmoe.model.router import ExpertChoiceRouter, Router, RouterStats, TokenChoiceTopKRouter
 
 
@@ -87,7 +88,7 @@ class MoELayer(nn.Module):
         layer = cls(
             build_router(router, cfg, d_model), experts, cfg.load_balance_coef, cfg.resolved_z_loss_coef
         )
-        nn.init.normal_(layer.router.gate.weight, std=init_std * d_model**-0.5)
+        init_normal_(layer.router.gate.weight, std=init_std * d_model**-0.5)
         return layer
 
     def _capacity_bound(self, num_tokens: int) -> int | None:
@@ -102,7 +103,7 @@ class MoELayer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, MoEAux]:
         """``x`` ``[B, S, d]`` (or ``[T, d]``), ``mask`` same leading shape, bool, False = padding."""
         if torch.compiler.is_compiling():  # data-dependent routing + grouped kernel: outside the graph
-            return _eager_forward(self, x, mask)
+            return torch.compiler.disable(_eager_forward)(self, x, mask)
         return self._forward(x, mask)
 
     def _forward(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, MoEAux]:
@@ -117,7 +118,6 @@ class MoELayer(nn.Module):
         return y, MoEAux(loss, routing.load_balance_loss, routing.z_loss, routing.stats)
 
 
-@torch.compiler.disable
 def _eager_forward(layer: MoELayer, x: Tensor, mask: Tensor | None) -> tuple[Tensor, MoEAux]:
     """``MoELayer._forward`` outside any ``torch.compile`` graph (one graph break per MoE layer)."""
     return layer._forward(x, mask)

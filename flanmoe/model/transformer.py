@@ -14,7 +14,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flanmoe.model.config import ModelConfig
-from flanmoe.model.layers import FFN, Attention, RelativePositionBias, RMSNorm, padding_bias
+from flanmoe.model.layers import (
+    FFN,
+    Attention,
+    RelativePositionBias,
+    RMSNorm,
+    embedding,
+    init_normal_,
+    padding_bias,
+)
 from flanmoe.model.moe import MoEAux, MoELayer
 from flanmoe.model.router import RouterStats
 
@@ -172,7 +180,7 @@ class FlanMoEModel(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
-        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.embed = embedding(vocab_size, cfg.d_model)
         self.encoder = Stack(cfg, is_decoder=False)
         self.decoder = Stack(cfg, is_decoder=True)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, vocab_size, bias=False)
@@ -181,19 +189,19 @@ class FlanMoEModel(nn.Module):
     def reset_parameters(self) -> None:
         """T5 init, scaled by ``cfg.init_std``; relative bias and untied head ~ N(0, 1/sqrt(d_model))."""
         f, d = self.cfg.init_std, self.cfg.d_model
-        nn.init.normal_(self.embed.weight, std=f)
+        init_normal_(self.embed.weight, std=f)
         if self.lm_head is not None:
-            nn.init.normal_(self.lm_head.weight, std=f * d**-0.5)
+            init_normal_(self.lm_head.weight, std=f * d**-0.5)
         for m in self.modules():
             if isinstance(m, Attention | FFN):
                 m.reset_parameters(f)
             elif isinstance(m, RelativePositionBias):
-                nn.init.normal_(m.embedding.weight, std=f * d**-0.5)
+                init_normal_(m.embedding.weight, std=f * d**-0.5)
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
             elif isinstance(m, MoELayer):
                 m.experts.reset_parameters(f)
-                nn.init.normal_(m.router.gate.weight, std=f * d**-0.5)
+                init_normal_(m.router.gate.weight, std=f * d**-0.5)
 
     def encode(
         self, input_ids: Tensor, attention_mask: Tensor | None, aux: list[tuple[str, MoEAux]] | None = None

@@ -9,9 +9,38 @@ result = Trainer(model, cfg, PackedBatches(ds, cfg.batch_size, seed), val_batche
                  dist=dist, checkpointer=Checkpointer(root, keep=2)).fit()
 """
 
-from flanmoe.train.config import ParallelConfig, TrainConfig
-from flanmoe.train.data import Batch, PackedBatches, TokenBudgetBatches, eval_batches, split_validation
-from flanmoe.train.trainer import Dist, Trainer, TrainResult
+import importlib
+from typing import TYPE_CHECKING
+
+# name -> module: imported on first use (PEP 562), so that importing one submodule (a config, say)
+# does not import torch and everything else the package holds
+_LAZY = {
+    "Trainer": "flanmoe.train.trainer",
+    "TrainConfig": "flanmoe.train.config",
+    "PackedBatches": "flanmoe.train.data",
+    "TokenBudgetBatches": "flanmoe.train.data",
+    "ParallelConfig": "flanmoe.train.config",
+    "Batch": "flanmoe.train.data",
+    "eval_batches": "flanmoe.train.data",
+    "split_validation": "flanmoe.train.data",
+    "Dist": "flanmoe.train.trainer",
+    "TrainResult": "flanmoe.train.trainer",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from flanmoe.train.config import ParallelConfig, TrainConfig
+    from flanmoe.train.data import Batch, PackedBatches, TokenBudgetBatches, eval_batches, split_validation
+    from flanmoe.train.trainer import Dist, Trainer, TrainResult
+
 
 __all__ = [
     "Batch",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
-from pydantic import Field, model_validator
 
+from flanmoe.data.config import EmbeddedConfig  # noqa: F401 (re-exported: params live there)
 from flanmoe.data.embedded.bbh import BBH_TASKS, build_bbh
 from flanmoe.data.embedded.corpus import build_corpus
 from flanmoe.data.embedded.families import FAMILIES, GenContext
@@ -20,7 +20,6 @@ from flanmoe.data.embedded.finetune import FINETUNE_TASKS, build_finetune
 from flanmoe.data.embedded.heldout_mmlu import MMLU_SUBJECTS, build_mmlu
 from flanmoe.data.embedded.mixture import TEMPLATE_TYPES, build_mixture
 from flanmoe.data.embedded.world import build_world
-from flanmoe.params_base import StrictModel
 
 # family name -> category, in mixture order
 INSTRUCTION_FAMILIES: dict[str, str] = {f.name: f.category for f in FAMILIES}
@@ -49,35 +48,6 @@ CHANCE: dict[str, dict[str, float]] = {
     "finetune": {"fact_verification": 0.5, "list_sum": 0.0, "entity_typing": 0.2, "acronym": 0.0},
 }
 assert all(set(CHANCE[k]) == set(HELDOUT_TASKS[k]) for k in CHANCE)
-
-
-class EmbeddedConfig(StrictModel):
-    """Options of the embedded suite (params.yaml ``prepare.embedded``)."""
-
-    seed: int = 1234  # the whole suite is a function of this seed: same seed -> same bytes
-    pretrain_mb: float = Field(default=5.0, gt=0)  # pretraining corpus size, MB of UTF-8 text (1e6 bytes)
-    real_fraction: float = Field(default=0.25, ge=0, le=1)  # share of shipped English (pydoc, docstrings)
-    task_fraction: float = Field(default=0.25, ge=0, le=1)  # share of instruction-free family raw material
-    world_size: int = Field(default=30, ge=4)  # cities, people, animals, elements each (countries: half)
-    flan_per_family: int = Field(default=400, gt=0)  # examples per instruction family
-    fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
-    fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples
-    options_fraction: float = Field(default=0.5, ge=0, le=1)  # share of examples with OPTIONS (*_opt)
-    letter_fraction: float = Field(default=0.3, ge=0, le=1)  # of *_opt: share with (A) options, letter target
-    mmlu_per_subject: int = Field(default=40, gt=0)  # test questions per MMLU-style subject
-    mmlu_val_per_subject: int = Field(default=10, ge=0)  # validation questions per subject (dev is 5)
-    bbh_per_task: int = Field(default=50, gt=0)  # examples per BBH-style task (split test)
-    bbh_steps: int = Field(default=2, ge=1, le=8)  # BBH difficulty: operators, moves, words, brackets
-    finetune_train: int = Field(default=1000, gt=0)  # train examples per fine-tuning task
-    finetune_eval: int = Field(default=100, gt=0)  # validation and test examples per fine-tuning task
-    max_operand: int = Field(default=20, ge=3)  # arithmetic difficulty: largest operand
-    list_len: int = Field(default=4, ge=3, le=10)  # sequence difficulty: longest list
-
-    @model_validator(mode="after")
-    def _check(self) -> EmbeddedConfig:
-        if self.real_fraction + self.task_fraction > 1:
-            raise ValueError("task_fraction: real_fraction + task_fraction must be at most 1")
-        return self
 
 
 @dataclass

@@ -1,0 +1,127 @@
+"""A stage's fixed cost: what importing it loads, and MLflow in a helper process that loses nothing.
+
+bench/stage_overhead.py measures the seconds; these tests hold the behaviour that gives them: params
+validation loads neither torch, datasets nor mlflow; the model never imports torch._dynamo unless
+something compiles; a stage's MLflow run is logged by a helper that drains what a dead stage sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _modules_after(code: str) -> set[str]:
+    """The top-level packages loaded by ``code`` in a fresh interpreter."""
+    probe = (
+        f"{code}\nimport sys, json\nprint(json.dumps(sorted({{m.partition('.')[0] for m in sys.modules}})))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    "module", ["stages.pretrain", "stages.instruct", "stages.finetune", "stages.evaluate"]
+)
+def test_importing_a_stage_or_validating_params_loads_no_heavy_library(module):
+    loaded = _modules_after(
+        f"import {module}\nfrom flanmoe.config import load_params_or_exit\nload_params_or_exit()"
+    )
+    assert not loaded & {"torch", "datasets", "mlflow", "pyarrow", "tokenizers"}, loaded
+
+
+def test_model_import_build_and_meta_load_do_not_import_dynamo():
+    code = (
+        "import torch, sys\n"
+        "from flanmoe.model import build_model, model_config_for_arch\n"
+        "cfg = model_config_for_arch('switch', d_model=16, d_ff=32, num_heads=2, d_kv=8,"
+        " num_encoder_layers=2, num_decoder_layers=2, moe={'num_experts': 4})\n"
+        "m = build_model(cfg, 64)\n"
+        "with torch.device('meta'):\n"
+        "    build_model(cfg, 64)\n"
+        "x = torch.ones(2, 4, dtype=torch.long)\n"
+        "m(x, x != 0, labels=torch.ones(2, 3, dtype=torch.long)).loss.backward()\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+    )
+    assert "torch" in _modules_after(code)
+
+
+def _runs(db: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("exp")
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def test_helper_logs_what_a_killed_stage_had_sent(tmp_path):
+    """The stage process dies (os._exit, no finish) right after logging: the helper still logs every
+    metric it was sent, then ends the run KILLED."""
+    script = (
+        "import os\n"
+        "from flanmoe import tracking_client\n"
+        "run = tracking_client.BackgroundRun()\n"
+        "run.start('stage:x', 'exp', tags={'stage': 'x'})\n"
+        "for step in range(5):\n"
+        "    run.log_metrics({'train/loss': 1.0 / (step + 1)}, step=step)\n"
+        "os._exit(1)\n"
+    )
+    db = tmp_path / "mlruns.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    env.pop("FLANMOE_PARENT_RUN_ID", None)
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=False)
+    deadline = time.monotonic() + 120
+    runs: list = []
+    while time.monotonic() < deadline:  # the helper outlives the stage: wait for it to end the run
+        runs = _runs(db) if db.exists() else []
+        if runs and runs[0].info.status != "RUNNING":
+            break
+        time.sleep(0.5)
+    (run,) = runs
+    assert run.info.status == "KILLED" and run.data.tags["stage"] == "x"
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(tracking_uri=f"sqlite:///{db}").get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [0, 1, 2, 3, 4]
+
+
+def test_helper_without_start_writes_nothing(tmp_path):
+    """A stage that stops before its run starts (bad input, exit 2) leaves no MLflow store behind."""
+    script = "from flanmoe import tracking_client\ntracking_client.BackgroundRun().finish()\n"
+    db = tmp_path / "mlruns.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)
+    assert not db.exists() and not (tmp_path / "mlartifacts").exists()
+
+
+def test_helper_logs_a_model_and_its_metrics_in_order(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from flanmoe import tracking_client
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    monkeypatch.delenv("FLANMOE_PARENT_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}\n")
+    run = tracking_client.BackgroundRun()
+    run.start("stage:y", "exp", tags={"stage": "y", "arch": "switch"})
+    run.log_params({"a": 1, "b": None})
+    ref = run.log_model(model_dir, "pretrain-switch", params={"d_model": 16})
+    run.log_metrics({"final/val_loss": 2.5}, model_id=ref)
+    run.finish()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (got,) = _runs(tmp_path / "mlruns.db")
+    assert got.info.status == "FINISHED" and got.data.params == {"a": "1", "b": "None"}
+    (model,) = client.search_logged_models([got.info.experiment_id])
+    assert model.tags["arch"] == "switch" and model.params == {"d_model": "16"}
+    assert {m.key: m.value for m in model.metrics} == {"final/val_loss": 2.5}

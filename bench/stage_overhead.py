@@ -70,7 +70,9 @@ MODEL = f"models/finetune/s1234/{ARCH}-{TASK}-direct"
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         return platform.processor() or "unknown"
 
@@ -134,11 +136,17 @@ def run_pipeline(ws: Path) -> dict:
     records.mkdir()
     t0 = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.repro"], cwd=ws, env=env_for(records), capture_output=True, text=True
+        [sys.executable, "-m", "pipelines.repro"],
+        cwd=ws,
+        env=env_for(records),
+        capture_output=True,
+        text=True,
     )
     t1 = time.time()
     if proc.returncode != 0:
-        raise SystemExit(f"pipeline failed in {ws} ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"pipeline failed in {ws} ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     recs = sorted((json.loads(p.read_text()) for p in records.glob("*.json")), key=lambda r: r["created"])
     stages = []
     for i, r in enumerate(recs):

@@ -93,7 +93,7 @@ def local_source_roots(params) -> dict[Path, str]:
 
 def hub_datasets(params) -> list:
     """The hub sources, one per config read, as dataset references (by id, config, split, revision)."""
-    from flanmoe.tracking import DatasetRef
+    from flanmoe.tracking_client import DatasetRef  # not flanmoe.tracking: that imports mlflow
 
     refs = []
     for role in prepared.ROLES:

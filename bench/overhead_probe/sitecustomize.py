@@ -121,10 +121,10 @@ def _wrap(module, dotted: str, part: str) -> None:
     owner_path, _, name = dotted.rpartition(".")
     owner = module
     for attr in owner_path.split(".") if owner_path else []:
-        owner = getattr(owner, attr, None)
+        owner = vars(owner).get(attr)  # never getattr: a lazy package would import what it names
         if owner is None:
             return
-    raw = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+    raw = vars(owner).get(name)
     if raw is None or getattr(raw, "__flanmoe_probe__", False):
         return
     if isinstance(raw, classmethod):
@@ -148,7 +148,9 @@ def _install() -> None:
         # each module's own time goes to its top package's group if that has one (torch, mlflow, ...),
         # else to the group of the import it happens in (numpy inside torch: torch), else "other"
         parent = next((f[0] for f in reversed(CLOCK.stack) if f[0].startswith("imports/")), None)
-        group = IMPORT_GROUPS.get(name.partition(".")[0]) or (parent[len("imports/") :] if parent else "other")
+        group = IMPORT_GROUPS.get(name.partition(".")[0]) or (
+            parent[len("imports/") :] if parent else "other"
+        )
         CLOCK.enter(f"imports/{group}")
         try:
             module = find_and_load(name, import_)
@@ -189,7 +191,11 @@ def _dump(t_probe: float, p_probe: float) -> None:
 
 
 def _is_stage(argv: list[str]) -> bool:
-    return "-m" in argv and argv[argv.index("-m") + 1 :][:1] != [] and argv[argv.index("-m") + 1].startswith("stages.")
+    return (
+        "-m" in argv
+        and argv[argv.index("-m") + 1 :][:1] != []
+        and argv[argv.index("-m") + 1].startswith("stages.")
+    )
 
 
 if _OUT and _is_stage(_ARGV):

@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --quick
 	$(BIN)/python bench/eval_throughput.py --quick
 	$(BIN)/python bench/mlflow_writers.py
+	$(BIN)/python bench/stage_overhead.py --baseline HEAD --repeats 1
 
 # The Prefect UI (the pipeline served as deployment flan-moe/pipeline: its form starts runs) and the
 # MLflow UI on the project's store, both on 127.0.0.1; Ctrl-C stops all of it (pipelines/ui.py).

@@ -62,6 +62,15 @@ def _runs(db: Path) -> list:
     return [] if exp is None else client.search_runs([exp.experiment_id])
 
 
+def _gone(pid: int) -> bool:
+    """The process ``pid`` has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_helper_logs_what_a_killed_stage_had_sent(tmp_path):
     """The stage process dies (os._exit, no finish) right after logging: the helper still logs every
     metric it was sent, then ends the run KILLED."""
@@ -72,20 +81,21 @@ def test_helper_logs_what_a_killed_stage_had_sent(tmp_path):
         "run.start('stage:x', 'exp', tags={'stage': 'x'})\n"
         "for step in range(5):\n"
         "    run.log_metrics({'train/loss': 1.0 / (step + 1)}, step=step)\n"
+        "print(run._proc.pid, flush=True)\n"
         "os._exit(1)\n"
     )
     db = tmp_path / "mlruns.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
     env.pop("FLANMOE_PARENT_RUN_ID", None)
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    helper = int(out.stdout.split()[0])
     deadline = time.monotonic() + 120
-    runs: list = []
-    while time.monotonic() < deadline:  # the helper outlives the stage: wait for it to end the run
-        runs = _runs(db) if db.exists() else []
-        if runs and runs[0].info.status != "RUNNING":
-            break
-        time.sleep(0.5)
-    (run,) = runs
+    while not _gone(helper) and time.monotonic() < deadline:  # the helper outlives the stage
+        time.sleep(0.2)
+    assert _gone(helper)
+    (run,) = _runs(db)
     assert run.info.status == "KILLED" and run.data.tags["stage"] == "x"
     from mlflow.tracking import MlflowClient
 

@@ -13,6 +13,8 @@ import functools
 import json
 import os
 import re
+import select
+import socket
 import sys
 import tempfile
 import warnings
@@ -28,9 +30,8 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from flanmoe.env import apply_offline_env
-from flanmoe.tracking_client import DatasetRef  # noqa: F401 (re-exported)
+from flanmoe.tracking_client import PARENT_ENV, DatasetRef  # noqa: F401 (re-exported)
 
-PARENT_ENV = "FLANMOE_PARENT_RUN_ID"
 # A tracking server that is gone should cost a training run seconds, not MLflow's default ~4 minutes
 # of retries per call (7 retries, backoff 2, 120 s timeout); a value the user set wins.
 for _key, _value in {
@@ -259,6 +260,14 @@ def serve(lines: Iterable[str]) -> None:
     for line in lines:
         msg = json.loads(line)
         op, args, kwargs = msg["op"], msg["args"], msg["kwargs"]
+        if op == "env":  # a pipeline's helper logs for stages of their own directory and environment
+            os.chdir(args[0].pop("cwd"))
+            for key, value in args[0].items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            continue
         if op == "start":
             try:
                 run = open_run(*args, **kwargs)
@@ -312,12 +321,40 @@ def search_runs(experiment: str, filter_string: str = "", uri: str | None = None
     ]
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+def serve_socket(address: str) -> None:
+    """A pipeline's helper (``flanmoe.tracking_client.pipeline_helper``): ``serve`` for each stage
+    that connects to the Unix socket ``address``, one stage at a time, until its stdin closes."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(8)
+    _warm_store()
+    while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if listener in ready:
+            conn, _ = listener.accept()
+            with conn, conn.makefile("r", encoding="utf-8") as lines:
+                try:
+                    serve(lines)
+                except Exception as e:  # noqa: BLE001 - one stage's bad message must not stop the others
+                    warnings.warn(f"MLflow helper: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=1)
+            continue
+        if not sys.stdin.buffer.read1(1):  # the pipeline is done (its end of the pipe closed)
+            return
+
+
+def _warm_store() -> None:
+    if tracking_uri().startswith("sqlite:"):  # the store's ~0.9 s import, while the stage starts up
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
+if __name__ == "__main__" and sys.argv[1:2] in (["--serve"], ["--serve-socket"]):
     import signal
 
     # the stage's Ctrl-C or SIGTERM reaches its whole process group: drain what it sent, then end
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if tracking_uri().startswith("sqlite:"):  # the store's ~0.9 s import, while the stage starts up
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    serve(sys.stdin)
+    if sys.argv[1] == "--serve-socket":
+        serve_socket(sys.argv[2])
+    else:
+        _warm_store()
+        serve(sys.stdin)

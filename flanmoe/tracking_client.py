@@ -16,15 +16,23 @@ This module does not import mlflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SERVE_ARGS = ("-m", "flanmoe.tracking", "--serve")
+SOCKET_ENV = "FLANMOE_TRACKING_SOCKET"  # a pipeline's helper (``pipeline_helper``), if one runs
+PARENT_ENV = "FLANMOE_PARENT_RUN_ID"  # the pipeline's MLflow run: every stage run is its child
 MODEL_REF = "@model:"  # log_model's return value: a reference the helper resolves to the model id
 
 
@@ -57,25 +65,39 @@ class BackgroundRun:
     """
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, *SERVE_ARGS], stdin=subprocess.PIPE, text=True, encoding="utf-8"
-        )
         self._models = 0
         self.started = False
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._out = None  # the text stream the calls go to
+        address = os.environ.get(SOCKET_ENV)
+        if address:  # a pipeline's helper (make run): mlflow is imported once for every stage
+            try:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self._sock.connect(address)
+                self._out = self._sock.makefile("w", encoding="utf-8")
+                self._send("env", _client_env())
+            except OSError:
+                self._sock, self._out = None, None
+        if self._out is None:
+            self._proc = subprocess.Popen(
+                [sys.executable, *SERVE_ARGS], stdin=subprocess.PIPE, text=True, encoding="utf-8"
+            )
+            self._out = self._proc.stdin
 
     def _send(self, op: str, *args, **kwargs) -> None:
-        if self._proc is None or self._proc.stdin is None:
+        if self._out is None:
             return
         try:
-            self._proc.stdin.write(json.dumps({"op": op, "args": args, "kwargs": kwargs}, default=str) + "\n")
-            self._proc.stdin.flush()
+            self._out.write(json.dumps({"op": op, "args": args, "kwargs": kwargs}, default=str) + "\n")
+            self._out.flush()
         except (BrokenPipeError, OSError, ValueError) as e:  # the helper died: warn once, go on
             warnings.warn(
                 f"MLflow logging failed (the tracking helper is gone: {e}); the run goes on without tracking",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            self._proc = None
+            self._out = None
 
     def start(
         self,
@@ -140,17 +162,62 @@ class BackgroundRun:
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the run with ``status`` (FINISHED or FAILED) and wait until everything is logged."""
-        if self._proc is None:
-            return
         if self.started:
             self._send("end", status)
-        proc, self._proc = self._proc, None
+        out, self._out = self._out, None
         try:
-            if proc.stdin is not None:
-                proc.stdin.close()
+            if out is not None:
+                out.close()
+            if self._sock is not None:  # the helper closes the connection once it has logged it all
+                self._sock.shutdown(socket.SHUT_WR)
+                while self._sock.recv(4096):
+                    pass
         except OSError:
             pass
-        proc.wait()
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+
+
+def _client_env() -> dict[str, str | None]:
+    """What a pipeline's helper must log this stage's run with: its working directory (the default
+    store and artifact folder are there), tracking URI and parent run."""
+    return {
+        "cwd": os.getcwd(),
+        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI"),
+        PARENT_ENV: os.environ.get(PARENT_ENV),
+    }
+
+
+@contextlib.contextmanager
+def pipeline_helper() -> Iterator[dict[str, str]]:
+    """One helper for a whole pipeline run (``python -m flanmoe.tracking --serve-socket PATH``):
+    yields the environment to give the stages (``FLANMOE_TRACKING_SOCKET``); each stage's run then
+    connects to it instead of starting a helper of its own. Stops it when the pipeline is done
+    (after the stage it is logging, if any)."""
+    folder = tempfile.mkdtemp(prefix="flanmoe-tracking-")
+    address = os.path.join(folder, "helper.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flanmoe.tracking", "--serve-socket", address],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(address) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # it binds before importing mlflow: connections queue meanwhile
+        yield {SOCKET_ENV: address} if os.path.exists(address) else {}
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()  # the helper's signal to stop
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _PRESTARTED: BackgroundRun | None = None

@@ -1,6 +1,7 @@
 """`make run`: the embedded default pipeline as one MLflow parent run around `dvc repro`.
 
-Every stage DVC runs becomes a child run of it (through ``FLANMOE_PARENT_RUN_ID``). When DVC says the
+Every stage DVC runs becomes a child run of it (through ``FLANMOE_PARENT_RUN_ID``), logged by one
+MLflow helper process for the whole pipeline (``tracking_client.pipeline_helper``). When DVC says the
 pipeline is up to date, nothing runs and no MLflow run is made. Extra arguments go to `dvc repro`.
 """
 
@@ -24,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv and _dvc("status", "--quiet") == 0:
         print("dvc: data and pipelines are up to date; nothing to run.")
         return 0
-    from flanmoe import tracking
+    from flanmoe import tracking, tracking_client
     from stages.common import git_commit
 
     name = time.strftime("repro-%Y%m%d-%H%M%S")
     with tracking.start_run(
         name, params.base.experiment, tags={"pipeline": "dvc repro", "git_commit": git_commit()}
     ) as run:
-        rc = _dvc("repro", *argv, env={**os.environ, tracking.PARENT_ENV: run.run_id})
+        with tracking_client.pipeline_helper() as helper_env:  # mlflow imported once, not per stage
+            rc = _dvc("repro", *argv, env={**os.environ, tracking.PARENT_ENV: run.run_id, **helper_env})
         run.set_tags({"dvc.returncode": rc})
         if rc != 0:
             raise SystemExit(rc)  # the parent run ends FAILED

@@ -40,6 +40,7 @@ from stages.common import (
     fail,
     for_seed,
     load_params,
+    run_stage,
     seed_dir,
     tracked_run,
     write_json,
@@ -283,4 +284,4 @@ def _collect(results, settings) -> tuple[dict, dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

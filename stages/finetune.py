@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from stages.common import dvc_md5, fail, load_params, pop_option, replicate, seed_dir
+from stages.common import dvc_md5, fail, load_params, pop_option, replicate, run_stage, seed_dir
 from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
 
 INIT_STAGE = {"direct": "pretrain", "after_it": "instruct"}
@@ -104,4 +104,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

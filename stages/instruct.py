@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stages.common import dvc_md5, fail, load_params, replicate, seed_dir
+from stages.common import dvc_md5, fail, load_params, replicate, run_stage, seed_dir
 from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
 
 DATA_DIR = TOKENIZED / "flan"
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

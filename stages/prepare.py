@@ -19,6 +19,7 @@ from stages.common import (
     atomic_dir,
     fail,
     load_params,
+    run_stage,
     tracked_run,
     without_timings,
     write_json,
@@ -142,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

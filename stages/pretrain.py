@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stages.common import dvc_md5, fail, load_params, replicate
+from stages.common import dvc_md5, fail, load_params, replicate, run_stage
 from stages.training import TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
 
 DATA_DIR = TOKENIZED / "pretrain"
@@ -106,4 +106,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

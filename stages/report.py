@@ -27,7 +27,7 @@ from pathlib import Path
 
 from flanmoe.config import flatten
 from flanmoe.report.table import FREEZE_PREFIX, scenario_label
-from stages.common import METRICS, atomic_dir, fail, load_params, seed_dir, tracked_run, write_json
+from stages.common import METRICS, atomic_dir, fail, load_params, run_stage, seed_dir, tracked_run, write_json
 
 REPORT_JSON = METRICS / "report.json"
 FIGURES = "figures"  # <report.dir>/figures/*.png
@@ -255,4 +255,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,7 +9,16 @@ are. Stats go to metrics/tokenize.json and MLflow; tokenizer.json is logged as a
 from __future__ import annotations
 
 from flanmoe.config import flatten
-from stages.common import DATA, METRICS, fail, load_params, tracked_run, without_timings, write_json
+from stages.common import (
+    DATA,
+    METRICS,
+    fail,
+    load_params,
+    run_stage,
+    tracked_run,
+    without_timings,
+    write_json,
+)
 
 PREPARED = DATA / "prepared"
 OUT = DATA / "tokenized"
@@ -50,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

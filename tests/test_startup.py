@@ -135,3 +135,56 @@ def test_helper_logs_a_model_and_its_metrics_in_order(tmp_path, monkeypatch):
     (model,) = client.search_logged_models([got.info.experiment_id])
     assert model.tags["arch"] == "switch" and model.params == {"d_model": "16"}
     assert {m.key: m.value for m in model.metrics} == {"final/val_loss": 2.5}
+
+
+def test_one_pipeline_helper_logs_every_stage_with_its_own_directory_and_parent(tmp_path, monkeypatch):
+    """make run's helper: stages connect to it (none imports mlflow); each run goes to the store of
+    the stage's own working directory, as a child of the stage's parent run; a stage killed midway
+    keeps what it sent; with the helper gone a stage falls back to a helper of its own."""
+    from mlflow.tracking import MlflowClient
+
+    from flanmoe import tracking_client
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("FLANMOE_PARENT_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # the helper's own directory: the stages log elsewhere
+    script = (
+        "import os, sys\n"
+        "from flanmoe import tracking_client\n"
+        "run = tracking_client.BackgroundRun()\n"
+        "assert run._proc is None or sys.argv[2] == 'fallback'\n"
+        "run.start('stage:' + sys.argv[1], 'exp', tags={'stage': sys.argv[1]})\n"
+        "run.log_metrics({'loss': 1.5}, step=1)\n"
+        "if sys.argv[2] == 'kill':\n"
+        "    os._exit(1)\n"
+        "run.finish()\n"
+        "assert 'mlflow' not in sys.modules\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlruns.db'}")
+    parent = client.create_run(client.create_experiment("exp")).info.run_id
+    with tracking_client.pipeline_helper() as helper_env:
+        assert tracking_client.SOCKET_ENV in helper_env
+        env = {**os.environ, **helper_env, "FLANMOE_PARENT_RUN_ID": parent}
+        for name, mode in [("a", "ok"), ("b", "kill"), ("c", "ok")]:
+            subprocess.run(
+                [sys.executable, "-c", script, name, mode], cwd=work, env=env, check=mode != "kill"
+            )
+    env = {**os.environ, tracking_client.SOCKET_ENV: str(tmp_path / "gone.sock")}
+    subprocess.run([sys.executable, "-c", script, "d", "fallback"], cwd=work, env=env, check=True)
+    assert not (tmp_path / "mlruns.db").exists()
+    runs = {r.data.tags["stage"]: r for r in _runs(work / "mlruns.db") if "stage" in r.data.tags}
+    assert {k: r.info.status for k, r in runs.items()} == {
+        "a": "FINISHED",
+        "b": "KILLED",
+        "c": "FINISHED",
+        "d": "FINISHED",
+    }
+    assert {k: r.data.tags.get("mlflow.parentRunId") for k, r in runs.items()} == {
+        "a": parent,
+        "b": parent,
+        "c": parent,
+        "d": None,
+    }
+    assert all(client.get_metric_history(r.info.run_id, "loss")[0].value == 1.5 for r in runs.values())

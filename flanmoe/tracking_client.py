@@ -196,21 +196,29 @@ def _client_env() -> dict[str, str | None]:
 @contextlib.contextmanager
 def pipeline_helper() -> Iterator[dict[str, str]]:
     """One helper for a whole pipeline run (``python -m flanmoe.tracking --serve-socket PATH``):
-    yields the environment to give the stages (``FLANMOE_TRACKING_SOCKET``); each stage's run then
-    connects to it instead of starting a helper of its own. Stops it when the pipeline is done
-    (after the stage it is logging, if any)."""
+    yields the environment to give the stages (``FLANMOE_TRACKING_SOCKET``), also set in this
+    process's ``os.environ`` while it runs; each stage's run then connects to it instead of starting a
+    helper of its own. Stages must run one at a time (DVC runs them so). Stops it when the pipeline is
+    done (after the stage it is logging, if any)."""
     folder = tempfile.mkdtemp(prefix="flanmoe-tracking-")
     address = os.path.join(folder, "helper.sock")
     proc = subprocess.Popen(
         [sys.executable, "-m", "flanmoe.tracking", "--serve-socket", address],
         stdin=subprocess.PIPE,
     )
+    before = os.environ.get(SOCKET_ENV)
     try:
         deadline = time.monotonic() + 60
         while not os.path.exists(address) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)  # it binds before importing mlflow: connections queue meanwhile
-        yield {SOCKET_ENV: address} if os.path.exists(address) else {}
+        env = {SOCKET_ENV: address} if os.path.exists(address) else {}
+        os.environ.update(env)
+        yield env
     finally:
+        if before is None:
+            os.environ.pop(SOCKET_ENV, None)
+        else:
+            os.environ[SOCKET_ENV] = before
         if proc.stdin is not None:
             proc.stdin.close()  # the helper's signal to stop
         try:

@@ -734,7 +734,7 @@ def pipeline(
     """
     from prefect import runtime
 
-    from flanmoe import tracking
+    from flanmoe import tracking, tracking_client
 
     logger = get_run_logger()
     root = Path(repo).resolve()
@@ -777,6 +777,7 @@ def pipeline(
             _tag_flow_run(f"mlflow_run_id:{run.run_id}", logger)
             options = {"retries": retries, "retry_delay_seconds": retry_delay_seconds}
             with contextlib.ExitStack() as stack:
+                stack.enter_context(tracking_client.pipeline_helper())  # one MLflow helper for all stages
                 work = root
                 if experiment:
                     logger.info("DVC experiment %s: %s", run_name, " ".join(set_params) or "(no overrides)")

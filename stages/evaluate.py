@@ -111,11 +111,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _heldin_rows(params, decode) -> list[dict]:
     """The instruct stage's validation pairs (never trained on), as the tokenize stage encoded them;
     targets decoded to text."""
-    import datasets
-
+    from flanmoe.data.arrow import load_from_disk
     from flanmoe.train.data import split_validation
 
-    ds = datasets.load_from_disk(str(TOKENIZED / "flan"))
+    ds = load_from_disk(TOKENIZED / "flan")
     _, val = split_validation(ds, params.instruct.val_examples, effective_seed(params, "instruct"))
     val = val.select(range(min(params.evaluate.heldin_examples, len(val))))
     return [
@@ -151,9 +150,9 @@ def main(argv: list[str] | None = None) -> None:
             needed.append(TOKENIZED / "flan")
     require(*needed, hint="run the tokenize stage first (dvc repro tokenize)")
 
-    import datasets
     import torch
 
+    from flanmoe.data.arrow import load_from_disk  # not datasets: its import alone costs ~0.7 s
     from flanmoe.data.embedded import CHANCE
     from flanmoe.data.tokenizer import load_tokenizer
     from flanmoe.eval.suites import EvalSettings, Evaluator, label_set
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as e:
         fail(f"model_dir: {e}")
     if args.task is not None:
-        splits = datasets.load_from_disk(str(TOKENIZED / "finetune" / args.task))
+        splits = load_from_disk(TOKENIZED / "finetune" / args.task)
         if "test" not in splits or len(splits["test"]) == 0:
             fail(f"--task: {TOKENIZED / 'finetune' / args.task} has no 'test' split with examples")
 
@@ -224,11 +223,11 @@ def main(argv: list[str] | None = None) -> None:
             results.append(ev.pairs("finetune", rows, chance, {args.task: labels} if labels else None))
         else:
             if "mmlu" in cfg.suites:
-                mmlu = datasets.load_from_disk(str(TOKENIZED / "mmlu"))
+                mmlu = load_from_disk(TOKENIZED / "mmlu")
                 for shots in (0, cfg.fewshot_k):
                     results.append(ev.mmlu(mmlu, shots, cfg.mmlu_split))
             if "bbh" in cfg.suites:
-                bbh = datasets.load_from_disk(str(TOKENIZED / "bbh"))
+                bbh = load_from_disk(TOKENIZED / "bbh")
                 chance = CHANCE["bbh"] if embedded["bbh"] else None
                 for shots in (0, cfg.fewshot_k):
                     results.append(ev.bbh(bbh, shots, chance))

@@ -188,3 +188,43 @@ def test_one_pipeline_helper_logs_every_stage_with_its_own_directory_and_parent(
         "d": None,
     }
     assert all(client.get_metric_history(r.info.run_id, "loss")[0].value == 1.5 for r in runs.values())
+
+
+def test_arrow_reader_gives_what_datasets_gives(tmp_path):
+    """flanmoe.data.arrow reads a saved Dataset / DatasetDict (several Arrow files too) with the
+    values, types and order datasets.load_from_disk gives, and selects rows like Dataset.select."""
+    import datasets
+
+    from flanmoe.data.arrow import load_from_disk
+
+    rows = {
+        "input_ids": [[5, 6, 1], [7, 1], [8, 9, 10, 1]] * 5,
+        "targets": ["a", "b", "c"] * 5,
+        "choices": [["x", "y"], ["z"], []] * 5,
+        "answer": [0, 1, 2] * 5,
+    }
+    features = datasets.Features(
+        {
+            "input_ids": datasets.Sequence(datasets.Value("int32")),
+            "targets": datasets.Value("string"),
+            "choices": datasets.Sequence(datasets.Value("string")),
+            "answer": datasets.Value("int64"),
+        }
+    )
+    ds = datasets.Dataset.from_dict(rows, features=features)
+    ds.save_to_disk(str(tmp_path / "one"), num_shards=3)
+    datasets.DatasetDict({"train": ds, "test": ds.select([4, 2])}).save_to_disk(str(tmp_path / "dict"))
+    ours, ref = load_from_disk(tmp_path / "one"), datasets.load_from_disk(str(tmp_path / "one"))
+    assert len(ours) == len(ref) and ours.column_names == ref.column_names
+    assert list(ours) == list(ref) and ours[3] == ref[3]
+    assert all(ours[c] == list(ref[c]) for c in ref.column_names)
+    assert list(ours.select([9, 0, 4])) == list(ref.select([9, 0, 4]))
+    splits = load_from_disk(tmp_path / "dict")
+    assert sorted(splits) == ["test", "train"] and list(splits["test"]) == [
+        rows_at(rows, 4),
+        rows_at(rows, 2),
+    ]
+
+
+def rows_at(cols: dict, i: int) -> dict:
+    return {k: v[i] for k, v in cols.items()}

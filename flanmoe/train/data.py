@@ -19,8 +19,8 @@ Pad id 0 occurs only as padding (text is encoded with ``encode_special_tokens``)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +29,9 @@ from torch import Tensor
 
 from flanmoe.data.tokenizer import PAD_ID
 from flanmoe.model.transformer import IGNORE_INDEX
+
+if TYPE_CHECKING:  # at run time only their methods are called: no import of datasets here
+    import datasets
 
 _VAL_STREAM = 2**32 - 1  # rng stream of split_validation: no epoch number reaches it
 

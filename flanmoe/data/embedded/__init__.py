@@ -8,8 +8,7 @@ fine-tuning sets. Held-out tasks never appear in the mixture or the corpus (see 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import datasets
+from typing import TYPE_CHECKING
 
 from flanmoe.data.config import EmbeddedConfig  # noqa: F401 (re-exported: params live there)
 from flanmoe.data.embedded.bbh import BBH_TASKS, build_bbh
@@ -20,6 +19,9 @@ from flanmoe.data.embedded.finetune import FINETUNE_TASKS, build_finetune
 from flanmoe.data.embedded.heldout_mmlu import MMLU_SUBJECTS, build_mmlu
 from flanmoe.data.embedded.mixture import TEMPLATE_TYPES, build_mixture
 from flanmoe.data.embedded.world import build_world
+
+if TYPE_CHECKING:  # imported where a suite is built: CHANCE and the task lists need no datasets
+    import datasets
 
 # family name -> category, in mixture order
 INSTRUCTION_FAMILIES: dict[str, str] = {f.name: f.category for f in FAMILIES}
@@ -61,17 +63,22 @@ class EmbeddedSuite:
     finetune: dict[str, datasets.DatasetDict]  # task -> train/validation/test: inputs, targets, task_name
 
 
-_MMLU_FEATURES = datasets.Features(
-    {
-        "question": datasets.Value("string"),
-        "subject": datasets.Value("string"),
-        "choices": datasets.Sequence(datasets.Value("string")),
-        "answer": datasets.Value("int64"),
-    }
-)
+def _mmlu_features() -> datasets.Features:
+    import datasets
+
+    return datasets.Features(
+        {
+            "question": datasets.Value("string"),
+            "subject": datasets.Value("string"),
+            "choices": datasets.Sequence(datasets.Value("string")),
+            "answer": datasets.Value("int64"),
+        }
+    )
 
 
 def _strings(cols: dict[str, list]) -> datasets.Dataset:
+    import datasets
+
     """A dataset of string columns (explicit features, so empty columns keep their type)."""
     return datasets.Dataset.from_dict(
         cols, features=datasets.Features({k: datasets.Value("string") for k in cols})
@@ -80,6 +87,8 @@ def _strings(cols: dict[str, list]) -> datasets.Dataset:
 
 def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
     """Generate the whole suite from ``cfg`` (deterministic, offline, a few seconds at defaults)."""
+    import datasets
+
     world = build_world(cfg.seed, cfg.world_size)
     world_names = {e.name.lower() for es in world.entities.values() for e in es}
     ctx = GenContext(world, build_lexicon(cfg.seed, world_names), cfg.max_operand, cfg.list_len)
@@ -100,7 +109,7 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
         pretrain=_strings(corpus),
         flan=_strings(flan),
         mmlu=datasets.DatasetDict(
-            {s: datasets.Dataset.from_dict(c, features=_MMLU_FEATURES) for s, c in mmlu.items()}
+            {s: datasets.Dataset.from_dict(c, features=_mmlu_features()) for s, c in mmlu.items()}
         ),
         bbh={t: _strings(c) for t, c in bbh.items()},
         finetune={

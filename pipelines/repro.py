@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.start_run(
         name, params.base.experiment, tags={"pipeline": "dvc repro", "git_commit": git_commit()}
     ) as run:
-        with tracking_client.pipeline_helper() as helper_env:  # mlflow imported once, not per stage
-            rc = _dvc("repro", *argv, env={**os.environ, tracking.PARENT_ENV: run.run_id, **helper_env})
+        with tracking_client.pipeline_helper():  # mlflow imported once, not per stage (sets its env)
+            rc = _dvc("repro", *argv, env={**os.environ, tracking.PARENT_ENV: run.run_id})
         run.set_tags({"dvc.returncode": rc})
         if rc != 0:
             raise SystemExit(rc)  # the parent run ends FAILED

@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 
 FORMAT, FORMAT_VERSION = "flanmoe", 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile / DDP wrappers around the model
+# What torch.compile, DDP, activation checkpointing and FSDP1 wrappers put into parameter names.
+WRAPPER_SEGMENTS = frozenset({"_orig_mod", "module", "_checkpoint_wrapped_module", "_fsdp_wrapped_module"})
+
+
+def unwrapped_key(key: str) -> str:
+    """``key`` as a bare ``FlanMoEModel`` names it: the wrappers' segments (``WRAPPER_SEGMENTS``) removed."""
+    return ".".join(part for part in key.split(".") if part not in WRAPPER_SEGMENTS)
 
 
 def save_pretrained(
@@ -138,9 +144,7 @@ def _clean_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for key, t in sd.items():
         if type(t).__name__ == "DTensor":  # a collective is the caller's job (every rank must join)
             raise ValueError(f"state_dict: {key} is a DTensor; gather it to a full tensor first")
-        for prefix in _WRAPPER_PREFIXES:
-            key = key.removeprefix(prefix)
-        out[key] = t.detach().to("cpu").contiguous()
+        out[unwrapped_key(key)] = t.detach().to("cpu").contiguous()
     return out
 
 

@@ -23,11 +23,11 @@ from flanmoe.model.layers import (
     init_normal_,
     padding_bias,
 )
+from flanmoe.model.loss import IGNORE_INDEX, token_cross_entropy
 from flanmoe.model.moe import MoEAux, MoELayer
 from flanmoe.model.router import RouterStats
 
 PAD_ID, EOS_ID = 0, 1
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -260,10 +260,7 @@ class FlanMoEModel(nn.Module):
             out.z_loss = torch.stack([a.z_loss for _, a in aux]).mean()
         if labels is not None:
             targets = labels.masked_fill(labels == PAD_ID, IGNORE_INDEX)
-            flat = logits.reshape(-1, logits.shape[-1])
-            if flat.dtype in (torch.float16, torch.bfloat16):  # the softmax over the vocab in float32
-                flat = flat.float()
-            out.lm_loss = F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE_INDEX)
+            out.lm_loss = token_cross_entropy(logits, targets)
             out.loss = out.lm_loss + out.aux_loss
         return out
 

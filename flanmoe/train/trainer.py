@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flanmoe.model.transformer import IGNORE_INDEX, shift_right
+from flanmoe.model.loss import IGNORE_INDEX, token_cross_entropy
+from flanmoe.model.transformer import shift_right
 from flanmoe.train.config import TrainConfig
 from flanmoe.train.optim import build_optimizer, build_scheduler
 
@@ -91,10 +91,7 @@ class TrainResult:
 
 def token_ce_sum(logits: Tensor, labels: Tensor) -> Tensor:
     """Sum of cross-entropies over target tokens (``labels`` -100 ignored); float32 softmax."""
-    flat = logits.reshape(-1, logits.shape[-1])
-    if flat.dtype in (torch.float16, torch.bfloat16):
-        flat = flat.float()
-    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    return token_cross_entropy(logits, labels, reduction="sum")
 
 
 def forward_batch(model: nn.Module, batch: BatchLike) -> tuple[Tensor, Any]:
@@ -442,13 +439,10 @@ def state_dict_for_export(model: nn.Module) -> dict[str, Tensor]:
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    from flanmoe.model.pretrained import unwrapped_key
+
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    clean = {}
-    for k, v in sd.items():
-        for junk in ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module."):
-            k = k.replace(junk, "")
-        clean[k] = v.full_tensor() if hasattr(v, "full_tensor") else v
-    return clean
+    return {unwrapped_key(k): v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in sd.items()}
 
 
 __all__ = ["Dist", "Trainer", "TrainResult", "forward_batch", "state_dict_for_export", "token_ce_sum"]

@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 # DVC stages call `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run study test lint bench ui mlflow-ui clean
+.PHONY: setup run study test lint arch bench ui mlflow-ui clean
 
 setup: $(STAMP)
 
@@ -46,7 +46,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check flanmoe stages pipelines tests bench
+	$(BIN)/ruff check flanmoe stages pipelines tests bench tools
+
+# docs/architecture.md's drawings, rewritten between their markers: the stage graph (dvc dag --md) and
+# the import graph (tools/import_graph.py). `python tools/import_graph.py --check` checks the layering.
+arch: $(STAMP)
+	$(BIN)/dvc dag --md | $(BIN)/python tools/import_graph.py --update docs/architecture.md --dvc-dag -
 
 # Benchmarks need the bench extra (transformers) for the Hugging Face comparisons.
 bench: $(STAMP)

@@ -357,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         text = args.update.read_text(encoding="utf-8")
         if args.dvc_dag:
             dag = sys.stdin.read() if args.dvc_dag == "-" else Path(args.dvc_dag).read_text(encoding="utf-8")
+            if "```mermaid" not in dag:  # dvc failed upstream of the pipe: keep the page as it was
+                raise SystemExit("error: --dvc-dag: no `dvc dag --md` output (a ```mermaid block) to write")
             text = splice(text, "dvc-dag", dag)
         blocks = [f"```mermaid\n{mermaid(graph, 'package')}```", f"```mermaid\n{mermaid(graph)}```"]
         text = splice(text, "import-graph", "\n\n".join(blocks))

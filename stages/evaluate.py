@@ -30,24 +30,21 @@ import re
 import sys
 from pathlib import Path
 
+from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.config import flatten
 from stages.common import (
-    METRICS,
     arch_tags,
-    atomic_dir,
     dvc_md5,
     effective_seed,
     fail,
     for_seed,
     load_params,
+    require,
     run_stage,
-    seed_dir,
     tracked_run,
-    write_json,
 )
-from stages.training import TOKENIZED, require
+from stages.paths import EVALS, METRICS, TOKENIZED, seed_dir
 
-EVALS = Path("evals")
 OUT_METRICS = METRICS / "evaluate"
 MODES = ("zero_shot", "few_shot")
 HELDOUT = ("mmlu", "bbh")  # the suites of the paper's normalized average

@@ -25,14 +25,14 @@ import json
 import sys
 from pathlib import Path
 
+from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.config import flatten
 from flanmoe.report.table import FREEZE_PREFIX, scenario_label
-from stages.common import METRICS, atomic_dir, fail, load_params, run_stage, seed_dir, tracked_run, write_json
+from stages.common import fail, load_params, run_stage, tracked_run
+from stages.paths import EVALS, METRICS, PLOTS, seed_dir
 
 REPORT_JSON = METRICS / "report.json"
 FIGURES = "figures"  # <report.dir>/figures/*.png
-EVALS = Path("evals")
-PLOTS = Path("plots")
 
 
 def scenarios(params) -> list[str]:

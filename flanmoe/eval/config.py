@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,9 @@ Suite = Literal["mmlu", "bbh", "heldin"]
 
 class EvaluateConfig(StrictModel):
     """How models are scored: which suites, prompt format, shots, batching, CIs, device."""
+
+    # keys that change no score (dvc.yaml leaves them out of the evaluation stages' params)
+    NO_RESULT_KEYS: ClassVar[frozenset[str]] = frozenset({"threads"})
 
     suites: list[Suite] = Field(default_factory=lambda: ["mmlu", "bbh", "heldin"])  # held-out + held-in
     fewshot_k: int = Field(3, ge=1)  # exemplars in few-shot prompts (MMLU: from dev, same subject)

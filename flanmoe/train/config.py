@@ -8,7 +8,7 @@ micro-batches ("groups"); each group is one MoE routing group. So ``(nproc 2, gr
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -38,6 +38,11 @@ class ParallelConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     """One training stage: steps, batches, optimizer, schedule, evaluation, checkpoints, parallelism."""
+
+    # keys that change no result (a resume is exact; dvc.yaml leaves them out of the stages' params)
+    NO_RESULT_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"log_every", "checkpoint_every", "keep_checkpoints", "parallel.threads"}
+    )
 
     steps: int = Field(300, ge=0)  # optimizer steps (pretrain from an HF init: 0 = import and export)
     batch_size: int = Field(32, ge=1)  # examples per global batch (packed data)

@@ -13,12 +13,10 @@ non-MoE parameter (the paper's ablation; a dense arch accepts only `none`); `dro
 
 from __future__ import annotations
 
+from flanmoe.grid import FREEZE_OPTIONS, INIT_STAGE, FinetuneRun
 from stages.common import dvc_md5, fail, require, run_stage
 from stages.paths import MODELS, TOKENIZED, TOKENIZER, seed_dir
 from stages.training import StageData, parse_call, run_training
-
-INIT_STAGE = {"direct": "pretrain", "after_it": "instruct"}
-FREEZE_OPTIONS = ("none", "gate", "experts", "non_moe")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         dvc_md5(data_dir) + dvc_md5(init_dir),
         make_data,
         init_dir=init_dir,
-        variant=f"{arch}-{task}-{scenario}"
-        + (f"-freeze_{freeze}" if freeze != params.finetune.freeze else ""),
+        variant=FinetuneRun(arch, task, scenario, freeze if freeze != params.finetune.freeze else None).name,
         model_overrides=overrides,
         freeze=freeze,
         tags={"task": task, "scenario": scenario},

@@ -6,9 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from flanmoe.grid import Suite
 from flanmoe.params_base import StrictModel
-
-Suite = Literal["mmlu", "bbh", "heldin"]
 
 
 class EvaluateConfig(StrictModel):

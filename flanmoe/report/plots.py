@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter, NullLocator
 
+from flanmoe.grid import MODES, SUITES, scenario_label
 from flanmoe.report.render import ReportFigure
-from flanmoe.report.table import AVERAGE, MODES, ReportInputError, Table, scenario_label
+from flanmoe.report.table import AVERAGE, ReportInputError, Table
 
 DPI = 110
 # the look every figure shares; "default" first so a user's matplotlibrc cannot change the bytes
@@ -37,8 +38,6 @@ RC = {
     "savefig.dpi": DPI,
 }
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
-MODE_LABEL = {"zero_shot": "zero-shot", "few_shot": "few-shot"}
-SUITE_ORDER = ("mmlu", "bbh", "heldin")  # held-out suites first in the routing heatmaps
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -263,7 +262,8 @@ def routing_heatmap(arch: str, routing: Mapping) -> Figure | None:
     """Share of each task's tokens routed to each expert, one panel per MoE layer, a row per task
     (grouped by suite). ``routing``: an evaluation's ``routing.json``. None when it has no task."""
     suites = sorted(
-        routing, key=lambda s: (SUITE_ORDER.index(s) if s in SUITE_ORDER else len(SUITE_ORDER), s)
+        routing,
+        key=lambda s: (SUITES.index(s) if s in SUITES else len(SUITES), s),  # held-out first
     )
     rows = [(suite, task) for suite in suites for task in sorted(routing[suite])]
     layers = sorted({layer for s, t in rows for layer in routing[s][t]}, key=_layer_order)

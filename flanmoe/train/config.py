@@ -12,10 +12,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from flanmoe.grid import FreezeOption, Scenario
 from flanmoe.params_base import StrictModel
 from flanmoe.train.mixture import MixtureConfig
-
-FreezeOption = Literal["none", "gate", "experts", "non_moe"]  # the paper's fine-tuning ablation
 
 
 class ParallelConfig(StrictModel):
@@ -101,7 +100,7 @@ class FinetuneConfig(TrainConfig):
     pairs, from the pretrained (``direct``) or the instruction-tuned (``after_it``) model."""
 
     tasks: list[str] = Field(default_factory=lambda: ["fact_verification", "list_sum"], min_length=1)
-    scenarios: list[Literal["direct", "after_it"]] = Field(
+    scenarios: list[Scenario] = Field(
         default_factory=lambda: ["direct", "after_it"], min_length=1
     )  # direct: from pretrain; after_it: from instruct
     freeze: FreezeOption = "none"  # gate = routers, experts = expert FFNs, non_moe = the rest (MoE only)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from flanmoe.data.config import EmbeddedConfig, SourceSpec, TokenizeConfig
 from flanmoe.eval.config import EvaluateConfig
+from flanmoe.grid import AblationFreeze
 from flanmoe.model.config import ModelConfig, MoEConfig
 from flanmoe.model.flops import dense_twin
 from flanmoe.params_base import StrictModel, format_validation_error
@@ -108,7 +109,7 @@ class FreezeAblationParams(StrictModel):
     every task (dvc.yaml ``finetune_freeze``), compared with the plain after-IT fine-tune."""
 
     archs: list[str] = Field(default_factory=list)  # MoE archs of archs.run
-    freeze: list[Literal["gate", "experts", "non_moe"]] = Field(default_factory=list)
+    freeze: list[AblationFreeze] = Field(default_factory=list)
 
 
 class ReportParams(StrictModel):

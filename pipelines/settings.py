@@ -5,19 +5,56 @@ of a DVC experiment. ``Literal`` fields render as dropdowns and ``Field`` descri
 The overrides then go through the same validation as params.yaml (``flanmoe.config.parse_params``)
 before anything runs, so an invalid combination (e.g. an expert-parallel degree that does not divide
 the number of experts, or a freeze option with a dense arch) is refused with the dotted key named.
+
+The dropdowns' choices come from the code's vocabulary (``flanmoe.grid``, the model presets) and from
+params.yaml, read when this module is imported: its ``archs.variants`` and its fine-tuning tasks
+(``finetune.tasks``, the configs of a local or hub ``prepare.finetune`` source, and the embedded suite's
+tasks when that is the source). A new variant or task appears in the form after restarting ``make ui``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-Arch = Literal["dense", "switch", "gshard", "expert_choice", "st_moe"]
-Preset = Literal["tiny", "mini", "small", "base"]
-Freeze = Literal["none", "gate", "experts", "non_moe"]
-FinetuneTask = Literal["fact_verification", "list_sum", "entity_typing", "acronym"]
-Scenario = Literal["direct", "after_it"]
+from flanmoe.data.embedded import CHANCE
+from flanmoe.grid import FreezeOption as Freeze
+from flanmoe.grid import Scenario
+from flanmoe.model.config import PRESETS
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def form_choices(params_file: Path = PARAMS_FILE) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The archs and the fine-tuning tasks the form offers: params.yaml's ``archs.variants`` (the
+    defaults of ``flanmoe.config`` when it names none) and every task a fine-tune can use with its data
+    sources. A params.yaml that cannot be read gives the defaults (the flow reports its errors)."""
+    from flanmoe.config import ArchsParams
+
+    try:
+        data = yaml.safe_load(Path(params_file).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    section = lambda name: data.get(name) if isinstance(data.get(name), dict) else {}  # noqa: E731
+    variants = section("archs").get("variants")
+    archs = tuple(variants) if isinstance(variants, dict) and variants else tuple(ArchsParams().variants)
+    tasks = [t for t in section("finetune").get("tasks") or [] if isinstance(t, str)]
+    source = section("prepare").get("finetune")
+    source = source if isinstance(source, dict) else {}
+    if source.get("kind", "embedded") == "embedded":
+        tasks += list(CHANCE["finetune"])
+    tasks += [t for t in source.get("configs") or [] if isinstance(t, str)]
+    return archs, tuple(dict.fromkeys(tasks)) or tuple(CHANCE["finetune"])
+
+
+ARCHS, FINETUNE_TASKS = form_choices()
+Arch = Literal[ARCHS]  # type: ignore[valid-type] - the choices of params.yaml, fixed at import
+FinetuneTask = Literal[FINETUNE_TASKS]  # type: ignore[valid-type]
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
 TRAINING = ("pretrain", "instruct", "finetune")
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,8 +25,6 @@ import yaml
 from flanmoe import tracking_client
 from flanmoe.config import Params, flatten, load_params_or_exit
 
-DATA = Path("data")
-METRICS = Path("metrics")
 DVC_EXP_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` in the stages it runs (dvc/repo/experiments/queue)
 _IGNORED_NAMES = {"__pycache__", ".DS_Store"}  # mirrors .dvcignore
 
@@ -55,6 +52,13 @@ def run_stage(main: Callable[[], object]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def require(*paths: Path, hint: str) -> None:
+    """Exit 2 naming the first missing input (``hint``: which stage makes it)."""
+    for path in paths:
+        if not path.exists():
+            fail(f"{path} not found: {hint}")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -125,34 +129,6 @@ def git_commit() -> str | None:
         return None
 
 
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside ``final``; on success it replaces ``final``,
-    on failure it is removed, so a failed stage leaves nothing half-written."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def without_timings(obj):
     """``obj`` less every key ending in ``seconds``: metrics files tracked by git and DVC hold only
     what the same params reproduce (timings go to MLflow)."""
@@ -169,27 +145,6 @@ def load_params() -> Params:
     return load_params_or_exit()
 
 
-def pop_option(args: list[str], flag: str) -> str | None:
-    """Take ``flag VALUE`` out of ``args`` (in place): its value, ``""`` when the flag has none, None
-    when it is absent."""
-    if flag not in args:
-        return None
-    i = args.index(flag)
-    value = args[i + 1] if i + 1 < len(args) else ""
-    del args[i : i + 2]
-    return value
-
-
-def replicate(params: Params, argv: list[str]) -> tuple[Params, list[str]]:
-    """Take ``--seed N`` out of a stage's arguments (dvc.yaml passes it) and return the params as that
-    replicate of ``base.seeds`` sees them (``for_seed``), with the other arguments."""
-    rest = list(argv)
-    value = pop_option(rest, "--seed")
-    if value is not None and not value.isdigit():
-        fail(f"--seed: expected a seed of base.seeds {params.base.seeds}, got {value!r}")
-    return for_seed(params, None if value is None else int(value)), rest
-
-
 def for_seed(params: Params, seed: int | None) -> Params:
     """``params`` as replicate ``seed`` of ``base.seeds`` sees them (``Params.for_seed``); ``None`` is
     allowed when ``base.seeds`` has one seed. Exit 2 for a seed not in ``base.seeds``."""
@@ -201,12 +156,6 @@ def for_seed(params: Params, seed: int | None) -> Params:
     elif seed not in seeds:
         fail(f"--seed: {seed} is not one of base.seeds {seeds}")
     return params.for_seed(seed)
-
-
-def seed_dir(seed: int) -> str:
-    """The folder of replicate ``seed``'s outputs under each stage's root (``models/pretrain/s1234/dense``;
-    in a stage: ``seed_dir(params.base.seed)``)."""
-    return f"s{seed}"
 
 
 def effective_seed(params: Params, section: str) -> int:

@@ -30,27 +30,23 @@ import re
 import sys
 from pathlib import Path
 
+from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.config import flatten
+from flanmoe.grid import EVAL_MODELS, HELDOUT, IT_ZERO_FEW, MODES, eval_name, parse_finetune_run
 from stages.common import (
-    METRICS,
     arch_tags,
-    atomic_dir,
     dvc_md5,
     effective_seed,
     fail,
     for_seed,
     load_params,
+    require,
     run_stage,
-    seed_dir,
     tracked_run,
-    write_json,
 )
-from stages.training import TOKENIZED, require
+from stages.paths import EVALS, METRICS, TOKENIZED, seed_dir
 
-EVALS = Path("evals")
 OUT_METRICS = METRICS / "evaluate"
-MODES = ("zero_shot", "few_shot")
-HELDOUT = ("mmlu", "bbh")  # the suites of the paper's normalized average
 
 
 def _layout(model_dir: Path) -> tuple[str, str] | None:
@@ -67,7 +63,7 @@ def default_name(model_dir: Path) -> str:
     layout = _layout(model_dir)
     if layout is not None:
         stage, variant = layout
-        return variant if stage == "finetune" else f"{variant}-{stage}"
+        return variant if stage == "finetune" else eval_name(variant, stage)
     return model_dir.resolve().name
 
 
@@ -80,12 +76,12 @@ def describe(model_dir: Path, task: str | None) -> dict[str, str]:
         tags["model_stage"] = stage
         tags["arch"] = variant.split("-")[0]
         if stage == "finetune":  # <arch>-<task>-<scenario>[-freeze_<option>] (the freeze ablation)
-            m = re.fullmatch(r"(.+)-(direct|after_it)(?:-freeze_(\w+))?", variant)
-            tags["scenario"] = m[2] if m else variant.rsplit("-", 1)[-1]
-            if m and m[3]:
-                tags["freeze"] = m[3]
-        elif stage in ("pretrain", "instruct"):
-            tags["scenario"] = "it_zero_few"
+            run = parse_finetune_run(variant)
+            tags["scenario"] = run.scenario if run else variant.rsplit("-", 1)[-1]
+            if run and run.freeze:
+                tags["freeze"] = run.freeze
+        elif stage in EVAL_MODELS:
+            tags["scenario"] = IT_ZERO_FEW
             tags["instruction_tuned"] = str(stage == "instruct").lower()
     if task is not None:
         tags["task"] = task

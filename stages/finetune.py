@@ -13,27 +13,20 @@ non-MoE parameter (the paper's ablation; a dense arch accepts only `none`); `dro
 
 from __future__ import annotations
 
-import sys
-
-from stages.common import dvc_md5, fail, load_params, pop_option, replicate, run_stage, seed_dir
-from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
-
-INIT_STAGE = {"direct": "pretrain", "after_it": "instruct"}
-FREEZE_OPTIONS = ("none", "gate", "experts", "non_moe")
+from flanmoe.grid import FREEZE_OPTIONS, INIT_STAGE, FinetuneRun
+from stages.common import dvc_md5, fail, require, run_stage
+from stages.paths import MODELS, TOKENIZED, TOKENIZER, seed_dir
+from stages.training import StageData, parse_call, run_training
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    params, args = replicate(load_params(), argv)
-    freeze = pop_option(args, "--freeze")  # the freeze ablation (dvc.yaml finetune_freeze): this run's option
+    call = parse_call("finetune", argv, positionals=("task", "scenario"), freeze=True)
+    params, arch, task, scenario = call.params, call.arch, call.args.task, call.args.scenario
+    freeze = call.args.freeze  # the freeze ablation (dvc.yaml finetune_freeze): this run's option
     if freeze is None:
         freeze = params.finetune.freeze
     elif freeze not in FREEZE_OPTIONS:
         fail(f"--freeze: {freeze!r} is not one of {list(FREEZE_OPTIONS)}")
-    if len(args) != 3:
-        fail("usage: python -m stages.finetune <arch> <task> <scenario> [--seed N] [--freeze OPTION]")
-    arch = parse_arch("finetune", args[:1], params)
-    task, scenario = args[1], args[2]
     if scenario not in INIT_STAGE:
         fail(f"scenario: unknown scenario {scenario!r}; one of {sorted(INIT_STAGE)}")
     cfg = params.finetune
@@ -61,10 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         if split not in splits or len(splits[split]) == 0:
             fail(f"task: {data_dir} has no {split!r} split with examples")
 
-    from flanmoe.train.launch import relaunch_under_torchrun, under_torchrun
-
-    if cfg.parallel.nproc > 1 and not under_torchrun():  # checked above, so no process fails alone
-        relaunch_under_torchrun(cfg.parallel.nproc, "stages.finetune", argv)
+    call.relaunch_if_parallel()
 
     def make_data(seed: int) -> StageData:
         from flanmoe.train.data import TokenBudgetBatches, eval_batches
@@ -94,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         dvc_md5(data_dir) + dvc_md5(init_dir),
         make_data,
         init_dir=init_dir,
-        variant=f"{arch}-{task}-{scenario}"
-        + (f"-freeze_{freeze}" if freeze != params.finetune.freeze else ""),
+        variant=FinetuneRun(arch, task, scenario, freeze if freeze != params.finetune.freeze else None).name,
         model_overrides=overrides,
         freeze=freeze,
         tags={"task": task, "scenario": scenario},

@@ -11,11 +11,11 @@ stage (`stages/training.py`), plus the mixture's shares in the metrics file.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from stages.common import dvc_md5, fail, load_params, replicate, run_stage, seed_dir
-from stages.training import MODELS, TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
+from stages.common import dvc_md5, fail, require, run_stage
+from stages.paths import MODELS, TOKENIZED, TOKENIZER, seed_dir
+from stages.training import StageData, parse_call, run_training
 
 DATA_DIR = TOKENIZED / "flan"
 
@@ -32,10 +32,8 @@ def template_shares(template_types: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    params, args = replicate(load_params(), argv)
-    arch = parse_arch("instruct", args, params)
-    cfg = params.instruct
+    call = parse_call("instruct", argv)
+    params, arch, cfg = call.params, call.arch, call.cfg
     init_dir = MODELS / "pretrain" / seed_dir(params.base.seed) / arch
     require(DATA_DIR, TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
     require(init_dir, hint=f"run the pretrain stage first (dvc repro pretrain@{arch}-{params.base.seed})")
@@ -46,10 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.val_examples >= len(ds):
         fail(f"instruct.val_examples: {cfg.val_examples} >= {len(ds)} examples in {DATA_DIR}")
 
-    from flanmoe.train.launch import relaunch_under_torchrun, under_torchrun
-
-    if cfg.parallel.nproc > 1 and not under_torchrun():  # checked above, so no process fails alone
-        relaunch_under_torchrun(cfg.parallel.nproc, "stages.instruct", argv)
+    call.relaunch_if_parallel()
 
     def make_data(seed: int) -> StageData:
         from flanmoe.train.data import TokenBudgetBatches, eval_batches, split_validation

@@ -11,21 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.data import prepared
 from flanmoe.data.sources import SourceError, checked, load_source
-from stages.common import (
-    DATA,
-    METRICS,
-    atomic_dir,
-    fail,
-    load_params,
-    run_stage,
-    tracked_run,
-    without_timings,
-    write_json,
-)
+from stages.common import fail, load_params, run_stage, tracked_run, without_timings
+from stages.paths import METRICS, PREPARED, RAW
 
-OUT = DATA / "prepared"
+OUT = PREPARED
 
 
 def _embedded_part(suite, role: str, max_examples: int | None, seed: int):
@@ -67,7 +59,7 @@ def load_all(params) -> dict:
 
 def warn_untracked_paths(params) -> None:
     """A local source outside data/raw/ is no DVC dependency: say so (changes there rerun nothing)."""
-    raw = (DATA / "raw").resolve()
+    raw = RAW.resolve()
     for role in prepared.ROLES:
         spec = getattr(params.prepare, role)
         if spec.kind == "local":

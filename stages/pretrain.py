@@ -13,11 +13,11 @@ plots/pretrain/s<seed>/<arch>.json
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from stages.common import dvc_md5, fail, load_params, replicate, run_stage
-from stages.training import TOKENIZED, TOKENIZER, StageData, parse_arch, require, run_training
+from stages.common import dvc_md5, fail, require, run_stage
+from stages.paths import TOKENIZED, TOKENIZER
+from stages.training import StageData, parse_call, run_training
 
 DATA_DIR = TOKENIZED / "pretrain"
 HF_VOCAB_PADDING = 128  # HF pads T5's vocabulary to a multiple of 128 (32100 tokens -> 32128 rows)
@@ -67,10 +67,8 @@ def check_hf_tokenizer(arch: str, params, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    params, args = replicate(load_params(), argv)
-    arch = parse_arch("pretrain", args, params)
-    cfg = params.pretrain
+    call = parse_call("pretrain", argv)
+    params, arch, cfg = call.params, call.arch, call.cfg
     hf_dir = resolve_hf_init(arch, params)
     require(DATA_DIR, TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
     if hf_dir is not None:
@@ -84,10 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.batch_size > len(ds) - cfg.val_examples:
         fail(f"pretrain.batch_size: {cfg.batch_size} > {len(ds) - cfg.val_examples} training examples")
 
-    from flanmoe.train.launch import relaunch_under_torchrun, under_torchrun
-
-    if cfg.parallel.nproc > 1 and not under_torchrun():  # checked above, so no process fails alone
-        relaunch_under_torchrun(cfg.parallel.nproc, "stages.pretrain", argv)
+    call.relaunch_if_parallel()
 
     def make_data(seed: int) -> StageData:
         from flanmoe.train.data import PackedBatches, eval_batches, split_validation

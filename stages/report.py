@@ -25,30 +25,27 @@ import json
 import sys
 from pathlib import Path
 
+from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.config import flatten
-from flanmoe.report.table import FREEZE_PREFIX, scenario_label
-from stages.common import METRICS, atomic_dir, fail, load_params, run_stage, seed_dir, tracked_run, write_json
+from flanmoe.grid import finetune_runs, freeze_scenario, scenario_label
+from stages.common import fail, load_params, run_stage, tracked_run
+from stages.paths import EVALS, METRICS, PLOTS, seed_dir
 
 REPORT_JSON = METRICS / "report.json"
 FIGURES = "figures"  # <report.dir>/figures/*.png
-EVALS = Path("evals")
-PLOTS = Path("plots")
 
 
 def scenarios(params) -> list[str]:
     """The fine-tuning scenarios of the table: ``finetune.scenarios`` and, with the freezing ablation,
     ``after_it-freeze_<option>`` per option."""
-    return list(params.finetune.scenarios) + [f"{FREEZE_PREFIX}{f}" for f in params.freeze_ablation.freeze]
+    return list(params.finetune.scenarios) + [freeze_scenario(f) for f in params.freeze_ablation.freeze]
 
 
 def _finetuned(params, arch: str) -> list[tuple[str, str]]:
     """(task, scenario) of every fine-tuned model of ``arch`` (the ablation's only for its archs)."""
-    out = [(t, s) for t in params.finetune.tasks for s in params.finetune.scenarios]
-    if arch in params.freeze_ablation.archs:
-        out += [
-            (t, f"{FREEZE_PREFIX}{f}") for t in params.finetune.tasks for f in params.freeze_ablation.freeze
-        ]
-    return out
+    ablation = params.freeze_ablation.freeze if arch in params.freeze_ablation.archs else []
+    runs = finetune_runs(arch, params.finetune.tasks, params.finetune.scenarios, ablation)
+    return [(r.task, r.report_scenario) for r in runs]
 
 
 def needed_files(params) -> dict[str, Path]:

@@ -8,20 +8,12 @@ are. Stats go to metrics/tokenize.json and MLflow; tokenizer.json is logged as a
 
 from __future__ import annotations
 
+from flanmoe.atomic import write_json
 from flanmoe.config import flatten
-from stages.common import (
-    DATA,
-    METRICS,
-    fail,
-    load_params,
-    run_stage,
-    tracked_run,
-    without_timings,
-    write_json,
-)
+from stages.common import fail, load_params, run_stage, tracked_run, without_timings
+from stages.paths import METRICS, PREPARED, TOKENIZED
 
-PREPARED = DATA / "prepared"
-OUT = DATA / "tokenized"
+OUT = TOKENIZED
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""What the training stages (pretrain, instruct; finetune next) share: resumable checkpoints with a
-fingerprint, the MLflow run, training through ``flanmoe.train``, and the exported outputs:
+"""What the training stages (pretrain, instruct, finetune) share: the command line and its checks
+(``parse_call``), resumable checkpoints with a fingerprint, the MLflow run, training through ``flanmoe.train``, and the exported outputs:
 
 - ``models/<stage>/s<seed>/<arch>/`` (config.json, model.safetensors, tokenizer.json): the DVC out;
 - ``metrics/<stage>/s<seed>/<arch>.json`` (no timings: same params, same file) and
@@ -7,59 +7,89 @@ fingerprint, the MLflow run, training through ``flanmoe.train``, and the exporte
 - ``checkpoints/<stage>/s<seed>/<arch>/`` (DCP; outside DVC's outs, so a crashed or killed run loses at
   most ``checkpoint_every`` steps and a rerun resumes).
 
-``s<seed>``: the replicate of ``base.seeds`` (``--seed``; ``stages.common.replicate``).
+``s<seed>``: the replicate of ``base.seeds`` (``--seed``; ``stages.common.for_seed``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flanmoe.atomic import atomic_dir, write_json
+from flanmoe.config import Params
 from stages.common import (
-    DATA,
-    METRICS,
     arch_tags,
-    atomic_dir,
     dvc_md5,
     effective_seed,
     fail,
-    seed_dir,
+    for_seed,
+    load_params,
     stage_deps,
     tracked_run,
-    write_json,
 )
+from stages.paths import CHECKPOINTS, METRICS, MODELS, PLOTS, TOKENIZED, TOKENIZER, seed_dir  # noqa: F401
 
-TOKENIZED = DATA / "tokenized"
-TOKENIZER = TOKENIZED / "tokenizer.json"
-MODELS = Path("models")
-PLOTS = Path("plots")
-CHECKPOINTS = Path("checkpoints")
 # settings that change neither the math nor the data order: a checkpoint stays valid across them
 _LAYOUT_KEYS = {"parallel", "grad_accum", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
 
 
-def parse_arch(stage: str, argv: list[str], params) -> str:
-    """The one argument of ``python -m stages.<stage> <arch>`` (``--seed`` already taken out), checked
-    against ``archs.variants``."""
-    if len(argv) != 1:
-        fail(f"usage: python -m stages.{stage} <arch> [--seed N]")
-    arch = argv[0]
-    if arch not in params.archs.variants:
-        fail(f"arch: unknown arch {arch!r}; archs.variants defines {sorted(params.archs.variants)}")
-    return arch
+@dataclass(frozen=True)
+class TrainingCall:
+    """A training stage's command line, parsed and checked (``parse_call``)."""
+
+    stage: str  # pretrain | instruct | finetune: also the params section it trains with
+    params: Params  # as the replicate of ``--seed`` sees them
+    arch: str  # a key of archs.variants
+    args: argparse.Namespace  # the stage's other arguments
+    argv: list[str]  # as given: a relaunch under torchrun passes them on
+
+    @property
+    def cfg(self):
+        return getattr(self.params, self.stage)
+
+    def relaunch_if_parallel(self) -> None:
+        """Re-run this command under torchrun when ``<stage>.parallel.nproc > 1``. Call it after every
+        check that can fail, so that no process fails alone."""
+        from flanmoe.train.launch import relaunch_under_torchrun, under_torchrun
+
+        if self.cfg.parallel.nproc > 1 and not under_torchrun():
+            relaunch_under_torchrun(self.cfg.parallel.nproc, f"stages.{self.stage}", self.argv)
 
 
-def require(*paths: Path, hint: str) -> None:
-    """Exit 2 naming the first missing input (``hint``: which stage makes it)."""
-    for path in paths:
-        if not path.exists():
-            fail(f"{path} not found: {hint}")
+def parse_call(
+    stage: str, argv: list[str] | None, positionals: tuple[str, ...] = (), freeze: bool = False
+) -> TrainingCall:
+    """The prelude of every training stage: validate params.yaml (exit 2 naming the key), then parse
+    ``python -m stages.<stage> <arch> [POSITIONALS...] [--seed N] [--freeze OPTION]`` (exit 2 with
+    the usage line) and check the arch and the seed against params."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    params = load_params()
+    names = " ".join(f"<{p}>" for p in ("arch", *positionals))
+    usage = f"%(prog)s {names} [--seed N]" + (" [--freeze OPTION]" if freeze else "")
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", usage=usage)
+    for name in ("arch", *positionals):
+        parser.add_argument(name)
+    parser.add_argument("--seed", help="the replicate of base.seeds (may be left out with one seed)")
+    if freeze:
+        parser.add_argument("--freeze", help="the freeze ablation's option (default: finetune.freeze)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed the usage line and the error
+        raise SystemExit(2 if e.code else 0) from None
+    if args.seed is not None and not args.seed.isdigit():
+        fail(f"--seed: expected a seed of base.seeds {params.base.seeds}, got {args.seed!r}")
+    params = for_seed(params, None if args.seed is None else int(args.seed))
+    if args.arch not in params.archs.variants:
+        fail(f"arch: unknown arch {args.arch!r}; archs.variants defines {sorted(params.archs.variants)}")
+    return TrainingCall(stage, params, args.arch, args, argv)
 
 
 def checkpoint_fingerprint(stage: str, arch: str, params, data_hash: str, model_cfg=None) -> str:

@@ -58,7 +58,8 @@ PROBES: list[tuple[str, str, str]] = [
     ("flanmoe.report.render", "to_html", "work"),
     ("flanmoe.model.pretrained", "save_pretrained", "export"),
     ("flanmoe.train.trainer", "state_dict_for_export", "export"),
-    ("stages.common", "write_json", "export"),
+    ("stages.common", "write_json", "export"),  # before flanmoe.atomic (a --baseline commit)
+    ("flanmoe.atomic", "write_json", "export"),
     ("flanmoe.tracking", "ensure_experiment", "mlflow"),
     ("flanmoe.tracking", "StageRun.log_params", "mlflow"),
     ("flanmoe.tracking", "StageRun.log_metrics", "mlflow"),

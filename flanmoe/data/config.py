@@ -4,7 +4,7 @@ stage has decided what it needs). The modules that use them re-export them."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -72,6 +72,9 @@ class EmbeddedConfig(StrictModel):
 
 class TokenizeConfig(StrictModel):
     """Stage `tokenize`: tokenizer, span corruption and truncation lengths."""
+
+    # keys that change no output (dvc.yaml leaves them out of the stage's params)
+    NO_RESULT_KEYS: ClassVar[frozenset[str]] = frozenset({"num_proc", "batch_size"})
 
     kind: Literal["bpe", "unigram"] = "bpe"  # byte-level BPE (exact round trip) or unigram (T5's kind)
     vocab_size: int = Field(default=8000, ge=300, le=1_000_000)  # specials and sentinels included

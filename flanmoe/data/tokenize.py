@@ -25,7 +25,6 @@ data is tokenized as text, so corpus text can never inject sentinels or eos.
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import xxhash
 from tokenizers import Tokenizer
 
+from flanmoe.atomic import atomic_dir
 from flanmoe.data import prepared
 from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
 from flanmoe.data.span_corruption import (
@@ -305,15 +305,6 @@ def tokenize_pairs(
 # ---------------------------------------------------------------- the stage
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Put ``tmp`` at ``out_dir``, replacing an old one (old moved aside first, then removed)."""
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict:
     """Tokenize every prepared role under ``prepared_dir`` into ``out_dir`` (layout: module docstring).
 
@@ -326,12 +317,8 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     if not (prepared_dir / "pretrain").is_dir():
         raise FileNotFoundError(f"no prepared pretraining corpus at {prepared_dir / 'pretrain'}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    work = tmp / "_work"
-    try:
+    with atomic_dir(out_dir) as tmp:
+        work = tmp / "_work"
         tok, tok_stats = get_tokenizer(prepared_dir, cfg)
         tok.save(str(tmp / "tokenizer.json"))
         stats: dict = {"tokenizer": tok_stats}
@@ -365,8 +352,4 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
         del docs, pre
         shutil.rmtree(work, ignore_errors=True)
         stats["seconds"] = time.perf_counter() - t0
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from flanmoe.grid import Suite
 from flanmoe.params_base import StrictModel
-
-Suite = Literal["mmlu", "bbh", "heldin"]
 
 
 class EvaluateConfig(StrictModel):
     """How models are scored: which suites, prompt format, shots, batching, CIs, device."""
+
+    # keys that change no score (dvc.yaml leaves them out of the evaluation stages' params)
+    NO_RESULT_KEYS: ClassVar[frozenset[str]] = frozenset({"threads"})
 
     suites: list[Suite] = Field(default_factory=lambda: ["mmlu", "bbh", "heldin"])  # held-out + held-in
     fewshot_k: int = Field(3, ge=1)  # exemplars in few-shot prompts (MMLU: from dev, same subject)

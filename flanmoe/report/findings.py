@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flanmoe.grid import MODE_LABEL, MODES, freeze_scenario
 from flanmoe.report.stats import NOT_MEASURED, VERDICT_CODE, Estimate, combine_verdicts, difference, verdict
-from flanmoe.report.table import AVERAGE, FREEZE_PREFIX, MODES, Table
-
-MODE_LABEL = {"zero_shot": "zero-shot", "few_shot": "few-shot"}
+from flanmoe.report.table import AVERAGE, Table
 
 
 @dataclass(frozen=True)
@@ -229,7 +228,7 @@ def z_loss_helps(table: Table) -> Finding:
 
 
 def _freeze_finding(table: Table, option: str, helps: bool) -> Finding:
-    scenario = f"{FREEZE_PREFIX}{option}"
+    scenario = freeze_scenario(option)
     if helps:
         f = Finding(
             f"freeze_{option}",

@@ -10,9 +10,10 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flanmoe.grid import scenario_label
 from flanmoe.report.findings import Finding
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
-from flanmoe.report.table import AVERAGE, Table, scenario_label
+from flanmoe.report.table import AVERAGE, Table
 
 SUITE_LABEL = {"mmlu": "MMLU", "bbh": "BBH", AVERAGE: "normalized avg"}
 MODEL_LABEL = {"pretrain": "pretrained only", "instruct": "instruction-tuned"}

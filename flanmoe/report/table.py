@@ -10,22 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from flanmoe.grid import EVAL_MODELS as MODELS  # pretrained-only, instruction-tuned
+from flanmoe.grid import HELDOUT as SUITES  # held-out suites, each shown on the normalized scale
+from flanmoe.grid import MODES, SCENARIOS, scenario_label  # noqa: F401 - the report's vocabulary
 from flanmoe.report.stats import Estimate, difference
 
-MODES = ("zero_shot", "few_shot")
-SUITES = ("mmlu", "bbh")  # held-out suites, each shown on the normalized scale
 AVERAGE = "normalized_average"  # the paper's mean of the suites' normalized scores
-MODELS = ("pretrain", "instruct")  # pretrained-only, instruction-tuned
-SCENARIOS = ("direct", "after_it")  # single-task fine-tuning from the pretrained / instruction-tuned model
-FREEZE_PREFIX = "after_it-freeze_"  # the freezing ablation's scenarios: after_it with <option> frozen
-_SCENARIO_LABEL = {"direct": "direct", "after_it": "after IT"}
-
-
-def scenario_label(scenario: str) -> str:
-    """``direct``, ``after IT``, ``after IT, gate frozen`` (the freezing ablation)."""
-    if scenario.startswith(FREEZE_PREFIX):
-        return f"after IT, {scenario.removeprefix(FREEZE_PREFIX).replace('_', '-')} frozen"
-    return _SCENARIO_LABEL.get(scenario, scenario)
 
 
 class ReportInputError(ValueError):

@@ -8,14 +8,13 @@ micro-batches ("groups"); each group is one MoE routing group. So ``(nproc 2, gr
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from flanmoe.grid import FreezeOption, Scenario
 from flanmoe.params_base import StrictModel
 from flanmoe.train.mixture import MixtureConfig
-
-FreezeOption = Literal["none", "gate", "experts", "non_moe"]  # the paper's fine-tuning ablation
 
 
 class ParallelConfig(StrictModel):
@@ -38,6 +37,11 @@ class ParallelConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     """One training stage: steps, batches, optimizer, schedule, evaluation, checkpoints, parallelism."""
+
+    # keys that change no result (a resume is exact; dvc.yaml leaves them out of the stages' params)
+    NO_RESULT_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"log_every", "checkpoint_every", "keep_checkpoints", "parallel.threads"}
+    )
 
     steps: int = Field(300, ge=0)  # optimizer steps (pretrain from an HF init: 0 = import and export)
     batch_size: int = Field(32, ge=1)  # examples per global batch (packed data)
@@ -96,7 +100,7 @@ class FinetuneConfig(TrainConfig):
     pairs, from the pretrained (``direct``) or the instruction-tuned (``after_it``) model."""
 
     tasks: list[str] = Field(default_factory=lambda: ["fact_verification", "list_sum"], min_length=1)
-    scenarios: list[Literal["direct", "after_it"]] = Field(
+    scenarios: list[Scenario] = Field(
         default_factory=lambda: ["direct", "after_it"], min_length=1
     )  # direct: from pretrain; after_it: from instruct
     freeze: FreezeOption = "none"  # gate = routers, experts = expert FFNs, non_moe = the rest (MoE only)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from flanmoe.grid import FreezeOption
 from flanmoe.model.transformer import FlanMoEModel
-from flanmoe.train.config import FreezeOption
 
 # which param_group() each option freezes: gate = routers, experts = expert FFNs, non_moe = the rest
 _FROZEN: dict[str, set[str]] = {

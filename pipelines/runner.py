@@ -160,15 +160,12 @@ def stage_status(repo: str | Path, stage: str) -> StageStatus:
     from dvc.repo import Repo
 
     with cwd(Path(repo).resolve()), Repo(".") as dvc_repo:  # stage names are relative to the repo root
-        missing = [
-            f"{dep.def_path}: {key}"
-            for found in dvc_repo.stage.collect(stage)
-            for dep in found.deps
-            if isinstance(dep, ParamsDependency)
-            for values in [dep.read_params()]  # {} when the file is missing: every key is
-            for key in dep.params
-            if key not in values
-        ]
+        missing = []
+        for found in dvc_repo.stage.collect(stage):
+            for dep in found.deps:
+                if isinstance(dep, ParamsDependency):
+                    values = dep.read_params()  # the keys found ({} when the file is missing)
+                    missing += [f"{dep.def_path}: {key}" for key in dep.params if key not in values]
         if missing:
             return StageStatus(changed=True, missing_params=missing)
         return StageStatus(changed=bool(dvc_repo.status(targets=[stage])))

@@ -7,6 +7,7 @@ override tests need no run.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,9 @@ import yaml
 from flanmoe import tracking
 from flanmoe.config import ParamsError
 from pipelines import flow as pf
+from pipelines.graph import select_stages, stage_graph
+from pipelines.overrides import apply_overrides, hydra_overrides, validate_overrides
+from pipelines.publish import ARTIFACT_KEY, REPORT_KEY
 from tests.stage_helpers import REPO
 from tests.test_pipeline import workspace  # noqa: F401 - the micro-size copy of the repo (fixture)
 
@@ -29,7 +33,7 @@ slow = pytest.mark.slow
 
 
 def test_stage_graph_is_a_topological_order_of_dvc_yaml():
-    graph = pf.stage_graph(REPO)
+    graph = stage_graph(REPO)
     order = list(graph)
     pos = {s: i for i, s in enumerate(order)}
     archs = yaml.safe_load((REPO / "params.yaml").read_text())["archs"]["run"]
@@ -52,17 +56,17 @@ def test_stage_graph_is_a_topological_order_of_dvc_yaml():
     ]
 
     # targets: a stage (or a foreach/matrix name) with everything upstream of it, in the same order
-    assert list(pf.select_stages(graph, ["pretrain@dense-1234"])) == [
+    assert list(select_stages(graph, ["pretrain@dense-1234"])) == [
         "prepare",
         "tokenize",
         "pretrain@dense-1234",
     ]
-    picked = pf.select_stages(graph, ["instruct"])
+    picked = select_stages(graph, ["instruct"])
     assert set(picked) == {"prepare", "tokenize"} | {
         f"{s}@{a}-1234" for s in ("pretrain", "instruct") for a in archs
     }
     with pytest.raises(ValueError, match="pretrain@nope-1234"):
-        pf.select_stages(graph, ["pretrain@nope-1234"])
+        select_stages(graph, ["pretrain@nope-1234"])
 
 
 # -- overrides: what the flow validates is what `dvc exp run -S` writes ------------------------------
@@ -84,15 +88,15 @@ def test_overrides_render_to_what_dvc_applies(tmp_path):
         "prepare.pretrain": {"kind": "hub", "path": "allenai/c4", "name": "en"},  # a mapping merges
         "archs.variants.gshard2": {"moe": {"router": "gshard", "num_experts": 4}},  # a new key: +key=
     }
-    args = pf.hydra_overrides(data, overrides)
+    args = hydra_overrides(data, overrides)
     assert "pretrain.steps=50" in args and "archs.run=[dense,switch]" in args
     assert "+archs.variants.gshard2={moe:{router:gshard,num_experts:4}}" in args
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)
     dvc_apply(path, args)
-    assert yaml.safe_load(path.read_text()) == pf.apply_overrides(data, overrides)
+    assert yaml.safe_load(path.read_text()) == apply_overrides(data, overrides)
 
-    params = pf.validate_overrides(data, {k: v for k, v in overrides.items() if k != "evaluate.suites"})
+    params = validate_overrides(data, {k: v for k, v in overrides.items() if k != "evaluate.suites"})
     assert params.pretrain.steps == 50 and params.prepare.pretrain.kind == "hub"
     for bad, key in [
         ({"pretrain.parallel.ep": 3}, "pretrain.parallel.ep"),
@@ -101,29 +105,91 @@ def test_overrides_render_to_what_dvc_applies(tmp_path):
         ({"pretrain.steps.x": 1}, "pretrain.steps.x"),
     ]:
         with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
-            pf.validate_overrides(data, bad)
+            validate_overrides(data, bad)
 
 
-def test_states_parsed_from_dvc_output():
-    lines = [
-        "Stage 'prepare' didn't change, skipping",
-        "Running stage 'pretrain@dense-1234':",
-        "> python -m stages.pretrain dense",
-        "Stage 'pretrain@switch-1234' is cached - skipping run, checking out outputs",
-        "Running stage 'instruct@dense-1234':",
-        "ERROR: failed to reproduce 'instruct@dense-1234': failed to run: python -m stages.instruct dense, exited with 2",
-        "WARNING: Stages 'evaluate@dense-instruct-1234' and 'finetune@dense-list_sum-direct-1234' will be skipped due to this failure",
-    ]
-    assert pf.parse_states(lines) == {
-        "prepare": "skipped",
-        "pretrain@dense-1234": "ran",
-        "pretrain@switch-1234": "restored",
-        "instruct@dense-1234": "failed",
-        "evaluate@dense-instruct-1234": "not run",
-        "finetune@dense-list_sum-direct-1234": "not run",
-    }
-    assert isinstance(pf._failure("instruct@dense-1234", 1, lines, []), pf.StageParamsError)
-    assert type(pf._failure("x", 1, ["failed to run: y, exited with 1"], [])) is pf.StageFailed
+# -- a stage's outcome, from DVC's state (a one-file DVC repo, no Prefect) -------------------------------
+
+
+def _dvc_repo(path: Path, stages: dict, params: dict) -> Path:
+    path.mkdir()
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    (path / "in.txt").write_text("input\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], [*git, "add", "-A"],
+                [*git, "commit", "-qm", "x"]):  # fmt: skip
+        subprocess.run(cmd, cwd=path, check=True, capture_output=True)
+    return path
+
+
+def _python(code: str) -> str:
+    return f"{sys.executable} -c {json.dumps(code)}"
+
+
+def test_stage_outcome_comes_from_dvc_state_not_its_output(tmp_path):
+    """ran / skipped / restored / failed / params missing, decided from DVC's status, the command's
+    exit status and DVC's: the counter file says whether the command really ran."""
+    import logging
+
+    from pipelines import runner
+
+    count = "open('runs.txt', 'a').write('x'); "
+    write_n = "import yaml; open('out.txt', 'w').write(str(yaml.safe_load(open('params.yaml'))['a']['n']))"
+    repo = _dvc_repo(
+        tmp_path / "r",
+        {
+            "make": {
+                "cmd": _python(count + write_n),
+                "deps": ["in.txt"],
+                "params": ["a.n"],
+                "outs": ["out.txt"],
+            },
+            "crash": {"cmd": _python(count + "raise SystemExit(3)"), "deps": ["in.txt"], "outs": ["c.txt"]},
+            "bad": {"cmd": _python(count + "raise SystemExit(2)"), "deps": ["in.txt"], "outs": ["b.txt"]},
+            "nokey": {"cmd": _python(count + "open('k.txt', 'w')"), "params": ["a.nope"], "outs": ["k.txt"]},
+        },
+        {"a": {"n": 1}},
+    )
+    logger = logging.getLogger("test_flow.outcome")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def run(stage: str) -> str:
+        return runner.run_dvc_stage(stage, repo, env, logger)
+
+    def runs() -> int:
+        return len((repo / "runs.txt").read_text()) if (repo / "runs.txt").exists() else 0
+
+    assert runner.stage_status(repo, "make") == runner.StageStatus(changed=True)
+    assert (run("make"), runs(), (repo / "out.txt").read_text()) == ("ran", 1, "1")
+    assert runner.stage_status(repo, "make") == runner.StageStatus(changed=False)
+    assert (run("make"), runs()) == ("skipped", 1)
+    (repo / "out.txt").unlink()  # changed, and DVC's run cache has its outputs
+    assert (run("make"), runs(), (repo / "out.txt").read_text()) == ("restored", 1, "1")
+    (repo / "params.yaml").write_text(yaml.safe_dump({"a": {"n": 2}}))
+    assert (run("make"), runs(), (repo / "out.txt").read_text()) == ("ran", 2, "2")
+    (repo / "params.yaml").write_text(yaml.safe_dump({"a": {"n": 1}}))  # back: from the run cache
+    assert (run("make"), runs(), (repo / "out.txt").read_text()) == ("restored", 2, "1")
+
+    with pytest.raises(runner.StageFailed) as err:
+        run("crash")
+    assert type(err.value) is runner.StageFailed and err.value.stage_returncode == 3
+    assert err.value.returncode not in (0, None) and runs() == 3
+    with pytest.raises(runner.StageParamsError) as err:  # exit status 2: bad params, never retried
+        run("bad")
+    assert err.value.stage_returncode == 2 and runs() == 4
+    with pytest.raises(runner.StageParamsError, match=r"params\.yaml: a\.nope") as err:
+        run("nokey")  # a params key dvc.yaml lists and params.yaml lacks: DVC is not even started
+    assert err.value.returncode is None and runs() == 4 and not (repo / "k.txt").exists()
+    assert runner.stage_status(repo, "nokey").missing_params == ["params.yaml: a.nope"]
+
+    # the decision itself: DVC's exit status, then whether the command ran, then the status before
+    assert runner.outcome(changed=True, dvc_returncode=0, command_returncode=0) == "ran"
+    assert runner.outcome(changed=False, dvc_returncode=0, command_returncode=0) == "ran"  # always_changed
+    assert runner.outcome(changed=True, dvc_returncode=0, command_returncode=None) == "restored"
+    assert runner.outcome(changed=False, dvc_returncode=0, command_returncode=None) == "skipped"
+    assert runner.outcome(changed=True, dvc_returncode=255, command_returncode=0) == "failed"
+    assert runner.outcome(changed=True, dvc_returncode=255, command_returncode=None) == "failed"
 
 
 # -- flow runs (Prefect test server, a micro copy of the repo) ---------------------------------------
@@ -191,7 +257,7 @@ def test_flow_runs_each_stage_through_dvc_then_skips(prefect_server, micro):
     )
     waited = {str(i.id) for i in tasks["pretrain@dense-1234"].task_inputs.get("wait_for", [])}
     assert waited == {str(tasks["tokenize"].id)}
-    (artifact,) = [a for a in artifacts if a.key == pf.ARTIFACT_KEY]
+    (artifact,) = [a for a in artifacts if a.key == ARTIFACT_KEY]
     assert "| pretrain@dense-1234 | ran |" in artifact.data and "| prepare | ran |" in artifact.data
 
     # MLflow: one parent run for the flow, tagged with the flow run; every stage's run is its child
@@ -257,7 +323,7 @@ def test_failed_stage_is_retried_unless_a_params_error_and_a_rerun_continues_fro
         _, tasks, artifacts = _prefect_record(state.state_details.flow_run_id)
         assert set(tasks) == {"prepare", "tokenize"} and tasks["tokenize"].state.is_failed()
         assert tasks["tokenize"].run_count == attempts
-        (artifact,) = [a for a in artifacts if a.key == pf.ARTIFACT_KEY]
+        (artifact,) = [a for a in artifacts if a.key == ARTIFACT_KEY]
         assert "| pretrain@dense-1234 | not run |" in artifact.data
     assert not (work / "data" / "tokenized").exists()
     runs = tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
@@ -269,29 +335,56 @@ def test_failed_stage_is_retried_unless_a_params_error_and_a_rerun_continues_fro
     assert (work / "data" / "tokenized" / "tokenizer.json").is_file()
 
 
-def test_metrics_table_reads_evaluate_metrics(tmp_path):
+def test_summary_scores_are_rendered_by_flanmoe_report(tmp_path):
+    from flanmoe.report.scores import score_records, scores_markdown
+    from pipelines.publish import evaluate_metrics, summary_markdown
+
     (tmp_path / "metrics" / "evaluate" / "s1234").mkdir(parents=True)
-    score = {"score": 0.25, "best_constant": 0.3}
+    avg = {"score": -2.5, "score_lo": -4.25, "score_hi": -0.75}
+    mmlu = {"score": 0.25, "score_lo": 0.2, "score_hi": 0.3, "best_constant": 0.3, "normalized": 1.0}
     (tmp_path / "metrics" / "evaluate" / "s1234" / "dense-instruct.json").write_text(
-        json.dumps({"normalized_average": {"zero_shot": {"score": -2.5}}, "mmlu": {"few_shot": score}})
+        json.dumps({"normalized_average": {"zero_shot": avg}, "mmlu": {"few_shot": mmlu}})
     )
-    table = pf.metrics_table(tmp_path)
-    assert "| s1234/dense-instruct | -2.500 | 0.250 (const 0.300) |" in table
-    assert pf.metrics_table(Path(tmp_path / "none")) == ""
     (tmp_path / "metrics" / "evaluate" / "s1234" / "switch-instruct.json").write_text(
         json.dumps({"bbh": {"zero_shot": {"score": 0.15, "score_lo": 0.12, "score_hi": 0.18}}})
     )
-    rows = pf.score_rows(tmp_path)  # the Prefect table artifact: the same numbers, with the CI
+    (tmp_path / "metrics" / "evaluate" / "s1234" / "broken.json").write_text("{")  # left out
+    models = evaluate_metrics(tmp_path)
+    assert [name for name, _ in models] == ["s1234/dense-instruct", "s1234/switch-instruct"]
+
+    # markdown: the report's formats (normalized points with 1 decimal, scores with 3), columns in order
+    table = scores_markdown(models).splitlines()
+    assert table[0] == "| model | normalized_average zero-shot | mmlu few-shot | bbh zero-shot |"
+    assert table[2] == "| s1234/dense-instruct | -2.5 [-4.2, -0.8] | 0.250 [0.200, 0.300] (const 0.300) | — |"
+    assert table[3] == "| s1234/switch-instruct | — | — | 0.150 [0.120, 0.180] |"
+    assert scores_markdown([]) == "" and scores_markdown([("m", {"mmlu": {"few_shot": {}}})]) == ""
+
+    # records (the Prefect table artifact, the MLflow table): the same numbers, None where missing
+    rows = score_records(models)
     assert rows[1] == {
         "model": "s1234/switch-instruct",
         "normalized_average zero-shot": None,
+        "normalized_average zero-shot low": None,
+        "normalized_average zero-shot high": None,
         "mmlu few-shot": None,
+        "mmlu few-shot low": None,
+        "mmlu few-shot high": None,
         "bbh zero-shot": 0.15,
         "bbh zero-shot low": 0.12,
         "bbh zero-shot high": 0.18,
     }
-    assert rows[0]["mmlu few-shot"] == 0.25 and rows[0]["bbh zero-shot"] is None
-    assert pf.score_rows(tmp_path / "none") == []
+    assert rows[0]["mmlu few-shot"] == 0.25 and rows[0]["normalized_average zero-shot low"] == -4.25
+    assert score_records(evaluate_metrics(tmp_path / "none")) == []
+
+    summary = summary_markdown(
+        {"prepare": "skipped", "evaluate": "ran", "report": "not run"},
+        "t",
+        {"MLflow": "http://x/1", "a": ""},
+        models,
+    )
+    assert "- MLflow: <http://x/1>" in summary and "- a:" not in summary
+    assert "- states: 1 ran, 1 skipped, 1 not run" in summary and "| report | not run |" in summary
+    assert "\n".join(table) in summary
 
 
 # -- the UI form (pipelines/settings.py) --------------------------------------------------------------
@@ -344,10 +437,10 @@ def test_form_combinations_are_validated_like_params_yaml(form, key):
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     overrides = RunSettings(**form).overrides()
     if key is None:
-        pf.validate_overrides(data, overrides)
+        validate_overrides(data, overrides)
     else:
         with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
-            pf.validate_overrides(data, overrides)
+            validate_overrides(data, overrides)
 
 
 @slow
@@ -371,7 +464,7 @@ def test_report_stage_output_is_published_as_artifact_and_logged(prefect_server,
     assert state.is_completed(), state.message
     assert state.result() == {"report": "ran"}
     _, _, artifacts = _prefect_record(state.state_details.flow_run_id)
-    (study,) = [a for a in artifacts if a.key == pf.REPORT_KEY]
+    (study,) = [a for a in artifacts if a.key == REPORT_KEY]
     assert study.data.startswith("# the study")
     (parent,) = [r for r in tracking.search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")]
     from mlflow.tracking import MlflowClient

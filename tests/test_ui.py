@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from flanmoe import tracking
-from pipelines import flow as pf
 from pipelines import ui
+from pipelines.experiment import EXPERIMENTS_DIR, experiment_ref
+from pipelines.publish import ARTIFACT_KEY
 from tests.test_flow import _prefect_record
 from tests.test_pipeline import micro_workspace
 
@@ -173,7 +174,7 @@ def test_two_runs_triggered_at_once_are_queued_and_keep_their_own_results(served
         not (work / "dvc.lock").exists() and not (work / "models" / "pretrain" / "s1234" / "dense").exists()
     )
     for name, n in steps.items():
-        ref = pf.experiment_ref(work, name)
+        ref = experiment_ref(work, name)
         assert ref, name
         assert yaml.safe_load(_git_show(work, ref, "params.yaml"))["pretrain"]["steps"] == n
         assert json.loads(_git_show(work, ref, "metrics/pretrain/s1234/dense.json"))["steps"] == n
@@ -184,7 +185,7 @@ def test_two_runs_triggered_at_once_are_queued_and_keep_their_own_results(served
         [sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=work, capture_output=True, text=True
     )
     assert listed.returncode == 0 and all(name in listed.stdout for name in steps)
-    assert not any((work / pf.EXPERIMENTS_DIR).iterdir())  # the private copies are gone
+    assert not any((work / EXPERIMENTS_DIR).iterdir())  # the private copies are gone
 
     # the same experiment name again is refused before anything runs
     again = run_deployment(
@@ -203,7 +204,7 @@ def test_two_runs_triggered_at_once_are_queued_and_keep_their_own_results(served
         assert parent["status"] == "FINISHED"
         assert parent["tags"]["prefect_flow_run_id"] == str(final[name].id)
         assert f"mlflow_run_id:{parent['run_id']}" in final[name].tags
-        markdown = _artifact(final[name].id, pf.ARTIFACT_KEY)  # links to the parent run's MLflow page
+        markdown = _artifact(final[name].id, ARTIFACT_KEY)  # links to the parent run's MLflow page
         assert f"<{served['mlflow']}/#/experiments/" in markdown and f"/runs/{parent['run_id']}>" in markdown
         children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["run_id"]]
         (pretrain,) = [r for r in children if r["tags"]["stage"] == "pretrain"]
@@ -236,7 +237,7 @@ def test_bad_form_input_is_refused_before_any_run(served, prefect_api):
     assert run.state.is_failed()
     assert "parallel.ep: 4 does not divide num_experts 6" in run.state.message
     assert _task_runs(run.id) == {}
-    assert pf.experiment_ref(work, "bad") is None
+    assert experiment_ref(work, "bad") is None
     runs = tracking.search_runs("flan-moe", uri=served["mlflow"])
     assert not [r for r in runs if r["run_name"] == "bad"]
 

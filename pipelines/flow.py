@@ -35,10 +35,8 @@ from pipelines.experiment import check_experiment_name, private_workspace, save_
 from pipelines.graph import cwd, select_stages, stage_graph
 from pipelines.overrides import (
     PARAMS_FILE,
-    apply_overrides,  # noqa: F401 - tests/test_presets.py imports it (and presets) from here
     hydra_overrides,
     load_preset,
-    presets,  # noqa: F401
     requested,
     validate_overrides,
 )

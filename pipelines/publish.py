@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import yaml
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flanmoe.atomic import copy_dir
 from flanmoe.config import parse_params
 from flanmoe.report.scores import score_records, scores_markdown
 from pipelines.overrides import PARAMS_FILE
@@ -107,11 +106,7 @@ def export_report(work: Path, root: Path, report_dir: str, logger=None) -> Path 
     src, dest = work / report_dir, root / report_dir
     if report_dir == own or not (src / "report.md").is_file():
         return None
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    copy_dir(src, dest)
     if logger is not None:
         logger.info("report of the experiment copied to %s", dest)
     return dest

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from pipelines.flow import apply_overrides, load_preset, presets, validate_overrides
+from pipelines.overrides import apply_overrides, load_preset, presets, validate_overrides
 from tests.stage_helpers import REPO
 
 
@@ -58,7 +58,7 @@ def test_bad_presets_are_refused_before_anything_runs(tmp_path):
 
 
 def test_a_presets_report_is_copied_back_unless_it_is_the_workspaces_own(tmp_path):
-    from pipelines.flow import export_report
+    from pipelines.publish import export_report
 
     root, work = tmp_path / "root", tmp_path / "work"
     (root).mkdir()

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flanmoe.grid import MODES, SUITES
 from flanmoe.report.render import _md_table, fmt_points, fmt_score
 from flanmoe.report.stats import Estimate
-from flanmoe.report.table import AVERAGE, MODES, SUITES
+from flanmoe.report.table import AVERAGE
 
-SECTIONS = (AVERAGE, *SUITES, "heldin", "finetune")  # the sections of evaluate metrics with a score
+SECTIONS = (AVERAGE, *SUITES, "finetune")  # the sections of evaluate metrics with a score
 Models = Sequence[tuple[str, Mapping[str, Any]]]
 
 

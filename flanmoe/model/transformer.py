@@ -7,6 +7,11 @@ Everything a block or a stack computes comes back as a value (``BlockOutput``, `
 named tuples, which FSDP and autograd hooks traverse): the hidden states, the MoE layers' aux losses
 and router statistics, and the attention keys/values a KV cache keeps. The cache itself belongs to
 generation (``generate.KVCache``): a stack takes the past keys/values as plain arguments.
+
+``FlanMoEModel.generate`` / ``from_pretrained`` / ``save_pretrained`` / ``new_cache`` are shortcuts to
+``generate.py`` and ``pretrained.py``, which take the model (or its class) as an argument and import
+nothing of this module at run time: the package's imports go one way (config -> init, layers,
+router, experts -> moe; generate, pretrained -> transformer -> hf).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ token count itself.
 FSDP units: each encoder and decoder block (a block projects the encoder output for its own
 cross-attention), the experts of each MoE layer under expert parallelism, and the root (embeddings,
 LM head, norms, position biases). Blocks and stacks return everything they compute as values (named
-tuples, aux losses and router statistics included), so FSDP sees every output tensor.
+tuples: hidden states, the MoE aux losses, keys/values), so FSDP sees every output tensor that needs
+a gradient, and a unit's outputs are never lost in a list it was handed.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ class BlockOutput(NamedTuple):
 
 class StackOutput(NamedTuple):
     """What a stack returns: the final-norm output, each MoE layer's aux by layer name
-    (``"encoder.1"``, in order), and every block's self- and cross-attention keys/values."""
+    (``"encoder.1"``, in order), and (cached decoding) every block's self- and cross-attention keys/values."""
 
     hidden: Tensor  # [B, S, d_model]
     aux: dict[str, MoEAux]
@@ -176,8 +176,10 @@ class Stack(nn.Module):
 
         Encoder: ``token_mask`` ``[B, S]`` masks padded keys and unroutes padding. Decoder: causal,
         cross-attends to ``enc_out`` ``[B, S_enc, d]`` (padded keys from ``enc_mask``), or to the
-        per-block projected ``cross_kv`` where given; with ``past_kv`` (per block) ``x`` holds the
-        positions from ``offset`` on (cached decoding).
+        per-block projected ``cross_kv`` where given. Cached decoding: ``past_kv`` holds each block's
+        earlier keys/values (or None), ``x`` the positions from ``offset`` on, and the output carries
+        every block's keys/values; without ``past_kv`` its ``self_kv``/``cross_kv`` are empty (nothing
+        held beyond what autograd keeps: activation checkpointing frees them block by block).
         """
         S = x.shape[1]
         bias = self.position_bias(S, offset + S, offset)  # [1, H, S, offset+S]
@@ -196,8 +198,9 @@ class Stack(nn.Module):
                 cross = cached if cached is not None else enc_out
                 past = past_kv[i] if past_kv is not None else None
             x, layer_aux, kv, cross = block(x, bias, token_mask, cross, cross_bias, past)
-            self_kv.append(kv)
-            cross_out.append(cross)
+            if past_kv is not None:
+                self_kv.append(kv)
+                cross_out.append(cross)
             if layer_aux is not None:
                 aux[f"{name}.{i}"] = layer_aux
         return StackOutput(self.dropout(self.final_norm(x)), aux, tuple(self_kv), tuple(cross_out))

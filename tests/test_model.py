@@ -197,3 +197,56 @@ def test_param_groups_for_freezing() -> None:
     assert groups == {"router", "experts", "dense"}
     assert model.param_group("encoder.blocks.1.ffn.router.gate.weight") == "router"
     assert model.param_group("encoder.blocks.1.ffn.experts.wi_0") == "experts"
+
+
+def test_blocks_and_stacks_return_aux_as_values_fsdp_can_traverse() -> None:
+    from torch.utils._pytree import tree_flatten
+
+    model = tiny_model({"num_experts": 4, "router": "st_moe"})
+    model.train()
+    x, _ = batch()
+    enc = model.run_encoder(x, x != 0)
+    assert list(enc.aux) == ["encoder.1"] and enc.self_kv == () and enc.cross_kv == ()
+    leaves, _ = tree_flatten(enc)  # what FSDP sees of a unit's output: the aux loss is one of them
+    assert any(t is enc.aux["encoder.1"].loss for t in leaves)
+    out = model(x, labels=batch()[1])
+    assert list(out.router_stats) == ["encoder.1", "decoder.1"]
+
+
+def test_model_package_imports_one_way_without_cycles() -> None:
+    """config -> layers / router / experts / moe -> transformer -> hf; function-level imports count,
+    ``if TYPE_CHECKING:`` ones do not."""
+    import ast
+    from pathlib import Path
+
+    import flanmoe
+
+    root = Path(flanmoe.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for f in [*(root / "model").glob("*.py"), *(root / "parallel").glob("*.py")]:
+        deps: set[str] = set()
+        todo = list(ast.parse(f.read_text()).body)
+        while todo:
+            node = todo.pop()
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                todo.extend(node.orelse)
+                continue
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("flanmoe."):
+                deps.add(node.module)  # type: ignore[arg-type]
+            todo.extend(ast.iter_child_nodes(node))
+        graph[f"flanmoe.{f.parent.name}.{f.stem}"] = deps
+    lower = ["config", "init", "layers", "stats", "router", "dispatch", "experts", "moe", "loss"]
+    for name in lower:
+        assert not {"flanmoe.model.transformer", "flanmoe.model.hf"} & graph[f"flanmoe.model.{name}"], name
+    assert not any(d.startswith("flanmoe.model.hf") for d in graph["flanmoe.model.transformer"])
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    assert [m for m in graph if not m.endswith("__init__") and m in reach(m)] == []

@@ -197,6 +197,35 @@ def test_ep2_bf16_params_close():
     _spawn(_worker_fwd_bwd, WORLD, 2, False, True)
 
 
+def _worker_shard_experts(rank: int, world: int) -> None:
+    from torch.distributed.tensor import Shard
+
+    from flanmoe.model.experts import GroupedExperts, bmm_experts
+    from flanmoe.parallel import shard_experts
+
+    torch.manual_seed(0)
+    experts = GroupedExperts(4, 8, 12, backend="bmm")
+    full = {n: p.detach().clone() for n, p in experts.named_parameters()}
+    mesh = build_meshes(ParallelDims(world, world), "cpu").ep
+    shard_experts(experts, mesh)
+    assert type(experts) is GroupedExperts  # the same module: only its parameters were re-registered
+    mine = slice(2 * rank, 2 * rank + 2)  # E / ep = 2 experts per rank
+    for name, p in experts.named_parameters():
+        assert isinstance(p, DTensor) and p.placements == (Shard(0),)
+        assert torch.equal(p.to_local(), full[name][mine]) and torch.equal(p.full_tensor(), full[name])
+    x, counts = torch.randn(7, 8, requires_grad=True), torch.tensor([3, 4])
+    y = experts(x, counts)  # the local shards: this rank's two experts
+    ref = bmm_experts(x, counts, (full["wi_0"][mine], full["wi_1"][mine]), full["wo"][mine])
+    torch.testing.assert_close(y, ref)
+    y.sum().backward()
+    assert isinstance(experts.wo.grad, DTensor) and experts.wo.grad.to_local().shape == (2, 12, 8)
+
+
+@pytest.mark.distributed
+def test_ep_shards_expert_weights_in_place_and_computes_with_local_shards():
+    _spawn(_worker_shard_experts, WORLD)
+
+
 @pytest.mark.distributed
 def test_world4_ep2_experts_also_fsdp_sharded():
     """dp_mod_ep = 2: each expert lives on 2 ranks, FSDP-sharded between them."""

@@ -39,7 +39,7 @@ _LAZY = {
     "RouterStatsAccumulator": "flanmoe.model.stats",
     "reduce_router_stats": "flanmoe.model.stats",
     "FlanMoEModel": "flanmoe.model.transformer",
-    "KVCache": "flanmoe.model.transformer",
+    "KVCache": "flanmoe.model.generate",
     "Seq2SeqOutput": "flanmoe.model.transformer",
     "build_model": "flanmoe.model.transformer",
     "shift_right": "flanmoe.model.transformer",
@@ -57,11 +57,12 @@ def __getattr__(name: str):
 if TYPE_CHECKING:
     from flanmoe.model.config import ModelConfig, MoEConfig, arch_presets, model_config_for_arch
     from flanmoe.model.flops import Accounting, accounting, active_param_count, dense_twin, param_count
+    from flanmoe.model.generate import KVCache
     from flanmoe.model.hf import load_hf, save_hf
     from flanmoe.model.moe import MoEAux, MoELayer
     from flanmoe.model.pretrained import load_config, save_pretrained
     from flanmoe.model.stats import RouterStats, RouterStatsAccumulator, reduce_router_stats
-    from flanmoe.model.transformer import FlanMoEModel, KVCache, Seq2SeqOutput, build_model, shift_right
+    from flanmoe.model.transformer import FlanMoEModel, Seq2SeqOutput, build_model, shift_right
 
 
 __all__ = [

@@ -1,7 +1,8 @@
 """T5.1.1 building blocks: RMSNorm, bucketed relative position bias, attention, FFN (gated GELU,
 or the ReLU FFN of T5 v1.0 and the original Switch Transformer).
 
-No biases anywhere; attention logits are not scaled by ``1/sqrt(d_kv)`` (T5 folds it into init).
+No biases anywhere; attention logits are not scaled by ``1/sqrt(d_kv)`` (T5 folds it into init:
+``init.py``).
 """
 
 from __future__ import annotations
@@ -15,17 +16,9 @@ from torch import Tensor, nn
 from flanmoe.model.config import FFNActivation
 
 
-def init_normal_(weight: Tensor, std: float) -> None:
-    """``nn.init.normal_(weight, std=std)``, skipped on the meta device: there is nothing to fill there
-    (a model built to receive loaded weights), and torch's meta path for it imports torch._dynamo
-    (~0.8 s of a stage's start-up). Meta tensors draw nothing from the RNG either way."""
-    if not weight.is_meta:
-        nn.init.normal_(weight, std=std)
-
-
 def embedding(num_embeddings: int, dim: int) -> nn.Embedding:
     """``nn.Embedding(num_embeddings, dim)``; on the meta device without its own random init (see
-    ``init_normal_``). Elsewhere it draws that init as before, so seeded models stay the same."""
+    ``init.init_normal_``). Elsewhere it draws that init as before, so seeded models stay the same."""
     if torch.get_default_device().type == "meta":
         return nn.Embedding(num_embeddings, dim, _weight=torch.empty(num_embeddings, dim))
     return nn.Embedding(num_embeddings, dim)
@@ -111,14 +104,6 @@ class Attention(nn.Module):
         self.v = nn.Linear(d_model, inner, bias=False)
         self.o = nn.Linear(inner, d_model, bias=False)
 
-    def reset_parameters(self, factor: float = 1.0) -> None:
-        """T5 init (q carries the 1/sqrt(d_kv) that attention does not apply)."""
-        d_model = self.q.in_features
-        init_normal_(self.q.weight, std=factor * (d_model * self.d_kv) ** -0.5)
-        init_normal_(self.k.weight, std=factor * d_model**-0.5)
-        init_normal_(self.v.weight, std=factor * d_model**-0.5)
-        init_normal_(self.o.weight, std=factor * (self.num_heads * self.d_kv) ** -0.5)
-
     def _heads(self, x: Tensor) -> Tensor:
         B, S, _ = x.shape
         return x.view(B, S, self.num_heads, self.d_kv).transpose(1, 2)  # [B, H, S, d_kv]
@@ -155,11 +140,6 @@ class FFN(nn.Module):
             self.wi = nn.Linear(d_model, d_ff, bias=False)
         self.wo = nn.Linear(d_ff, d_model, bias=False)
         self.dropout = nn.Dropout(dropout)
-
-    def reset_parameters(self, factor: float = 1.0) -> None:
-        for lin in (self.wi_0, self.wi_1) if self.activation == "gated_gelu" else (self.wi,):
-            init_normal_(lin.weight, std=factor * lin.in_features**-0.5)
-        init_normal_(self.wo.weight, std=factor * self.wo.in_features**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[..., d_model]`` -> ``[..., d_model]``."""

@@ -8,7 +8,7 @@ sequence (HF Switch). The forward has no host sync on the default
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -16,13 +16,12 @@ from torch import Tensor, nn
 from flanmoe.model.config import FFNActivation, MoEConfig, RouterName
 from flanmoe.model.dispatch import LocalDispatcher, TokenDispatcher
 from flanmoe.model.experts import ExpertsBackend, GroupedExperts
-from flanmoe.model.layers import init_normal_
+from flanmoe.model.init import init_by_d_model_
 from flanmoe.model.router import ExpertChoiceRouter, Router, RouterStats, TokenChoiceTopKRouter
 
 
-@dataclass
-class MoEAux:
-    """What one MoE layer returns besides its output."""
+class MoEAux(NamedTuple):
+    """What one MoE layer returns besides its output (a tuple: FSDP and autograd hooks see its tensors)."""
 
     loss: Tensor  # weighted aux loss: load_balance_coef * load_balance + z_loss_coef * z_loss
     load_balance_loss: Tensor  # unweighted Switch load-balancing loss
@@ -88,7 +87,7 @@ class MoELayer(nn.Module):
         layer = cls(
             build_router(router, cfg, d_model), experts, cfg.load_balance_coef, cfg.resolved_z_loss_coef
         )
-        init_normal_(layer.router.gate.weight, std=init_std * d_model**-0.5)
+        init_by_d_model_(layer.router.gate.weight, init_std, d_model)
         return layer
 
     def _capacity_bound(self, num_tokens: int) -> int | None:

@@ -20,7 +20,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
-from flanmoe.model.config import ModelConfig
+from flanmoe.model.config import ModelConfig, MoEConfig
 from flanmoe.params_base import format_validation_error
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def save_pretrained(
     base = getattr(model, "_orig_mod", model)
     cfg, vocab = base.cfg, base.vocab_size
     tensors = _clean_state_dict(state_dict if state_dict is not None else base.state_dict())
-    _check_keys(tensors, cfg, vocab, "state_dict")
+    _check_keys(type(base), tensors, cfg, vocab, "state_dict")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer_path is not None:
@@ -100,21 +100,20 @@ def load_config(path: str | Path) -> ModelConfig:
 
 
 def load_pretrained(
+    model_cls: type[FlanMoEModel],
     path: str | Path,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     moe_overrides: Mapping[str, Any] | None = None,
 ) -> FlanMoEModel:
-    """The model saved in ``path``, weights exactly as stored (then moved to ``device``/``dtype``).
+    """The ``model_cls`` (``FlanMoEModel``, whose ``from_pretrained`` calls this) saved in ``path``,
+    weights exactly as stored (then moved to ``device``/``dtype``).
 
     ``moe_overrides`` replace ``MoEConfig`` fields that hold no weights (``dropless``, capacity
     factors, ...; ignored for a dense model). Returned in training mode, like a freshly built model:
     call ``.eval()`` for inference.
     """
     from safetensors.torch import load_file
-
-    from flanmoe.model.config import MoEConfig
-    from flanmoe.model.transformer import FlanMoEModel
 
     cfg = load_config(path)
     if moe_overrides and cfg.moe is not None:
@@ -124,9 +123,9 @@ def load_pretrained(
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing")
     tensors = load_file(str(file), device="cpu")
-    _check_keys(tensors, cfg, cfg.vocab_size, str(file))
+    _check_keys(model_cls, tensors, cfg, cfg.vocab_size, str(file))
     with torch.device("meta"):  # no random init: the loaded tensors become the parameters
-        model = FlanMoEModel(cfg, cfg.vocab_size)
+        model = model_cls(cfg, cfg.vocab_size)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.to(device=device, dtype=dtype)
 
@@ -148,12 +147,12 @@ def _clean_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _check_keys(tensors: Mapping[str, Tensor], cfg: ModelConfig, vocab: int, where: str) -> None:
-    """Strict check of names and shapes against the model of ``cfg`` (built on the meta device)."""
-    from flanmoe.model.transformer import FlanMoEModel
-
+def _check_keys(
+    model_cls: type[FlanMoEModel], tensors: Mapping[str, Tensor], cfg: ModelConfig, vocab: int, where: str
+) -> None:
+    """Strict check of names and shapes against the ``model_cls`` of ``cfg`` (built on the meta device)."""
     with torch.device("meta"):
-        expected = {k: v.shape for k, v in FlanMoEModel(cfg, vocab).state_dict().items()}
+        expected = {k: v.shape for k, v in model_cls(cfg, vocab).state_dict().items()}
     missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing or unexpected:
         raise ValueError(f"{where}: keys do not match the config: missing {missing}, unexpected {unexpected}")

@@ -2,32 +2,48 @@
 
 Conventions: pad = 0 (also the decoder start token), eos = 1. ``labels`` equal to -100 or pad are
 ignored by the loss. ``Seq2SeqOutput.loss = lm_loss + aux_loss`` is what training backpropagates.
+
+Everything a block or a stack computes comes back as a value (``BlockOutput``, ``StackOutput``:
+named tuples, which FSDP and autograd hooks traverse): the hidden states, the MoE layers' aux losses
+and router statistics, and the attention keys/values a KV cache keeps. The cache itself belongs to
+generation (``generate.KVCache``): a stack takes the past keys/values as plain arguments.
+
+``FlanMoEModel.generate`` / ``from_pretrained`` / ``save_pretrained`` / ``new_cache`` are shortcuts to
+``generate.py`` and ``pretrained.py``, which take the model (or its class) as an argument and import
+nothing of this module at run time: the package's imports go one way (config -> init, layers,
+router, experts -> moe; generate, pretrained -> transformer -> hf).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flanmoe.model.config import ModelConfig
-from flanmoe.model.layers import (
-    FFN,
-    Attention,
-    RelativePositionBias,
-    RMSNorm,
-    embedding,
-    init_normal_,
-    padding_bias,
+from flanmoe.model.generate import KVCache, greedy_generate
+from flanmoe.model.init import (
+    init_attention_,
+    init_by_d_model_,
+    init_embedding_,
+    init_experts_,
+    init_ffn_,
+    init_norm_,
 )
+from flanmoe.model.layers import FFN, Attention, RelativePositionBias, RMSNorm, embedding, padding_bias
 from flanmoe.model.loss import IGNORE_INDEX, token_cross_entropy
 from flanmoe.model.moe import MoEAux, MoELayer
+from flanmoe.model.pretrained import load_pretrained, save_pretrained
 from flanmoe.model.router import RouterStats
 
 PAD_ID, EOS_ID = 0, 1
+
+KV = tuple[Tensor, Tensor]  # keys, values [B, H, S, d_kv]
 
 
 @dataclass
@@ -44,14 +60,33 @@ class Seq2SeqOutput:
     router_stats: dict[str, RouterStats] = field(default_factory=dict)
 
 
-@dataclass
-class KVCache:
-    """Per decoder layer: self-attention keys/values ``[B, H, t, d_kv]`` grown each step, and the
-    cross-attention keys/values of the encoder output, computed once."""
+class BlockOutput(NamedTuple):
+    """What a block returns: its output, its MoE aux (None for a dense FFN), and the keys/values of
+    its self-attention (past ones first) and of its cross-attention (None in the encoder)."""
 
-    self_kv: list[tuple[Tensor, Tensor] | None]
-    cross_kv: list[tuple[Tensor, Tensor] | None]
-    length: int = 0  # decoder positions already in the cache
+    hidden: Tensor  # [B, S, d_model]
+    aux: MoEAux | None
+    self_kv: KV
+    cross_kv: KV | None
+
+
+class StackOutput(NamedTuple):
+    """What a stack returns: the final-norm output, each MoE layer's aux by layer name
+    (``"encoder.1"``, in order), and (cached decoding) every block's self- and cross-attention keys/values."""
+
+    hidden: Tensor  # [B, S, d_model]
+    aux: dict[str, MoEAux]
+    self_kv: tuple[KV, ...]
+    cross_kv: tuple[KV | None, ...]
+
+
+class DecoderOutput(NamedTuple):
+    """``StackOutput`` of the decoder with the LM head applied: logits instead of hidden states."""
+
+    logits: Tensor  # [B, T, vocab]
+    aux: dict[str, MoEAux]
+    self_kv: tuple[KV, ...]
+    cross_kv: tuple[KV | None, ...]
 
 
 class Block(nn.Module):
@@ -78,13 +113,12 @@ class Block(nn.Module):
         x: Tensor,
         self_bias: Tensor,
         token_mask: Tensor | None,
-        cross: Tensor | tuple[Tensor, Tensor] | None = None,
+        cross: Tensor | KV | None = None,
         cross_bias: Tensor | None = None,
-        past_kv: tuple[Tensor, Tensor] | None = None,
-    ) -> tuple[Tensor, MoEAux | None, tuple[Tensor, Tensor], tuple[Tensor, Tensor] | None]:
-        """``x`` ``[B, S, d]``; ``cross`` is the encoder output ``[B, S_enc, d]`` or its cached K/V.
-        Returns new ``x``, the MoE aux (or None), this step's self K/V (concatenated to ``past_kv``)
-        and the cross K/V, for a cache."""
+        past_kv: KV | None = None,
+    ) -> BlockOutput:
+        """``x`` ``[B, S, d]``; ``cross`` is the encoder output ``[B, S_enc, d]`` or its projected K/V;
+        ``past_kv`` the self-attention K/V of earlier positions (cached decoding)."""
         if isinstance(cross, Tensor):  # projected here, inside the block: one FSDP unit owns its weights
             cross = self.cross_attn.project_kv(cross)
         h = self.self_norm(x)
@@ -100,7 +134,7 @@ class Block(nn.Module):
             h, aux = self.ffn(h, token_mask)
         else:
             h = self.ffn(h)
-        return x + self.dropout(h), aux, (k, v), cross
+        return BlockOutput(x + self.dropout(h), aux, (k, v), cross)
 
 
 class Stack(nn.Module):
@@ -132,39 +166,44 @@ class Stack(nn.Module):
         self,
         x: Tensor,
         token_mask: Tensor | None,
-        aux: list[tuple[str, MoEAux]],
         enc_out: Tensor | None = None,
         enc_mask: Tensor | None = None,
-        cache: KVCache | None = None,
-    ) -> Tensor:
-        """``x`` embedded tokens ``[B, S, d]`` -> ``[B, S, d]``; appends MoE aux outputs to ``aux``.
+        past_kv: Sequence[KV | None] | None = None,
+        cross_kv: Sequence[KV | None] | None = None,
+        offset: int = 0,
+    ) -> StackOutput:
+        """``x`` embedded tokens ``[B, S, d]`` -> ``StackOutput`` (hidden ``[B, S, d]``).
 
         Encoder: ``token_mask`` ``[B, S]`` masks padded keys and unroutes padding. Decoder: causal,
-        cross-attends to ``enc_out`` ``[B, S_enc, d]`` (padded keys from ``enc_mask``), and with a
-        ``cache`` treats ``x`` as the positions after ``cache.length``.
+        cross-attends to ``enc_out`` ``[B, S_enc, d]`` (padded keys from ``enc_mask``), or to the
+        per-block projected ``cross_kv`` where given. Cached decoding: ``past_kv`` holds each block's
+        earlier keys/values (or None), ``x`` the positions from ``offset`` on, and the output carries
+        every block's keys/values; without ``past_kv`` its ``self_kv``/``cross_kv`` are empty (nothing
+        held beyond what autograd keeps: activation checkpointing frees them block by block).
         """
         S = x.shape[1]
-        offset = cache.length if cache is not None else 0
         bias = self.position_bias(S, offset + S, offset)  # [1, H, S, offset+S]
         if not self.is_decoder and token_mask is not None:
             bias = bias + padding_bias(token_mask, bias.dtype)
         cross_bias = padding_bias(enc_mask, bias.dtype) if enc_mask is not None else None
         name = "decoder" if self.is_decoder else "encoder"
+        aux: dict[str, MoEAux] = {}
+        self_kv: list[KV] = []
+        cross_out: list[KV | None] = []
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             cross = past = None
             if self.is_decoder:
-                cached = cache.cross_kv[i] if cache is not None else None
+                cached = cross_kv[i] if cross_kv is not None else None
                 cross = cached if cached is not None else enc_out
-                past = cache.self_kv[i] if cache is not None else None
+                past = past_kv[i] if past_kv is not None else None
             x, layer_aux, kv, cross = block(x, bias, token_mask, cross, cross_bias, past)
-            if cache is not None:
-                cache.self_kv[i], cache.cross_kv[i] = kv, cross
+            if past_kv is not None:
+                self_kv.append(kv)
+                cross_out.append(cross)
             if layer_aux is not None:
-                aux.append((f"{name}.{i}", layer_aux))
-        if cache is not None:
-            cache.length += S
-        return self.dropout(self.final_norm(x))
+                aux[f"{name}.{i}"] = layer_aux
+        return StackOutput(self.dropout(self.final_norm(x)), aux, tuple(self_kv), tuple(cross_out))
 
 
 def shift_right(labels: Tensor, start_id: int = PAD_ID) -> Tensor:
@@ -187,27 +226,58 @@ class FlanMoEModel(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """T5 init, scaled by ``cfg.init_std``; relative bias and untied head ~ N(0, 1/sqrt(d_model))."""
+        """T5 init (``init.py``), scaled by ``cfg.init_std``, module by module in a fixed order."""
         f, d = self.cfg.init_std, self.cfg.d_model
-        init_normal_(self.embed.weight, std=f)
+        init_embedding_(self.embed.weight, f)
         if self.lm_head is not None:
-            init_normal_(self.lm_head.weight, std=f * d**-0.5)
+            init_by_d_model_(self.lm_head.weight, f, d)
         for m in self.modules():
-            if isinstance(m, Attention | FFN):
-                m.reset_parameters(f)
+            if isinstance(m, Attention):
+                init_attention_(m, f)
+            elif isinstance(m, FFN):
+                init_ffn_(m, f)
             elif isinstance(m, RelativePositionBias):
-                init_normal_(m.embedding.weight, std=f * d**-0.5)
+                init_by_d_model_(m.embedding.weight, f, d)
             elif isinstance(m, RMSNorm):
-                nn.init.ones_(m.weight)
+                init_norm_(m.weight)
             elif isinstance(m, MoELayer):
-                m.experts.reset_parameters(f)
-                init_normal_(m.router.gate.weight, std=f * d**-0.5)
+                init_experts_(m.experts, f)
+                init_by_d_model_(m.router.gate.weight, f, d)
+
+    def run_encoder(self, input_ids: Tensor, attention_mask: Tensor | None) -> StackOutput:
+        """``input_ids`` ``[B, S]`` -> the encoder's ``StackOutput`` (hidden ``[B, S, d_model]``, MoE aux)."""
+        return self.encoder(self.embed(input_ids), attention_mask)
+
+    def run_decoder(
+        self,
+        decoder_input_ids: Tensor,
+        enc_out: Tensor,
+        enc_mask: Tensor | None,
+        decoder_mask: Tensor | None = None,
+        past_kv: Sequence[KV | None] | None = None,
+        cross_kv: Sequence[KV | None] | None = None,
+        offset: int = 0,
+    ) -> DecoderOutput:
+        """Decoder tokens ``[B, T]`` (positions ``offset..``, after ``past_kv``) -> ``DecoderOutput``
+        (logits ``[B, T, vocab]``, MoE aux, this call's keys/values for a cache)."""
+        out = self.decoder(
+            self.embed(decoder_input_ids), decoder_mask, enc_out, enc_mask, past_kv, cross_kv, offset
+        )
+        if self.lm_head is None:  # tied: T5 rescales before the shared projection
+            logits = F.linear(out.hidden * self.cfg.d_model**-0.5, self.embed.weight)
+        else:
+            logits = self.lm_head(out.hidden)
+        return DecoderOutput(logits, out.aux, out.self_kv, out.cross_kv)
 
     def encode(
         self, input_ids: Tensor, attention_mask: Tensor | None, aux: list[tuple[str, MoEAux]] | None = None
     ) -> Tensor:
-        """``input_ids`` ``[B, S]`` -> encoder output ``[B, S, d_model]``."""
-        return self.encoder(self.embed(input_ids), attention_mask, aux if aux is not None else [])
+        """``input_ids`` ``[B, S]`` -> encoder output ``[B, S, d_model]``; ``aux``, if given, collects
+        the MoE layers' ``(name, MoEAux)``."""
+        out = self.run_encoder(input_ids, attention_mask)
+        if aux is not None:
+            aux.extend(out.aux.items())
+        return out.hidden
 
     def decode(
         self,
@@ -218,16 +288,19 @@ class FlanMoEModel(nn.Module):
         decoder_mask: Tensor | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
-        """Decoder tokens ``[B, T]`` (after ``cache.length`` if cached) -> logits ``[B, T, vocab]``."""
-        aux = aux if aux is not None else []
-        h = self.decoder(self.embed(decoder_input_ids), decoder_mask, aux, enc_out, enc_mask, cache)
-        if self.lm_head is None:  # tied: T5 rescales before the shared projection
-            return F.linear(h * self.cfg.d_model**-0.5, self.embed.weight)
-        return self.lm_head(h)
+        """Decoder tokens ``[B, T]`` (after ``cache.length`` if cached: ``cache`` is updated) -> logits
+        ``[B, T, vocab]``; ``aux``, if given, collects the MoE layers' ``(name, MoEAux)``."""
+        if cache is not None:
+            out = cache.decode(self, decoder_input_ids, enc_out, enc_mask, decoder_mask)
+        else:
+            out = self.run_decoder(decoder_input_ids, enc_out, enc_mask, decoder_mask)
+        if aux is not None:
+            aux.extend(out.aux.items())
+        return out.logits
 
     def new_cache(self) -> KVCache:
-        n = len(self.decoder.blocks)
-        return KVCache([None] * n, [None] * n)
+        """An empty ``KVCache`` for this model's decoder."""
+        return KVCache.empty(len(self.decoder.blocks))
 
     def forward(
         self,
@@ -249,22 +322,23 @@ class FlanMoEModel(nn.Module):
             decoder_input_ids = shift_right(labels)
         if decoder_attention_mask is None and labels is not None:
             decoder_attention_mask = (labels != IGNORE_INDEX) & (labels != PAD_ID)
-        aux: list[tuple[str, MoEAux]] = []
-        enc = self.encode(input_ids, attention_mask, aux)
-        logits = self.decode(decoder_input_ids, enc, attention_mask, aux, decoder_attention_mask)
-        out = Seq2SeqOutput(logits=logits, router_stats={name: a.stats for name, a in aux})
+        enc = self.run_encoder(input_ids, attention_mask)
+        dec = self.run_decoder(decoder_input_ids, enc.hidden, attention_mask, decoder_attention_mask)
+        logits, aux = dec.logits, [*enc.aux.values(), *dec.aux.values()]
+        out = Seq2SeqOutput(
+            logits=logits, router_stats={n: a.stats for n, a in (*enc.aux.items(), *dec.aux.items())}
+        )
         zero = logits.new_zeros((), dtype=torch.promote_types(logits.dtype, torch.float32))
-        out.aux_loss = sum((a.loss for _, a in aux), zero)
+        out.aux_loss = sum((a.loss for a in aux), zero)
         if aux:
-            out.load_balance_loss = torch.stack([a.load_balance_loss for _, a in aux]).mean()
-            out.z_loss = torch.stack([a.z_loss for _, a in aux]).mean()
+            out.load_balance_loss = torch.stack([a.load_balance_loss for a in aux]).mean()
+            out.z_loss = torch.stack([a.z_loss for a in aux]).mean()
         if labels is not None:
             targets = labels.masked_fill(labels == PAD_ID, IGNORE_INDEX)
             out.lm_loss = token_cross_entropy(logits, targets)
             out.loss = out.lm_loss + out.aux_loss
         return out
 
-    @torch.no_grad()
     def generate(
         self,
         input_ids: Tensor,
@@ -274,11 +348,8 @@ class FlanMoEModel(nn.Module):
         use_cache: bool = True,
         aux: list[tuple[str, MoEAux]] | None = None,
     ) -> Tensor:
-        """Greedy decoding: ``[B, S]`` -> generated ids ``[B, <= max_new_tokens]`` (no start token;
-        after a sequence's eos, pad). Stops early once every sequence has produced eos. Call
-        ``model.eval()`` first (dropout, eval capacity factor). ``aux`` collects the MoE outputs."""
-        from flanmoe.model.generate import greedy_generate
-
+        """Greedy decoding (``generate.greedy_generate``): ``[B, S]`` -> generated ids ``[B, <= max_new_tokens]``.
+        Call ``model.eval()`` first (dropout, eval capacity factor). ``aux`` collects the MoE outputs."""
         return greedy_generate(self, input_ids, attention_mask, max_new_tokens, eos_id, use_cache, aux=aux)
 
     @classmethod
@@ -291,14 +362,10 @@ class FlanMoEModel(nn.Module):
     ) -> FlanMoEModel:
         """Load a directory written by ``save_pretrained`` (strict: every key, every shape);
         ``moe_overrides`` change routing settings that hold no weights (e.g. ``{"dropless": True}``)."""
-        from flanmoe.model.pretrained import load_pretrained
-
-        return load_pretrained(path, device, dtype, moe_overrides)
+        return load_pretrained(cls, path, device, dtype, moe_overrides)
 
     def save_pretrained(self, path: str | Path, tokenizer_path: str | Path | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` (and ``tokenizer.json``) to ``path``."""
-        from flanmoe.model.pretrained import save_pretrained
-
         return save_pretrained(self, path, tokenizer_path)
 
     def param_group(self, name: str) -> str:

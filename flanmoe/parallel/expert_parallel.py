@@ -1,7 +1,8 @@
 """Expert parallelism: experts sharded over the ``ep`` ranks, tokens exchanged by all-to-all.
 
-Rank ``r`` of the ep group holds experts ``[r * E_local, (r + 1) * E_local)`` as ``Shard(0)``
-DTensors on the ep mesh (so checkpoints and grad norms see the global tensors). The dispatcher
+Rank ``r`` of the ep group holds experts ``[r * E_local, (r + 1) * E_local)``: ``shard_experts``
+re-registers the expert weights as ``Shard(0)`` DTensors on the ep mesh (so checkpoints and grad norms
+see the global tensors) and ``GroupedExperts`` computes with their local shards. The dispatcher
 sends each expert's rows to the rank that holds it and brings the outputs back (as torchtitan's
 ``ExpertParallel``): first an all-to-all of the per-expert counts, whose split sizes go to the host
 (the one sync EP needs), then an autograd all-to-all of the rows with uneven splits.
@@ -10,14 +11,13 @@ sends each expert's rows to the rank that holds it and brings the outputs back (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed._functional_collectives import all_to_all_single_autograd
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Shard
+from torch.distributed.tensor import Shard, distribute_tensor
 
 from flanmoe.model.dispatch import DispatchContext, TokenDispatcher
 from flanmoe.model.experts import GroupedExperts
@@ -79,30 +79,10 @@ class AllToAllDispatcher(TokenDispatcher):
         return out.index_add(0, ctx.token_idx, weighted)
 
 
-class _LocalShardExperts(GroupedExperts):
-    """``GroupedExperts`` whose weights are ``Shard(0)`` DTensors: the kernels get the local shards
-    (dynamic per-expert token counts are not expressible as DTensors, as in torchtitan)."""
-
-    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        shards, num_experts = dict(self._parameters), self.num_experts
-        # Local shards, in the input's dtype: with bf16 FSDP, experts outside FSDP stay float32.
-        local = {n: (p.to_local() if isinstance(p, DTensor) else p).to(x.dtype) for n, p in shards.items()}
-        self._parameters.update(local)
-        self.num_experts = self.wo.shape[0]  # the kernels' E: experts held here
-        try:  # gradients flow through to_local() into the DTensor parameters
-            return super().forward(x, *args, **kwargs)
-        finally:
-            self._parameters.update(shards)
-            self.num_experts = num_experts
-
-
 def shard_experts(experts: GroupedExperts, ep_mesh: DeviceMesh) -> None:
-    """In place: every ``[E, ...]`` weight becomes a ``Shard(0)`` DTensor on ``ep_mesh`` holding this
-    rank's slice of the (identical on every rank) full weight. ``num_experts`` stays the global count."""
-    ep, rank = ep_mesh.size(), ep_mesh.get_local_rank()
-    e_local = experts.num_experts // ep
+    """In place: every ``[E, ...]`` weight is re-registered as ``distribute_tensor(weight, ep_mesh,
+    [Shard(0)])``, this rank holding its ``E / ep`` experts of the (identical on every rank) full
+    weight. The module stays a ``GroupedExperts``: its forward hands the local shards to the kernels."""
     for name, p in list(experts.named_parameters(recurse=False)):
-        local = p.detach()[rank * e_local : (rank + 1) * e_local].clone()
-        dt = DTensor.from_local(local, ep_mesh, [Shard(0)], run_check=False)
+        dt = distribute_tensor(p.detach(), ep_mesh, [Shard(0)])
         experts.register_parameter(name, nn.Parameter(dt, requires_grad=p.requires_grad))
-    experts.__class__ = _LocalShardExperts

@@ -6,9 +6,10 @@ SUM over ranks of the local gradients (no averaging); the trainer divides its lo
 token count itself.
 
 FSDP units: each encoder and decoder block (a block projects the encoder output for its own
-cross-attention), and the root (embeddings, LM head, norms, position biases). A stack cannot be one
-unit: FSDP rebuilds a unit's arguments, so the ``aux`` list it appends to would be a copy and the
-MoE aux losses would be lost.
+cross-attention), the experts of each MoE layer under expert parallelism, and the root (embeddings,
+LM head, norms, position biases). Blocks and stacks return everything they compute as values (named
+tuples: hidden states, the MoE aux losses, keys/values), so FSDP sees every output tensor that needs
+a gradient, and a unit's outputs are never lost in a list it was handed.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def parallelize(
 
     - ``ep > 1``: every ``MoELayer.experts`` weight ``[E, ...]`` becomes a ``Shard(0)`` DTensor on
       ``meshes.ep`` (this rank's ``E / ep`` experts) and its dispatcher an ``AllToAllDispatcher``;
-      with ``dp_mod_ep > 1`` the experts are also FSDP-sharded over ``meshes.dp_mod_ep``.
+      the experts are their own FSDP unit over ``meshes.dp_mod_ep`` (sharded when it has > 1 rank).
     - Everything else (and the experts when ``ep == 1``) is FSDP-sharded over ``meshes.dp``.
-    - ``param_dtype`` (e.g. bf16): FSDP computes in it, reduces gradients in float32.
+    - ``param_dtype`` (e.g. bf16): FSDP computes in it (experts included), reduces gradients in float32.
     """
     dims = meshes.dims
     if ep != dims.ep:
@@ -57,17 +58,15 @@ def parallelize(
         apply_activation_checkpointing(model)
 
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    ignored: set[nn.Parameter] = set()
-    if ep > 1 and dims.dp_mod_ep > 1:  # experts: FSDP over the ranks that hold the same experts
+    if ep > 1:  # experts: FSDP over the ranks that hold the same experts (a mesh of 1 when dp_mod_ep = 1:
+        # no sharding, but the policy's compute dtype, and their gradients stay out of the dp reduction)
         for moe in moe_layers:
             fully_shard(
                 moe.experts, mesh=meshes.dp_mod_ep, mp_policy=mp, shard_placement_fn=_expert_placement(dims)
             )
-    elif ep > 1:  # one copy of each expert: their gradients are already complete (all-to-all backward)
-        ignored = {p for moe in moe_layers for p in moe.experts.parameters()}
     for block in (*model.encoder.blocks, *model.decoder.blocks):
-        fully_shard(block, mesh=meshes.dp, mp_policy=mp, ignored_params=ignored)
-    fully_shard(model, mesh=meshes.dp, mp_policy=mp, ignored_params=ignored)
+        fully_shard(block, mesh=meshes.dp, mp_policy=mp)
+    fully_shard(model, mesh=meshes.dp, mp_policy=mp)
     for m in model.modules():
         if isinstance(m, FSDPModule):  # sum, never average (gloo AVG is unreliable: pytorch#162338)
             m.set_gradient_divide_factor(1.0)

@@ -193,7 +193,7 @@ class StageRun:
                 model_id=model.model_id,
                 run_id=self.run_id,
             )
-            spec.add_flavor(MODEL_TYPE, loader="flanmoe.model.FlanMoEModel.from_pretrained")
+            spec.add_flavor(MODEL_TYPE, loader="flanmoe.model.load_pretrained")
             with tempfile.TemporaryDirectory() as tmp:
                 spec.save(os.path.join(tmp, "MLmodel"))
                 client.log_model_artifact(model.model_id, os.path.join(tmp, "MLmodel"))

@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     from flanmoe.data.embedded import CHANCE
     from flanmoe.data.tokenizer import load_tokenizer
     from flanmoe.eval.suites import EvalSettings, Evaluator, label_set
-    from flanmoe.model.pretrained import load_config
-    from flanmoe.model.transformer import FlanMoEModel
+    from flanmoe.model.pretrained import load_config, load_pretrained
 
     try:
         model_cfg = load_config(model_dir)
@@ -170,9 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
-    model = FlanMoEModel.from_pretrained(
-        model_dir, device, dtype, moe_overrides={"dropless": cfg.dropless}
-    ).eval()
+    model = load_pretrained(model_dir, device, dtype, moe_overrides={"dropless": cfg.dropless}).eval()
     tok = load_tokenizer(model_dir)
     tok.encode_special_tokens = True  # as the tokenize stage encodes
     seed = effective_seed(params, "evaluate")

@@ -164,9 +164,9 @@ def run_training(
     from tokenizers import Tokenizer
 
     from flanmoe.config import flatten
-    from flanmoe.model import FlanMoEModel, accounting, build_model
+    from flanmoe.model import accounting, build_model
     from flanmoe.model.hf import load_hf
-    from flanmoe.model.pretrained import load_config, save_pretrained
+    from flanmoe.model.pretrained import load_config, load_pretrained, save_pretrained
     from flanmoe.parallel import Checkpointer
     from flanmoe.train.freeze import apply_freeze
     from flanmoe.train.launch import prepare_model, setup_distributed
@@ -198,7 +198,7 @@ def run_training(
             model.load_state_dict(imported.state_dict())
     if init_dir is not None:  # this stage's config (dropout, capacity, ...) with the earlier weights
         try:
-            model.load_state_dict(FlanMoEModel.from_pretrained(init_dir).state_dict())
+            model.load_state_dict(load_pretrained(init_dir).state_dict())
         except (RuntimeError, ValueError) as e:
             fail(f"{init_dir}: does not fit arch {arch!r} of params.yaml (rerun the stage that made it): {e}")
     frozen = apply_freeze(model, freeze)  # before sharding: FSDP and the optimizer see requires_grad

@@ -33,6 +33,7 @@ from flanmoe.eval.prompts import (
 from flanmoe.eval.scoring import generate, score_candidates
 from flanmoe.eval.suites import EvalSettings, Evaluator, label_set, summarize
 from flanmoe.model.config import ModelConfig
+from flanmoe.model.generate import greedy_generate
 from flanmoe.model.transformer import build_model
 
 V = 300  # vocabulary of the models scored on raw ids
@@ -89,8 +90,8 @@ def reference_logprob(model, prompt: list[int], cand: list[int]) -> float:
 @torch.no_grad()
 def reference_generate(model, prompt: list[int], max_new_tokens: int, eos_id: int = EOS_ID) -> list[int]:
     """One prompt alone, without the KV cache; cut at eos. Pad ids (never text) are dropped."""
-    seq = model.generate(
-        torch.tensor([prompt]), max_new_tokens=max_new_tokens, eos_id=eos_id, use_cache=False
+    seq = greedy_generate(
+        model, torch.tensor([prompt]), max_new_tokens=max_new_tokens, eos_id=eos_id, use_cache=False
     )[0].tolist()
     seq = seq[: seq.index(eos_id)] if eos_id in seq else seq
     return [t for t in seq if t != PAD_ID]
@@ -555,7 +556,8 @@ def test_generate_routing_skips_positions_after_eos() -> None:
     assert enc_tokens == sum(len(p) for p in prompts)
     # decoder positions routed: up to and including the step that emitted eos, else every step
     ended = [
-        eos in model.generate(torch.tensor([p]), max_new_tokens=new, eos_id=eos)[0].tolist() for p in prompts
+        eos in greedy_generate(model, torch.tensor([p]), max_new_tokens=new, eos_id=eos)[0].tolist()
+        for p in prompts
     ]
     assert any(ended)
     stop = [len(g) + 1 if e else new for g, e in zip(got, ended, strict=True)]

@@ -29,12 +29,12 @@ def _save_random_model(work, arch: str, dest: str) -> None:
     import torch
 
     from flanmoe.config import load_params
-    from flanmoe.model import build_model
+    from flanmoe.model import build_model, save_pretrained
 
     params = load_params(work / "params.yaml")
     torch.manual_seed(0)
     model = build_model(params.arch_config(arch), 600)
-    model.save_pretrained(work / dest, work / "data" / "tokenized" / "tokenizer.json")
+    save_pretrained(model, work / dest, work / "data" / "tokenized" / "tokenizer.json")
 
 
 def _workspace(tmp_path, tokenized, **evaluate):  # noqa: F811

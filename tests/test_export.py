@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from flanmoe.model.config import ModelConfig
-from flanmoe.model.pretrained import load_config, save_pretrained
-from flanmoe.model.transformer import FlanMoEModel, build_model
+from flanmoe.model.pretrained import load_config, load_pretrained, save_pretrained
+from flanmoe.model.transformer import build_model
 
 V = 64
 MICRO = dict(d_model=16, d_ff=32, num_heads=2, d_kv=8, num_encoder_layers=2, num_decoder_layers=2)
@@ -41,7 +41,7 @@ def test_round_trip_is_exact(arch: str, tmp_path: Path) -> None:
     assert config["format"] == "flanmoe" and config["format_version"] == 1 and config["vocab_size"] == V
     assert load_config(out) == ARCHS[arch].model_copy(update={"vocab_size": V})
 
-    loaded = FlanMoEModel.from_pretrained(out).eval()
+    loaded = load_pretrained(out).eval()
     assert loaded.state_dict().keys() == model.state_dict().keys()
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
@@ -64,22 +64,22 @@ def test_device_dtype_gathered_state_dict_and_tokenizer(tmp_path: Path) -> None:
     assert not sd["_orig_mod.embed.weight"].is_contiguous()
     out = save_pretrained(model, tmp_path / "m", tokenizer_path=tok.parent, state_dict=sd)
     assert (out / "tokenizer.json").read_text() == tok.read_text()
-    loaded = FlanMoEModel.from_pretrained(out, device="cpu", dtype=torch.float64)
+    loaded = load_pretrained(out, device="cpu", dtype=torch.float64)
     assert loaded.embed.weight.dtype == torch.float64
     torch.testing.assert_close(loaded.embed.weight, model.embed.weight.double())
-    assert model.save_pretrained(tmp_path / "m2", tokenizer_path=tok).joinpath("tokenizer.json").is_file()
+    assert save_pretrained(model, tmp_path / "m2", tokenizer_path=tok).joinpath("tokenizer.json").is_file()
 
 
 def test_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such model directory"):
-        FlanMoEModel.from_pretrained(tmp_path / "absent")
+        load_pretrained(tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="config.json: missing"):
-        FlanMoEModel.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
     model = build_model(ARCHS["dense"], V)
     out = save_pretrained(model, tmp_path / "m")
     (out / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors: missing"):
-        FlanMoEModel.from_pretrained(out)
+        load_pretrained(out)
     cfg_file = out / "config.json"
     good = json.loads(cfg_file.read_text())
     bad_cases = [
@@ -111,4 +111,4 @@ def test_wrong_weights_file_is_refused(tmp_path: Path) -> None:
     (out / "model.safetensors").replace(tmp_path / "dense.safetensors")
     (moe / "model.safetensors").replace(out / "model.safetensors")  # MoE weights under a dense config
     with pytest.raises(ValueError, match="model.safetensors: keys do not match the config: missing"):
-        FlanMoEModel.from_pretrained(out)
+        load_pretrained(out)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from flanmoe.model.config import ModelConfig, arch_presets, model_config_for_arch
+from flanmoe.model.generate import KVCache, greedy_generate
 from flanmoe.model.layers import relative_position_bucket
 from flanmoe.model.moe import MoELayer
 from flanmoe.model.transformer import build_model
@@ -140,8 +141,8 @@ def test_moe_output_has_aux_and_stats() -> None:
 def test_encoder_ignores_padding(moe: dict | None) -> None:
     model = tiny_model(moe)
     x, _ = batch()
-    short = model.encode(x[:1, :6], None)
-    padded = model.encode(x[:1], x[:1] != 0)
+    short = model.run_encoder(x[:1, :6], None).hidden
+    padded = model.run_encoder(x[:1], x[:1] != 0).hidden
     torch.testing.assert_close(padded[:, :6], short)
 
 
@@ -169,25 +170,25 @@ def test_kv_cache_generation_equals_uncached(moe: dict | None) -> None:
     ffn = moe.pop("ffn", "gated_gelu") if moe is not None else "gated_gelu"
     model = tiny_model(moe, seed=3, ffn=ffn)
     x, _ = batch(seed=1)
-    cached = model.generate(x, max_new_tokens=8, eos_id=1)
-    full = model.generate(x, max_new_tokens=8, eos_id=1, use_cache=False)
+    cached = greedy_generate(model, x, max_new_tokens=8, eos_id=1)
+    full = greedy_generate(model, x, max_new_tokens=8, eos_id=1, use_cache=False)
     assert cached.shape == (3, 8)
     assert torch.equal(cached, full)
     # Stronger than argmax: cached step logits equal the full decoder's logits at each position.
-    enc = model.encode(x, x != 0)
+    enc = model.run_encoder(x, x != 0).hidden
     dec = torch.cat([torch.zeros(3, 1, dtype=torch.long), cached[:, :-1]], dim=1)
-    ref = model.decode(dec, enc, x != 0)
-    cache = model.new_cache()
-    steps = [model.decode(dec[:, t : t + 1], enc, x != 0, cache=cache) for t in range(dec.shape[1])]
+    ref = model.run_decoder(dec, enc, x != 0).logits
+    cache = KVCache.for_model(model)
+    steps = [cache.decode(model, dec[:, t : t + 1], enc, x != 0).logits for t in range(dec.shape[1])]
     torch.testing.assert_close(torch.cat(steps, dim=1), ref)
 
 
 def test_generation_stops_at_eos_and_pads_after() -> None:
     model = tiny_model(seed=4)
     x, _ = batch(seed=2)
-    first = model.generate(x, max_new_tokens=1)[:, 0]
+    first = greedy_generate(model, x, max_new_tokens=1)[:, 0]
     model.lm_head.weight.data[1] = model.lm_head.weight.data[first[0]] * 1.5  # row 0 emits eos (id 1) first
-    out = model.generate(x, max_new_tokens=6, eos_id=1)
+    out = greedy_generate(model, x, max_new_tokens=6, eos_id=1)
     assert out[0, 0] == 1 and (out[0, 1:] == 0).all()
 
 

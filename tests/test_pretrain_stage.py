@@ -112,11 +112,11 @@ def test_pretrain_writes_model_metrics_plot_and_mlflow_run(tmp_path, tokenized):
     )  # resumes from the final checkpoint: nothing left to train
     assert "pretrain@switch: 6 steps, resumed from step 6" in rerun.stdout
 
-    from flanmoe.model import FlanMoEModel
+    from flanmoe.model import load_pretrained
 
     model_dir = work / "models" / "pretrain" / "s1234" / "switch"
     assert {p.name for p in model_dir.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
-    model = FlanMoEModel.from_pretrained(model_dir)
+    model = load_pretrained(model_dir)
     assert model.cfg.moe is not None and model.cfg.moe.num_experts == 4
 
     metrics = json.loads((work / "metrics" / "pretrain" / "s1234" / "switch.json").read_text())

@@ -35,7 +35,8 @@ PROBES: list[tuple[str, str, str]] = [
     ("flanmoe.train.data", "TokenBudgetBatches.__init__", "data"),
     ("flanmoe.train.mixture", "mixture_rates", "data"),
     ("flanmoe.model.transformer", "build_model", "model"),
-    ("flanmoe.model.transformer", "FlanMoEModel.from_pretrained", "model"),
+    ("flanmoe.model.transformer", "FlanMoEModel.from_pretrained", "model"),  # before load_pretrained
+    ("flanmoe.model.pretrained", "load_pretrained", "model"),
     ("flanmoe.model", "build_model", "model"),
     ("flanmoe.model.hf", "load_hf", "model"),
     ("flanmoe.train.launch", "setup_distributed", "model"),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flanmoe.model.generate import KVCache, greedy_generate
 from flanmoe.model.transformer import EOS_ID, PAD_ID, FlanMoEModel, shift_right
 
 StatsHook = Callable[[dict], None]  # receives {layer: RouterStats} of one forward
@@ -87,17 +88,21 @@ def score_candidates(
         aux: list = []
         ids = _pad([prompts[i] for i in rows], device)
         mask = ids != PAD_ID
-        enc = model.encode(ids, mask, aux)
+        encoded = model.run_encoder(ids, mask)
+        aux.extend(encoded.aux.items())
+        enc = encoded.hidden
         owner = [j for j, i in enumerate(rows) for _ in candidates[i]]
         labels = _pad([c for i in rows for c in candidates[i]], device)
         index = torch.as_tensor(owner, device=device)
         dec_mask = labels != PAD_ID
         # cross-attention keys/values once per prompt, shared by its candidates (through the cache)
-        cache = model.new_cache()
+        cache = KVCache.for_model(model)
         for layer, block in enumerate(model.decoder.blocks):
             k, v = block.cross_attn.project_kv(enc)
             cache.cross_kv[layer] = (k[index], v[index])
-        logits = model.decode(shift_right(labels), enc, mask[index], aux, decoder_mask=dec_mask, cache=cache)
+        decoded = cache.decode(model, shift_right(labels), enc, mask[index], dec_mask)
+        aux.extend(decoded.aux.items())
+        logits = decoded.logits
         logp = F.log_softmax(logits.float(), dim=-1).gather(-1, labels[..., None]).squeeze(-1)
         sums = (logp * dec_mask).sum(-1).tolist()
         counts = dec_mask.sum(-1).tolist()
@@ -125,7 +130,9 @@ def generate(
     for rows in _length_batches(prompts, batch_size):
         aux: list = []
         ids = _pad([prompts[i] for i in rows], device)
-        gen = model.generate(ids, ids != PAD_ID, max_new_tokens=max_new_tokens, eos_id=eos_id, aux=aux)
+        gen = greedy_generate(
+            model, ids, ids != PAD_ID, max_new_tokens=max_new_tokens, eos_id=eos_id, aux=aux
+        )
         _stats(aux, on_stats)
         for i, seq in zip(rows, gen.tolist(), strict=True):
             out[i] = seq[: seq.index(eos_id)] if eos_id in seq else [t for t in seq if t != PAD_ID]

@@ -6,11 +6,11 @@ Entry points for the trainer and evaluation::
     model = build_model(cfg, vocab_size=tokenizer_vocab)
     out = model(input_ids, attention_mask, labels=labels)             # Seq2SeqOutput
     out.loss.backward()                                               # lm_loss + aux_loss
-    ids = model.eval().generate(input_ids, attention_mask, max_new_tokens=32, eos_id=1)
+    ids = greedy_generate(model.eval(), input_ids, attention_mask, max_new_tokens=32, eos_id=1)
     acct = accounting(cfg, vocab_size, enc_len, dec_len)              # params, FLOPs/token
     logs = reduce_router_stats(out.router_stats)                      # floats: the one host sync
     save_pretrained(model, "out/model", tokenizer_path="tokenizer.json")
-    model = FlanMoEModel.from_pretrained("out/model")
+    model = load_pretrained("out/model")
     model = load_hf("switch-base-8/"); save_hf(model, "out/hf", expert_capacity=64)  # Hugging Face format
 """
 
@@ -35,6 +35,8 @@ _LAZY = {
     "MoELayer": "flanmoe.model.moe",
     "load_config": "flanmoe.model.pretrained",
     "save_pretrained": "flanmoe.model.pretrained",
+    "load_pretrained": "flanmoe.model.pretrained",
+    "greedy_generate": "flanmoe.model.generate",
     "RouterStats": "flanmoe.model.stats",
     "RouterStatsAccumulator": "flanmoe.model.stats",
     "reduce_router_stats": "flanmoe.model.stats",
@@ -57,10 +59,10 @@ def __getattr__(name: str):
 if TYPE_CHECKING:
     from flanmoe.model.config import ModelConfig, MoEConfig, arch_presets, model_config_for_arch
     from flanmoe.model.flops import Accounting, accounting, active_param_count, dense_twin, param_count
-    from flanmoe.model.generate import KVCache
+    from flanmoe.model.generate import KVCache, greedy_generate
     from flanmoe.model.hf import load_hf, save_hf
     from flanmoe.model.moe import MoEAux, MoELayer
-    from flanmoe.model.pretrained import load_config, save_pretrained
+    from flanmoe.model.pretrained import load_config, load_pretrained, save_pretrained
     from flanmoe.model.stats import RouterStats, RouterStatsAccumulator, reduce_router_stats
     from flanmoe.model.transformer import FlanMoEModel, Seq2SeqOutput, build_model, shift_right
 
@@ -76,6 +78,8 @@ __all__ = [
     "RouterStats",
     "RouterStatsAccumulator",
     "Seq2SeqOutput",
+    "greedy_generate",
+    "load_pretrained",
     "accounting",
     "active_param_count",
     "arch_presets",

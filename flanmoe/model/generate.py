@@ -35,6 +35,11 @@ class KVCache:
         """A cache for a decoder of ``num_layers`` blocks, holding nothing yet."""
         return cls([None] * num_layers, [None] * num_layers)
 
+    @classmethod
+    def for_model(cls, model: FlanMoEModel) -> KVCache:
+        """An empty cache for ``model``'s decoder."""
+        return cls.empty(len(model.decoder.blocks))
+
     def decode(
         self,
         model: FlanMoEModel,
@@ -79,7 +84,7 @@ def greedy_generate(
     dec = torch.full((B, 1), start_id, dtype=torch.long, device=input_ids.device)
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     alive = [~done]  # per decoder position: the sequence had not ended before it
-    cache = KVCache.empty(len(model.decoder.blocks)) if use_cache else None
+    cache = KVCache.for_model(model) if use_cache else None
     out = []
     for _ in range(max_new_tokens):
         if cache is not None:  # one new position per step

@@ -10,21 +10,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from pydantic import ValidationError
 from torch import Tensor
 
+from flanmoe.atomic import atomic_file
 from flanmoe.model.config import ModelConfig, MoEConfig
+from flanmoe.model.transformer import FlanMoEModel
 from flanmoe.params_base import format_validation_error
-
-if TYPE_CHECKING:
-    from flanmoe.model.transformer import FlanMoEModel
 
 FORMAT, FORMAT_VERSION = "flanmoe", 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
@@ -54,7 +52,7 @@ def save_pretrained(
     base = getattr(model, "_orig_mod", model)
     cfg, vocab = base.cfg, base.vocab_size
     tensors = _clean_state_dict(state_dict if state_dict is not None else base.state_dict())
-    _check_keys(type(base), tensors, cfg, vocab, "state_dict")
+    _check_keys(tensors, cfg, vocab, "state_dict")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer_path is not None:
@@ -65,8 +63,10 @@ def save_pretrained(
         shutil.copyfile(src, out / TOKENIZER_FILE)
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, **cfg.model_dump(mode="json")}
     config["vocab_size"] = vocab
-    _atomic_write(out / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
-    _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    with atomic_file(out / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_file(out / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     return out
 
 
@@ -100,14 +100,13 @@ def load_config(path: str | Path) -> ModelConfig:
 
 
 def load_pretrained(
-    model_cls: type[FlanMoEModel],
     path: str | Path,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     moe_overrides: Mapping[str, Any] | None = None,
 ) -> FlanMoEModel:
-    """The ``model_cls`` (``FlanMoEModel``, whose ``from_pretrained`` calls this) saved in ``path``,
-    weights exactly as stored (then moved to ``device``/``dtype``).
+    """The ``FlanMoEModel`` saved in ``path``, weights exactly as stored (then moved to
+    ``device``/``dtype``).
 
     ``moe_overrides`` replace ``MoEConfig`` fields that hold no weights (``dropless``, capacity
     factors, ...; ignored for a dense model). Returned in training mode, like a freshly built model:
@@ -123,9 +122,9 @@ def load_pretrained(
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing")
     tensors = load_file(str(file), device="cpu")
-    _check_keys(model_cls, tensors, cfg, cfg.vocab_size, str(file))
+    _check_keys(tensors, cfg, cfg.vocab_size, str(file))
     with torch.device("meta"):  # no random init: the loaded tensors become the parameters
-        model = model_cls(cfg, cfg.vocab_size)
+        model = FlanMoEModel(cfg, cfg.vocab_size)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.to(device=device, dtype=dtype)
 
@@ -147,12 +146,10 @@ def _clean_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _check_keys(
-    model_cls: type[FlanMoEModel], tensors: Mapping[str, Tensor], cfg: ModelConfig, vocab: int, where: str
-) -> None:
-    """Strict check of names and shapes against the ``model_cls`` of ``cfg`` (built on the meta device)."""
+def _check_keys(tensors: Mapping[str, Tensor], cfg: ModelConfig, vocab: int, where: str) -> None:
+    """Strict check of names and shapes against the model of ``cfg`` (built on the meta device)."""
     with torch.device("meta"):
-        expected = {k: v.shape for k, v in model_cls(cfg, vocab).state_dict().items()}
+        expected = {k: v.shape for k, v in FlanMoEModel(cfg, vocab).state_dict().items()}
     missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing or unexpected:
         raise ValueError(f"{where}: keys do not match the config: missing {missing}, unexpected {unexpected}")
@@ -161,10 +158,3 @@ def _check_keys(
     ]
     if wrong:
         raise ValueError(f"{where}: shapes do not match the config: " + "; ".join(wrong))
-
-
-def _atomic_write(dest: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file so that a crash never leaves a half-written ``dest``."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, dest)

@@ -8,17 +8,16 @@ named tuples, which FSDP and autograd hooks traverse): the hidden states, the Mo
 and router statistics, and the attention keys/values a KV cache keeps. The cache itself belongs to
 generation (``generate.KVCache``): a stack takes the past keys/values as plain arguments.
 
-``FlanMoEModel.generate`` / ``from_pretrained`` / ``save_pretrained`` / ``new_cache`` are shortcuts to
-``generate.py`` and ``pretrained.py``, which take the model (or its class) as an argument and import
-nothing of this module at run time: the package's imports go one way (config -> init, layers,
-router, experts -> moe; generate, pretrained -> transformer -> hf).
+Generation (``generate.greedy_generate``, ``generate.KVCache``), export and loading
+(``pretrained.save_pretrained`` / ``load_pretrained``) and the Hugging Face format (``hf``) are built
+on this module, which imports none of them: the package's imports go one way (config -> init, layers,
+router, experts -> moe -> transformer -> generate, pretrained -> hf).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -26,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flanmoe.model.config import ModelConfig
-from flanmoe.model.generate import KVCache, greedy_generate
 from flanmoe.model.init import (
     init_attention_,
     init_by_d_model_,
@@ -38,7 +36,6 @@ from flanmoe.model.init import (
 from flanmoe.model.layers import FFN, Attention, RelativePositionBias, RMSNorm, embedding, padding_bias
 from flanmoe.model.loss import IGNORE_INDEX, token_cross_entropy
 from flanmoe.model.moe import MoEAux, MoELayer
-from flanmoe.model.pretrained import load_pretrained, save_pretrained
 from flanmoe.model.router import RouterStats
 
 PAD_ID, EOS_ID = 0, 1
@@ -269,39 +266,6 @@ class FlanMoEModel(nn.Module):
             logits = self.lm_head(out.hidden)
         return DecoderOutput(logits, out.aux, out.self_kv, out.cross_kv)
 
-    def encode(
-        self, input_ids: Tensor, attention_mask: Tensor | None, aux: list[tuple[str, MoEAux]] | None = None
-    ) -> Tensor:
-        """``input_ids`` ``[B, S]`` -> encoder output ``[B, S, d_model]``; ``aux``, if given, collects
-        the MoE layers' ``(name, MoEAux)``."""
-        out = self.run_encoder(input_ids, attention_mask)
-        if aux is not None:
-            aux.extend(out.aux.items())
-        return out.hidden
-
-    def decode(
-        self,
-        decoder_input_ids: Tensor,
-        enc_out: Tensor,
-        enc_mask: Tensor | None,
-        aux: list[tuple[str, MoEAux]] | None = None,
-        decoder_mask: Tensor | None = None,
-        cache: KVCache | None = None,
-    ) -> Tensor:
-        """Decoder tokens ``[B, T]`` (after ``cache.length`` if cached: ``cache`` is updated) -> logits
-        ``[B, T, vocab]``; ``aux``, if given, collects the MoE layers' ``(name, MoEAux)``."""
-        if cache is not None:
-            out = cache.decode(self, decoder_input_ids, enc_out, enc_mask, decoder_mask)
-        else:
-            out = self.run_decoder(decoder_input_ids, enc_out, enc_mask, decoder_mask)
-        if aux is not None:
-            aux.extend(out.aux.items())
-        return out.logits
-
-    def new_cache(self) -> KVCache:
-        """An empty ``KVCache`` for this model's decoder."""
-        return KVCache.empty(len(self.decoder.blocks))
-
     def forward(
         self,
         input_ids: Tensor,
@@ -338,35 +302,6 @@ class FlanMoEModel(nn.Module):
             out.lm_loss = token_cross_entropy(logits, targets)
             out.loss = out.lm_loss + out.aux_loss
         return out
-
-    def generate(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        max_new_tokens: int = 32,
-        eos_id: int = EOS_ID,
-        use_cache: bool = True,
-        aux: list[tuple[str, MoEAux]] | None = None,
-    ) -> Tensor:
-        """Greedy decoding (``generate.greedy_generate``): ``[B, S]`` -> generated ids ``[B, <= max_new_tokens]``.
-        Call ``model.eval()`` first (dropout, eval capacity factor). ``aux`` collects the MoE outputs."""
-        return greedy_generate(self, input_ids, attention_mask, max_new_tokens, eos_id, use_cache, aux=aux)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        moe_overrides: dict | None = None,
-    ) -> FlanMoEModel:
-        """Load a directory written by ``save_pretrained`` (strict: every key, every shape);
-        ``moe_overrides`` change routing settings that hold no weights (e.g. ``{"dropless": True}``)."""
-        return load_pretrained(cls, path, device, dtype, moe_overrides)
-
-    def save_pretrained(self, path: str | Path, tokenizer_path: str | Path | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` (and ``tokenizer.json``) to ``path``."""
-        return save_pretrained(self, path, tokenizer_path)
 
     def param_group(self, name: str) -> str:
         """``"router"``, ``"experts"`` or ``"dense"`` for a parameter name (for freezing ablations)."""

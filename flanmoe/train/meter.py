@@ -81,12 +81,8 @@ class IntervalMeter:
         peak: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ):
-        self.world_size, self.flops_per_token, self.peak, self.clock = (
-            world_size,
-            flops_per_token,
-            peak,
-            clock,
-        )
+        self.world_size, self.flops_per_token, self.peak = world_size, flops_per_token, peak
+        self.clock = clock
         # what the run has seen (checkpointed)
         self.tokens_seen = 0  # non-padding input + target tokens (all processes)
         self.padded_seen = [0, 0]  # padding positions, all positions
@@ -104,7 +100,7 @@ class IntervalMeter:
     def start(self) -> None:
         """Open a new interval now (a ``fit`` starts): empty window, no throughput yet."""
         self._window.clear()
-        self._router_sums = RouterStatsAccumulator()
+        self._router_sums.reset()
         self.throughput = {}
         self._t0, self._tokens0, self._positions0 = self.clock(), self.tokens_seen, self.padded_seen[1]
 

@@ -13,6 +13,7 @@ point's losses and router statistics.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -140,8 +141,8 @@ class IntervalMeter:
             self.throughput["flops_per_second"] = pos_s * self.flops_per_token
             if self.peak:
                 self.throughput["mfu"] = self.throughput["flops_per_second"] / (self.peak * self.world_size)
-        reduce = lambda t: all_reduce_sum(t, self.world_size)  # noqa: E731
-        router = self._router_sums.reduce(reduce) if self._router_sums.count else {}
+        across = functools.partial(all_reduce_sum, world_size=self.world_size)
+        router = self._router_sums.reduce(across) if self._router_sums.count else {}
         self._router_sums.reset()
         self.train_loss, self.router = means["lm_loss"], router
         metrics = {

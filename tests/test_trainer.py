@@ -183,3 +183,36 @@ def test_early_stopping_keeps_the_best_model():
     assert vals[res.best_step] == min(vals.values())
     best_state = kept[-1][1]
     assert any(not torch.equal(best_state[n], p.detach()) for n, p in model.named_parameters())
+
+
+class _RecordingCheckpointer:
+    """Records the steps saved; nothing to resume."""
+
+    def __init__(self) -> None:
+        self.saved: list[int] = []
+
+    def latest(self):
+        return None
+
+    def save(self, step, model, optimizer, extra) -> None:
+        self.saved.append(step)
+
+
+def test_fit_interleaves_log_points_validation_and_checkpoints():
+    # log every 3, validate every 2, checkpoint every 4, 7 steps: the last step does all three
+    ds = packed()
+    logged: list[tuple[int, list[str]]] = []
+    ckpt = _RecordingCheckpointer()
+    cfg = train_cfg(steps=7, log_every=3, eval_every=2, checkpoint_every=4)
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(micro_cfg({"router": "switch"}), VOCAB), cfg, PackedBatches(ds, 8, 0),
+                      eval_batches(ds.select(range(8)), 8), checkpointer=ckpt,
+                      log_fn=lambda m, s: logged.append((s, sorted(m))))  # fmt: skip
+    res = trainer.fit()
+    assert [s for s, _ in logged] == [2, 3, 4, 6, 7] and ckpt.saved == [4, 7]
+    assert logged[0][1] == ["val/loss"] and logged[2][1] == ["val/loss"]  # validation between log points
+    assert "val/loss" not in logged[1][1] and "train/lm_loss" in logged[1][1]
+    assert "val/loss" in logged[3][1] and "router/moe/entropy" in logged[4][1]
+    assert [(p["step"], p["val_loss"] is None) for p in res.curve] == [(3, True), (6, False), (7, False)]
+    assert res.val_loss == res.curve[-1]["val_loss"] and res.train_loss == res.curve[-1]["train_loss"]
+    assert set(res.throughput) == {"tokens_per_second", "positions_per_second"}  # no FLOPs given

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,13 +25,13 @@ from torch import Tensor, nn
 
 from flanmoe.model.loss import IGNORE_INDEX, token_cross_entropy
 from flanmoe.model.transformer import shift_right
+from flanmoe.train.checkpointing import CheckpointPolicy
 from flanmoe.train.config import TrainConfig
+from flanmoe.train.early_stopping import EarlyStopping
+from flanmoe.train.meter import PEAK_FLOPS, IntervalMeter, LogPoint, peak_flops
 from flanmoe.train.optim import build_optimizer, build_scheduler
 
 LogFn = Callable[[dict[str, float], int], None]
-
-# dense bf16 peak FLOP/s of the GPUs we know (MFU is reported only for these)
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
 class BatchLike(Protocol):
@@ -51,11 +50,6 @@ class Sampler(Protocol):
     def next(self, groups: int) -> list[BatchLike]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
-
-
-# router statistics kept in the curve (plots/<stage>/...json) of an MoE model: load balance, drop rate,
-# router entropy (flanmoe.model.stats)
-ROUTING_HEALTH = ("load_max_over_mean", "dropped_fraction", "entropy")
 
 
 @dataclass
@@ -106,14 +100,6 @@ def forward_batch(model: nn.Module, batch: BatchLike) -> tuple[Tensor, Any]:
     return token_ce_sum(out.logits, labels), out
 
 
-def _all_reduce_sum(t: Tensor, dist: Dist) -> Tensor:
-    if dist.world_size > 1:
-        import torch.distributed as tdist
-
-        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
-    return t
-
-
 class Trainer:
     """Trains ``model`` (already placed and parallelized) with ``cfg`` on ``train_data``.
 
@@ -121,6 +107,10 @@ class Trainer:
     collectives line up). ``checkpointer``: a ``flanmoe.parallel.Checkpointer`` or None.
     ``log_fn(metrics, step)``: called on the main process every ``log_every`` steps.
     ``flops_per_token``: training FLOPs per (padded) position, for FLOP/s and MFU.
+    ``keep_best(state)``: early stopping's keeper of the best model (main process; a full CPU copy).
+
+    The loop's parts: ``meter`` (the log interval, throughput, the curve: ``flanmoe.train.meter``),
+    ``early_stopping`` and ``checkpoints`` (when to save, what is saved: ``flanmoe.train.checkpointing``).
     """
 
     def __init__(
@@ -145,73 +135,41 @@ class Trainer:
         self.optimizer = build_optimizer(model.parameters(), cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.step = 0
-        self.tokens_seen = 0
-        self.padded_seen = [0, 0]  # padding positions, all positions
-        self.curve: list[dict[str, float]] = []
-        self.last = {"train_loss": math.nan, "val_loss": None, "router": {}}  # the latest log point
-        self.best = {"val_loss": math.inf, "step": None, "bad_evals": 0}  # early stopping
         self.resumed_from: int | None = None
-        self._peak = self._peak_flops()
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _extra_state(self) -> dict:
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
-            "step": self.step,
-            "scheduler": self.scheduler.state_dict(),
-            "sampler": self.data.state_dict(),
-            "tokens_seen": self.tokens_seen,
-            "padded_seen": list(self.padded_seen),
-            "curve": list(self.curve),
-            "last": dict(self.last),
-            "best": dict(self.best),
-            "world_size": self.dist.world_size,
-            "rng": rng,
-        }
+        peak = peak_flops(self.dist.device, cfg.parallel.dtype)
+        self.meter = IntervalMeter(self.dist.world_size, flops_per_token, peak)
+        self.early_stopping = EarlyStopping(
+            cfg.early_stopping_patience,
+            snapshot=lambda: state_dict_for_export(self.model),
+            keep_best=keep_best,
+            is_main=self.dist.is_main,
+        )
+        self.checkpoints = CheckpointPolicy(
+            checkpointer,
+            cfg.checkpoint_every,
+            model=model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            sampler=train_data,
+            meter=self.meter,
+            early_stopping=self.early_stopping,
+            world_size=self.dist.world_size,
+        )
 
     def save_checkpoint(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.save(self.step, self.model, self.optimizer, self._extra_state())
+        self.checkpoints.save(self.step)
 
     def maybe_resume(self) -> int | None:
         """Load the latest complete checkpoint, if any; returns its step."""
-        if self.checkpointer is None:
-            return None
-        path = self.checkpointer.latest()
-        if path is None:
-            return None
-        extra = self.checkpointer.load(path, self.model, self.optimizer)
-        self.step = int(extra["step"])
-        self.scheduler.load_state_dict(extra["scheduler"])
-        self.data.load_state_dict(extra["sampler"])
-        self.tokens_seen = int(extra["tokens_seen"])
-        self.padded_seen = list(extra.get("padded_seen", [0, 0]))
-        self.curve = list(extra.get("curve", []))
-        self.last = dict(extra.get("last", self.last))
-        self.best = dict(extra.get("best", self.best))
-        rng = extra.get("rng")
-        if rng is not None and extra.get("world_size") == self.dist.world_size:  # same layout: exact
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        self.resumed_from = self.step
-        return self.step
-
-    # ------------------------------------------------------------------ the loop
+        step = self.checkpoints.resume()
+        if step is not None:
+            self.step = self.resumed_from = step
+        return step
 
     def _autocast(self):
         if self.cfg.parallel.dtype == "bfloat16":
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    def _peak_flops(self) -> float | None:
-        if self.dist.device.type != "cuda" or self.cfg.parallel.dtype != "bfloat16":
-            return None
-        name = torch.cuda.get_device_name(self.dist.device)
-        return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
     def train_step(self) -> dict[str, Tensor]:
         """One optimizer step; returns detached device tensors (no host sync)."""
@@ -219,10 +177,7 @@ class Trainer:
         groups = self.data.next(cfg.groups)
         mine = groups[dist.rank * cfg.grad_accum : (dist.rank + 1) * cfg.grad_accum]
         total_targets = max(sum(b.num_target_tokens for b in groups), 1)  # every process knows all groups
-        self.tokens_seen += sum(b.num_target_tokens + b.num_input_tokens for b in groups)
-        pads = sum(b.padded_input_tokens + b.padded_target_tokens for b in groups)  # pad positions
-        self.padded_seen[0] += pads
-        self.padded_seen[1] += pads + sum(b.num_input_tokens + b.num_target_tokens for b in groups)
+        self.meter.count(groups)
         self.model.train()
         acc = {"ce_sum": 0.0, "aux": 0.0, "load_balance": 0.0, "z_loss": 0.0}
         stats = []
@@ -250,22 +205,9 @@ class Trainer:
         vals["grad_norm"] = grad_norm.detach().float().to(dist.device) / dist.world_size  # summed later
         return {"values": vals, "stats": stats}
 
-    def _after_eval(self, val_loss: float | None) -> None:
-        """Early stopping: keep the best model (through ``keep_best``), count evals without progress."""
-        if self.cfg.early_stopping_patience is None or val_loss is None:
-            return
-        if val_loss < self.best["val_loss"]:
-            self.best.update(val_loss=val_loss, step=self.step, bad_evals=0)
-            state = state_dict_for_export(self.model)  # collective
-            if self.dist.is_main and self.keep_best is not None:  # a snapshot: training goes on in place
-                self.keep_best({k: v.detach().clone() for k, v in state.items()})
-        else:
-            self.best["bad_evals"] += 1
-
     @property
     def should_stop(self) -> bool:
-        patience = self.cfg.early_stopping_patience
-        return patience is not None and self.best["bad_evals"] >= patience
+        return self.early_stopping.should_stop
 
     @torch.no_grad()
     def validate(self) -> float | None:
@@ -285,118 +227,71 @@ class Trainer:
         return loss_sum / max(n, 1)
 
     def fit(self) -> TrainResult:
-        """Resume if a checkpoint exists, train to ``cfg.steps``, checkpoint, return the summary."""
-        from flanmoe.model.router import RouterStatsAccumulator
+        """Resume if a checkpoint exists, train to ``cfg.steps``, checkpoint, return the summary.
 
-        cfg, dist = self.cfg, self.dist
+        Per step: train -> meter (every ``log_every`` steps and at the end: reduce the interval) ->
+        eval (every ``eval_every`` steps and at the end; early stopping decides) -> log -> checkpoint.
+        """
+        cfg, meter = self.cfg, self.meter
         self.maybe_resume()
-        router = RouterStatsAccumulator()
-        window: list[dict[str, Tensor]] = []
-        throughput: dict[str, float] = {}
-        progress = _Progress(cfg.steps, self.step, self.progress_desc, enabled=dist.is_main)
-        t_window, tokens_window, positions_window = time.perf_counter(), self.tokens_seen, self.padded_seen[1]
+        progress = _Progress(cfg.steps, self.step, self.progress_desc, enabled=self.dist.is_main)
+        meter.start()
         while self.step < cfg.steps and not self.should_stop:
-            out = self.train_step()
-            window.append(out["values"])
-            for s in out["stats"]:
-                router.add(s)
-            last_step = self.step == cfg.steps
-            if self.step % cfg.log_every == 0 or last_step:
-                # the one host sync of an interval: all values of all steps, summed over processes
-                names = list(window[0])
-                stacked = _all_reduce_sum(
-                    torch.stack([torch.stack([w[n] for w in window]) for n in names]), dist
-                )
-                means = dict(zip(names, stacked.mean(dim=1).tolist(), strict=True))
-                window.clear()
-                elapsed = max(time.perf_counter() - t_window, 1e-9)
-                tok_s = (self.tokens_seen - tokens_window) / elapsed
-                pos_s = (self.padded_seen[1] - positions_window) / elapsed
-                t_window, tokens_window, positions_window = (
-                    time.perf_counter(),
-                    self.tokens_seen,
-                    self.padded_seen[1],
-                )
-                t_side = time.perf_counter()  # validation and logging are not training time
-                throughput = {"tokens_per_second": tok_s, "positions_per_second": pos_s}
-                if self.flops_per_token:
-                    throughput["flops_per_second"] = pos_s * self.flops_per_token
-                    if self._peak:
-                        throughput["mfu"] = throughput["flops_per_second"] / (self._peak * dist.world_size)
-                last_router = router.reduce(lambda t: _all_reduce_sum(t, dist)) if router.count else {}
-                router.reset()
-                self.last.update(train_loss=means["lm_loss"], router=last_router)
-                metrics = {
-                    "train/loss": means["lm_loss"] + means["aux"],
-                    "train/lm_loss": means["lm_loss"],
-                    "train/aux_loss": means["aux"],
-                    "train/grad_norm": means["grad_norm"],
-                    "train/lr": self.scheduler.get_last_lr()[0],
-                    "train/tokens_seen": float(self.tokens_seen),
-                    "train/pad_fraction": self.pad_fraction,
-                    **{f"train/{k}": v for k, v in throughput.items()},
-                }
-                if last_router:
-                    metrics["train/load_balance_loss"] = means["load_balance"]
-                    metrics["train/z_loss"] = means["z_loss"]
-                    metrics.update({f"router/{k}": v for k, v in last_router.items()})
-                # every point has the same keys (DVC plots refuse rows that differ): val_loss null
-                # where this step did not validate
-                point = {
-                    "step": self.step,
-                    "train_loss": means["lm_loss"],
-                    "val_loss": None,
-                    "lr": metrics["train/lr"],
-                }
-                for k in ROUTING_HEALTH:  # MoE: routing health over training (every point has them)
-                    if f"moe/{k}" in last_router:
-                        point[f"router_{k}"] = last_router[f"moe/{k}"]
-                if self.step % cfg.eval_every == 0 or last_step:
-                    self.last["val_loss"] = val_loss = self.validate()
-                    self._after_eval(val_loss)
-                    if val_loss is not None:
-                        metrics["val/loss"] = val_loss
-                        point["val_loss"] = val_loss
-                self.curve.append(point)
-                if dist.is_main and self.log_fn is not None:
-                    self.log_fn(metrics, self.step)
-                progress.update(self.step, metrics)
-                t_window += time.perf_counter() - t_side
-            elif self.step % cfg.eval_every == 0:
-                t_side = time.perf_counter()
-                self.last["val_loss"] = val_loss = self.validate()
-                self._after_eval(val_loss)
-                if dist.is_main and self.log_fn is not None and val_loss is not None:
-                    self.log_fn({"val/loss": val_loss}, self.step)
-                t_window += time.perf_counter() - t_side
-            stop = self.should_stop
-            if self.step % cfg.checkpoint_every == 0 or last_step or stop:
-                t_side = time.perf_counter()
-                self.save_checkpoint()
-                t_window += time.perf_counter() - t_side
-            if stop:
-                break
+            meter.add(**self.train_step())
+            final = self.step == cfg.steps
+            point = None
+            if self.step % cfg.log_every == 0 or final:
+                point = meter.close(self.step, self.scheduler.get_last_lr()[0])
+            with meter.paused():  # validation, logging and checkpoints are not training time
+                if self.step % cfg.eval_every == 0 or final:
+                    self.evaluate(point)
+                if point is not None:
+                    meter.record(point)
+                    self._log(point.metrics)
+                    progress.update(self.step, point.metrics)
+                if self.checkpoints.due(self.step, final=final or self.should_stop):
+                    self.save_checkpoint()
         progress.close()
-        if cfg.steps == 0 and self.last["val_loss"] is None:  # import and export only: the start's loss
-            self.last["val_loss"] = self.validate()
+        if cfg.steps == 0 and meter.val_loss is None:  # import and export only: the start's loss
+            meter.val_loss = self.validate()
+        return self._result()
+
+    def evaluate(self, point: LogPoint | None) -> None:
+        """Validate at this step, let early stopping decide, and log the loss: with the log point
+        ``point`` if this step has one, else alone."""
+        val_loss = self.meter.val_loss = self.validate()
+        self.early_stopping.update(val_loss, self.step)
+        if val_loss is None:
+            return
+        if point is not None:
+            point.add_val_loss(val_loss)
+        else:
+            self._log({"val/loss": val_loss})
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.dist.is_main and self.log_fn is not None:
+            self.log_fn(metrics, self.step)
+
+    def _result(self) -> TrainResult:
+        meter, best = self.meter, self.early_stopping
         return TrainResult(
             steps=self.step,
-            train_loss=self.last["train_loss"],
-            val_loss=self.last["val_loss"],
-            tokens_seen=self.tokens_seen,
-            curve=list(self.curve),
-            router=dict(self.last["router"]),
-            pad_fraction=self.pad_fraction,
+            train_loss=meter.train_loss,
+            val_loss=meter.val_loss,
+            tokens_seen=meter.tokens_seen,
+            curve=list(meter.curve),
+            router=dict(meter.router),
+            pad_fraction=meter.pad_fraction,
             resumed_from=self.resumed_from,
-            best_step=self.best["step"],
-            best_val_loss=self.best["val_loss"] if self.best["step"] is not None else None,
-            stopped_early=self.step < cfg.steps,
-            throughput=throughput,
+            best_step=best.best_step,
+            best_val_loss=best.best_val_loss if best.best_step is not None else None,
+            stopped_early=self.step < self.cfg.steps,
+            throughput=dict(meter.throughput),
         )
 
     @property
     def pad_fraction(self) -> float:
-        return self.padded_seen[0] / self.padded_seen[1] if self.padded_seen[1] else 0.0
+        return self.meter.pad_fraction
 
 
 class _Progress:
@@ -445,4 +340,12 @@ def state_dict_for_export(model: nn.Module) -> dict[str, Tensor]:
     return {unwrapped_key(k): v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in sd.items()}
 
 
-__all__ = ["Dist", "Trainer", "TrainResult", "forward_batch", "state_dict_for_export", "token_ce_sum"]
+__all__ = [
+    "PEAK_FLOPS",  # flanmoe.train.meter's, for bench/train_throughput.py
+    "Dist",
+    "Trainer",
+    "TrainResult",
+    "forward_batch",
+    "state_dict_for_export",
+    "token_ce_sum",
+]

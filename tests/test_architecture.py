@@ -145,7 +145,6 @@ def test_mermaid_groups_modules_by_folder_and_splice_replaces_between_markers(tm
     assert "old" not in new
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: model cycle and flow.py length, fixed in other branches")
 def test_real_tree_has_no_cycle_no_long_file_and_one_way_imports():
     result = subprocess.run(
         [sys.executable, "tools/import_graph.py", "--check"], cwd=ROOT, capture_output=True, text=True

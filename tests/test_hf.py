@@ -56,7 +56,7 @@ def _randomize_norms(model: torch.nn.Module, path: Path) -> torch.nn.Module:
         for name, p in model.named_parameters():
             if "layer_norm" in name:
                 p.uniform_(0.5, 1.5)
-    save_pretrained(model, path)
+    model.save_pretrained(path)
     return model.eval()
 
 

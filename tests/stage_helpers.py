@@ -47,11 +47,35 @@ def shipped_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+def _under(defaults: dict, given: dict) -> dict:
+    """``given`` with every key of ``defaults`` it lacks (nested dicts merged key by key)."""
+    out = dict(given)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _under(value, out[key])
+    return out
+
+
+def complete(params: dict) -> dict:
+    """``params`` with every field of the training, tokenize and evaluate sections spelled out, at the
+    value the params models give a missing one: dvc.yaml names those keys one by one, and DVC refuses
+    a stage whose params.yaml lacks one. What the stages compute is unchanged."""
+    from flanmoe.config import Params
+
+    defaults = Params.model_validate(params).model_dump(mode="json")
+    for section in ("tokenize", "pretrain", "instruct", "finetune", "evaluate"):
+        params[section] = _under(defaults[section], params.get(section) or {})
+    return params
+
+
 def write_params(workdir: Path, **sections) -> dict:
     """The shipped params.yaml with ``sections`` merged in (one level deep), written to ``workdir``."""
     params = shipped_params()
     for name, value in sections.items():
         params[name] = {**params.get(name, {}), **value}
+    complete(params)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 

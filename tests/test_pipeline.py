@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flanmoe import tracking
-from tests.stage_helpers import REPO, TINY_EMBEDDED, shipped_params
+from tests.stage_helpers import REPO, TINY_EMBEDDED, complete, shipped_params
 from tests.test_evaluate_stage import MICRO_EVAL
 from tests.test_finetune_stage import micro_finetune
 from tests.test_instruct_stage import micro_instruct
@@ -58,7 +58,7 @@ def micro_workspace(work: Path) -> tuple[Path, dict]:
     params["finetune"] = micro_finetune(steps=2)
     params["instruct"].update(val_examples=16, seed=None)  # the evaluate stages depend on both keys
     params["evaluate"] = {**params["evaluate"], **MICRO_EVAL}
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (work / "params.yaml").write_text(yaml.safe_dump(complete(params), sort_keys=False))
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns.db'}",

@@ -76,3 +76,28 @@ def select_stages(graph: Mapping[str, list[str]], targets: list[str] | None) -> 
                 wanted.add(stage)
                 todo.extend(graph[stage])
     return {s: ups for s, ups in graph.items() if s in wanted}
+
+
+def missing_params(repo: str | Path = ".") -> list[str]:
+    """``"<stage>: <key>"`` for every params.yaml key a stage of dvc.yaml names that params.yaml lacks
+    (DVC would stop at that stage; ``make run`` says so first, naming every one). Read with YAML alone:
+    no DVC import."""
+    import yaml
+
+    root = Path(repo)
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+    data = yaml.safe_load((root / "params.yaml").read_text()) if (root / "params.yaml").is_file() else {}
+    out = []
+    for name, spec in stages.items():
+        for key in (spec or {}).get("params", []):
+            if not isinstance(key, str) or "${" in key:
+                continue
+            node = data
+            for part in key.split("."):
+                node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is _MISSING:
+                out.append(f"{name}: {key}")
+    return out
+
+
+_MISSING = object()

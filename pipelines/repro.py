@@ -22,6 +22,12 @@ def _dvc(*args: str, env: dict | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     params = load_params_or_exit()
+    from pipelines.graph import missing_params
+
+    missing = missing_params()
+    if missing:  # DVC would stop at the first such stage, after running the ones before it
+        print(f"error: params.yaml: keys dvc.yaml names are missing: {'; '.join(missing)}", file=sys.stderr)
+        return 2
     if not argv and _dvc("status", "--quiet") == 0:
         print("dvc: data and pipelines are up to date; nothing to run.")
         return 0

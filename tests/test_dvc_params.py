@@ -5,6 +5,7 @@ can not be left out of the rerun trigger by mistake."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,26 @@ def test_evaluation_does_not_depend_on_the_training_stages_code():
         assert "stages/training.py" not in stages[name]["deps"]
     src = (ROOT / "stages" / "evaluate.py").read_text()
     assert "stages.training" not in src
+
+
+def test_make_run_names_every_missing_key_before_running_anything(tmp_path, monkeypatch, capsys):
+    from pipelines import repro
+    from pipelines.graph import missing_params
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["pretrain"]["lr"], raw["evaluate"]["bootstrap"]  # valid params (defaults), unknown to DVC
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert missing_params(tmp_path) == [
+        "pretrain: pretrain.lr",
+        "evaluate: evaluate.bootstrap",
+        "evaluate_finetune: evaluate.bootstrap",
+        "evaluate_freeze: evaluate.bootstrap",
+    ]
+    monkeypatch.chdir(tmp_path)
+    assert repro.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: params.yaml: keys dvc.yaml names are missing: pretrain: pretrain.lr;")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]  # nothing written
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    assert missing_params(tmp_path) == []

@@ -62,11 +62,14 @@ def complete(params: dict) -> dict:
     """``params`` with every field of the training, tokenize and evaluate sections spelled out, at the
     value the params models give a missing one: dvc.yaml names those keys one by one, and DVC refuses
     a stage whose params.yaml lacks one. What the stages compute is unchanged."""
-    from flanmoe.config import Params
+    from flanmoe.data.config import TokenizeConfig
+    from flanmoe.eval.config import EvaluateConfig
+    from flanmoe.train.config import FinetuneConfig, InstructConfig, TrainConfig
 
-    defaults = Params.model_validate(params).model_dump(mode="json")
-    for section in ("tokenize", "pretrain", "instruct", "finetune", "evaluate"):
-        params[section] = _under(defaults[section], params.get(section) or {})
+    models = {"tokenize": TokenizeConfig, "pretrain": TrainConfig, "instruct": InstructConfig}
+    models |= {"finetune": FinetuneConfig, "evaluate": EvaluateConfig}
+    for section, model in models.items():  # the models' defaults: params that a test makes bad stay bad
+        params[section] = _under(model().model_dump(mode="json"), params.get(section) or {})
     return params
 
 

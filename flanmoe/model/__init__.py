@@ -14,8 +14,9 @@ Entry points for the trainer and evaluation::
     model = load_hf("switch-base-8/"); save_hf(model, "out/hf", expert_capacity=64)  # Hugging Face format
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from flanmoe.lazy import lazy_getattr
 
 # name -> module: imported on first use (PEP 562), so that importing one submodule (a config, say)
 # does not import torch and everything else the package holds
@@ -48,12 +49,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:

@@ -3,8 +3,9 @@
 The model package stays free of distribution; ``parallelize`` shards a built model in place.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from flanmoe.lazy import lazy_getattr
 
 # name -> module: imported on first use (PEP 562), so that importing one submodule (a config, say)
 # does not import torch and everything else the package holds
@@ -26,12 +27,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:

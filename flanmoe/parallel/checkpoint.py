@@ -30,6 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from flanmoe.atomic import replace_dir
 from flanmoe.parallel.mesh import barrier, get_rank, get_world_size, is_distributed
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -75,10 +76,9 @@ class Checkpointer:
         return final
 
     def _commit(self, tmp: Path, final: Path) -> None:
-        """Make ``tmp`` the checkpoint ``final`` (one rename: it is complete or absent)."""
-        if final.exists():  # re-saving a step (e.g. after a resume): the new copy wins
-            shutil.rmtree(final)
-        tmp.rename(final)
+        """Make ``tmp`` the checkpoint ``final`` (one rename: it is complete or absent); re-saving a step
+        (e.g. after a resume), the new copy wins."""
+        replace_dir(tmp, final)
 
     def _prune(self) -> None:
         for path in self.complete()[: -self.keep]:

@@ -9,8 +9,9 @@ result = Trainer(model, cfg, PackedBatches(ds, cfg.batch_size, seed), val_batche
                  dist=dist, checkpointer=Checkpointer(root, keep=2)).fit()
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from flanmoe.lazy import lazy_getattr
 
 # name -> module: imported on first use (PEP 562), so that importing one submodule (a config, say)
 # does not import torch and everything else the package holds
@@ -28,12 +29,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:

@@ -26,3 +26,36 @@ def apply_offline_env() -> None:
         os.environ.setdefault(key, value)
     if not sys.stderr.isatty():  # progress bars in a log file (DVC, CI) are noise
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``): floats, and so
+    every score, reproduce bit for bit on the same CPU model only."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> dict[str, object]:
+    """What a result's reproducibility depends on: ``cpu_model``, ``cpus`` (logical), ``torch_version``
+    (installed; torch is not imported) and ``torch_threads`` (when torch is already imported)."""
+    from importlib import metadata
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    torch = sys.modules.get("torch")
+    return {
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "torch_version": torch_version,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+    }

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.config import flatten
+from flanmoe.env import machine
 from flanmoe.grid import finetune_runs, freeze_scenario, scenario_label
 from stages.common import fail, load_params, run_stage, tracked_run
 from stages.paths import EVALS, METRICS, PLOTS, seed_dir
@@ -210,6 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     source = (
         f"Archs {', '.join(params.archs.run)}; fine-tuned tasks {', '.join(params.finetune.tasks) or 'none'}; "
         f"{seed_text}. From metrics/pretrain/ and metrics/evaluate/ of this pipeline run."
+    )
+    host = machine()
+    threads = params.pretrain.parallel.threads or "torch's default"
+    source += (
+        f" Run on {host['cpu_model']} ({host['cpus']} CPUs), torch {host['torch_version']}, training threads per"
+        f" process (pretrain.parallel.threads): {threads}; the scores reproduce bit for bit on the same CPU"
+        " model only."
     )
     report = summary(table, fs)
     routing = {k.removeprefix("routing/"): v for k, v in metrics.items() if k.startswith("routing/")}

@@ -52,10 +52,15 @@ def machine() -> dict[str, object]:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         torch_version = None
-    torch = sys.modules.get("torch")
     return {
         "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "torch_version": torch_version,
-        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "torch_threads": torch_threads(),
     }
+
+
+def torch_threads() -> int | None:
+    """torch's intra-op threads, when torch is already imported (None otherwise: it is not imported)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None

@@ -24,7 +24,7 @@ import yaml
 
 from flanmoe import tracking_client
 from flanmoe.config import Params, flatten, load_params_or_exit
-from flanmoe.env import machine
+from flanmoe.env import machine, torch_threads
 
 DVC_EXP_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` in the stages it runs (dvc/repo/experiments/queue)
 _IGNORED_NAMES = {"__pycache__", ".DS_Store"}  # mirrors .dvcignore
@@ -223,7 +223,7 @@ def tracked_run(
         t0 = time.perf_counter()
         yield run
         run.log_metrics({"stage_seconds": time.perf_counter() - t0})
-        run.set_tags({"torch_threads": machine()["torch_threads"]})  # known once the stage ran
+        run.set_tags({"torch_threads": torch_threads()})  # known once the stage ran
         for path in outputs or []:
             if Path(path).is_file():
                 run.log_artifact(path, Path(path).parent.as_posix())

@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     report = summary(table, fs)
     routing = {k.removeprefix("routing/"): v for k, v in metrics.items() if k.startswith("routing/")}
     curves = curve_panels(params, metrics)
-    from flanmoe.report.plots import check_curve, check_routing, write_figures
+    from flanmoe.report.plots import write_figures
+    from flanmoe.report.training_figures import check_curve, check_routing
 
     try:
         for arch, r in routing.items():

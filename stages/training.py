@@ -35,7 +35,7 @@ from stages.common import (
     stage_deps,
     tracked_run,
 )
-from stages.paths import CHECKPOINTS, METRICS, MODELS, PLOTS, TOKENIZED, TOKENIZER, seed_dir  # noqa: F401
+from stages.paths import CHECKPOINTS, METRICS, MODELS, PLOTS, TOKENIZER, seed_dir
 
 # settings that change neither the math nor the data order: a checkpoint stays valid across them
 _LAYOUT_KEYS = {"parallel", "grad_accum", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}

@@ -430,7 +430,10 @@ def test_missing_routing_of_moe_arch_exit_2_malformed_inputs_named(tmp_path):
     assert proc.returncode == 2
     assert "evals/s1234/switch-instruct/routing.json: missing" in proc.stderr
     assert not (tmp_path / "docs").exists() and not (tmp_path / "metrics" / "report.json").exists()
-    from flanmoe.report.plots import check_curve, check_routing  # what the stage checks before drawing
+    from flanmoe.report.training_figures import (  # what the stage checks before drawing
+        check_curve,
+        check_routing,
+    )
 
     with pytest.raises(ReportInputError, match=r"x.json: mmlu.biology.encoder.1.expert_fraction is not"):
         check_routing({"mmlu": {"biology": {"encoder.1": {"entropy": 1.0}}}}, "x.json")
@@ -556,8 +559,9 @@ def test_report_stage_aggregates_two_seeds(tmp_path):
 
 
 def test_mean_curve_by_hand_and_its_band_is_drawn(tmp_path):
-    from flanmoe.report.plots import png_bytes, training_curves
     from flanmoe.report.seeds import mean_curve
+    from flanmoe.report.style import png_bytes
+    from flanmoe.report.training_figures import training_curves
 
     a = [{"step": 10, "train_loss": 4.0, "val_loss": None, "lr": 1e-3},
          {"step": 20, "train_loss": 3.0, "val_loss": 3.5, "lr": 1e-3},

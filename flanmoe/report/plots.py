@@ -25,11 +25,9 @@ from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter, NullLoc
 
 from flanmoe.grid import MODES, scenario_label
 from flanmoe.report.render import ReportFigure
-from flanmoe.report.style import DPI, PALETTE, RC, new_figure, png_bytes  # noqa: F401 - DPI, png_bytes: re-exported
+from flanmoe.report.style import PALETTE, RC, new_figure, png_bytes
 from flanmoe.report.table import AVERAGE, Table
-from flanmoe.report.training_figures import (  # noqa: F401 - check_*: re-exported (the stage's checks)
-    check_curve,
-    check_routing,
+from flanmoe.report.training_figures import (
     routing_health,
     routing_heatmap,
     training_curves,
@@ -292,15 +290,4 @@ def write_figures(
     return out
 
 
-__all__ = [
-    "check_curve",
-    "check_routing",
-    "finetune",
-    "headline",
-    "it_gain",
-    "png_bytes",
-    "routing_health",
-    "routing_heatmap",
-    "training_curves",
-    "write_figures",
-]
+__all__ = ["finetune", "headline", "it_gain", "write_figures"]

@@ -151,7 +151,7 @@ def finetune_rows(t: Table) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -179,14 +179,14 @@ def to_markdown(
         f"Archs: {archs}. FLOPs/token: forward pass, matmuls of the active experts only (flanmoe/model/flops.py).",
         "",
     ]
-    out += [_md_table(*model_rows(t)), ""]
+    out += [md_table(*model_rows(t)), ""]
     out += [
         "## Held-out evaluation (scenario 2: instruction tuning, then zero- and few-shot)",
         "",
         "Each suite: normalized score [95% CI] (chance 0, perfect 100) · raw score (acc) · chance level."
         " IT gain = instruction-tuned - pretrained only, in normalized points [95% CI].",
         "",
-        _md_table(*heldout_rows(t)),
+        md_table(*heldout_rows(t)),
         "",
         *_md_figures(figures, "heldout"),
     ]
@@ -197,7 +197,7 @@ def to_markdown(
             "Test-split score [95% CI] (accuracy by rank classification, or exact match) with the task's"
             " chance level.",
             "",
-            _md_table(head, rows),
+            md_table(head, rows),
             "",
         ]
     else:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flanmoe.grid import MODES, SUITES
-from flanmoe.report.render import _md_table, fmt_points, fmt_score
+from flanmoe.report.render import fmt_points, fmt_score, md_table
 from flanmoe.report.stats import Estimate
 from flanmoe.report.table import AVERAGE
 
@@ -85,4 +85,4 @@ def scores_markdown(models: Models) -> str:
         ]
         for name, metrics in models
     ]
-    return _md_table(["model", *map(column_label, columns)], rows)
+    return md_table(["model", *map(column_label, columns)], rows)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from flanmoe.grid import EVAL_MODELS as MODELS  # pretrained-only, instruction-tuned
 from flanmoe.grid import HELDOUT as SUITES  # held-out suites, each shown on the normalized scale
-from flanmoe.grid import MODES, SCENARIOS, scenario_label  # noqa: F401 - the report's vocabulary
+from flanmoe.grid import MODES
 from flanmoe.report.stats import Estimate, difference
 
 AVERAGE = "normalized_average"  # the paper's mean of the suites' normalized scores

@@ -40,7 +40,8 @@ def _embedded_part(suite, role: str, max_examples: int | None, seed: int):
 
 
 def load_all(params) -> dict:
-    """Read every source (the embedded suite is built once, if any source uses it)."""
+    """Read every source (the embedded suite is built once, if any source uses it); with the embedded
+    pretraining corpus, also the knowledge probe of its people (``prepared.PROBE``)."""
     p, seed = params.prepare, params.base.seed
     suite = None
     if any(getattr(p, role).kind == "embedded" for role in prepared.ROLES):
@@ -54,6 +55,8 @@ def load_all(params) -> dict:
             data[role] = _embedded_part(suite, role, spec.max_examples, seed)
         else:
             data[role] = load_source(role, spec, seed)
+    if p.pretrain.kind == "embedded":
+        data[prepared.PROBE] = suite.probe
     return data
 
 
@@ -116,6 +119,8 @@ def main() -> None:
     metrics = {"load_seconds": round(load_s, 3)}
     for rows in summary.values():
         metrics.update(rows)
+    if "salient_spans" in data["pretrain"].column_names:
+        metrics["pretrain.salient_values"] = sum(len(s) // 2 for s in data["pretrain"]["salient_spans"])
     metrics["pretrain.text_mb"] = round(sum(len(t.encode()) for t in data["pretrain"]["text"]) / 1e6, 3)
     metrics["flan.tasks"] = len(set(data["flan"]["task_name"]))
     write_json(METRICS / "prepare.json", without_timings(metrics))

@@ -15,6 +15,9 @@ FIXTURES = REPO / "tests" / "fixtures"
 # the embedded suite at a size that builds in a second or two
 TINY_EMBEDDED = {
     "pretrain_mb": 0.05,
+    "it_people": 4,
+    "heldout_people": 4,
+    "bio_exposures": [1, 2],
     "flan_per_family": 4,
     "fewshot_k": 1,
     "mmlu_per_subject": 4,

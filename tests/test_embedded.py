@@ -23,9 +23,13 @@ from flanmoe.data.embedded import (
     summarize,
 )
 from flanmoe.data.embedded.families import FAMILIES
+from flanmoe.data.embedded.heldout_mmlu import people_subjects
 
 SMALL = {
     "pretrain_mb": 0.05,
+    "it_people": 4,
+    "heldout_people": 4,
+    "bio_exposures": [1, 2],
     "flan_per_family": 8,
     "fewshot_k": 1,
     "mmlu_per_subject": 4,
@@ -65,7 +69,7 @@ def test_counts_of_families_categories_and_heldout_tasks():
 
 
 def test_schemas(suite):
-    assert suite.pretrain.column_names == ["text", "timestamp", "url"]
+    assert suite.pretrain.column_names == ["text", "timestamp", "url", "salient_spans"]
     assert all(len(t) == 20 and t.endswith("Z") and t[10] == "T" for t in suite.pretrain["timestamp"])
     assert suite.flan.column_names == ["inputs", "targets", "task_source", "task_name", "template_type"]
     assert set(suite.flan["template_type"]) == set(TEMPLATE_TYPES)
@@ -77,7 +81,12 @@ def test_schemas(suite):
         per = {"dev": 5, "validation": SMALL["mmlu_val_per_subject"], "test": SMALL["mmlu_per_subject"]}[
             split
         ]
-        assert Counter(ds["subject"]) == {s: per for s in HELDOUT_TASKS["mmlu"]}
+        # people subjects: every fact of the stratum's held-out people in test, IT people's in dev/val
+        people = {"dev": 5, "validation": SMALL["mmlu_val_per_subject"], "test": 2 * 5}[split]
+        assert Counter(ds["subject"]) == {
+            **{s: per for s in HELDOUT_TASKS["mmlu"]},
+            **{s: people for s in people_subjects(SMALL["bio_exposures"])},
+        }
         for row in ds:
             assert len(row["choices"]) == len(set(row["choices"])) == 4 and row["answer"] in range(4)
     assert set(suite.bbh) == set(HELDOUT_TASKS["bbh"])
@@ -122,7 +131,13 @@ def test_heldout_tasks_never_in_mixture_or_corpus():
     assert not heldout & set(s.flan["task_name"])
     flan_text = "\n\x00".join(s.flan["inputs"])
     corpus = "\n\x00".join(s.pretrain["text"])
-    probes = [q for ds in s.mmlu.values() for q in ds["question"]]
+    # people subjects' dev and validation questions ask IT people, as the mixture does, by design
+    probes = [
+        q
+        for split, ds in s.mmlu.items()
+        for q, subj in zip(ds["question"], ds["subject"], strict=True)
+        if split == "test" or not subj.startswith("people_")
+    ]
     probes += [x for ds in s.bbh.values() for x in ds["input"]]
     probes += [x for dd in s.finetune.values() for ds in dd.values() for x in ds["inputs"]]
     leaks = [p for p in probes if p in flan_text or p in corpus]
@@ -154,4 +169,4 @@ def test_difficulty_knobs_at_their_limits_still_build(knobs):
 def test_summarize(suite):
     sizes = summarize(suite)
     assert sizes["flan_families"] == len(INSTRUCTION_FAMILIES) and sizes["flan_categories"] == len(CATEGORIES)
-    assert sizes["mmlu_dev_rows"] == 5 * len(HELDOUT_TASKS["mmlu"]) and 0.05 <= sizes["pretrain_mb"] < 0.2
+    assert sizes["mmlu_dev_rows"] == 5 * (len(HELDOUT_TASKS["mmlu"]) + 2) and 0.05 <= sizes["pretrain_mb"] < 0.2

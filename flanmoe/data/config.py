@@ -48,7 +48,11 @@ class EmbeddedConfig(StrictModel):
     pretrain_mb: float = Field(default=5.0, gt=0)  # pretraining corpus size, MB of UTF-8 text (1e6 bytes)
     real_fraction: float = Field(default=0.25, ge=0, le=1)  # share of shipped English (pydoc, docstrings)
     task_fraction: float = Field(default=0.25, ge=0, le=1)  # share of instruction-free family raw material
-    world_size: int = Field(default=30, ge=4)  # cities, people, animals, elements each (countries: half)
+    world_size: int = Field(default=30, ge=4)  # cities, animals, elements each (countries: half)
+    it_people: int = Field(default=100, ge=1)  # people the instruction mixture asks about
+    heldout_people: int = Field(default=200, ge=1)  # people only the corpus's biographies tell of
+    bio_exposures: list[int] = Field(default_factory=lambda: [12, 48], min_length=1)  # biographies per
+    # person, one exposure stratum per value (people of each group assigned round robin)
     flan_per_family: int = Field(default=400, gt=0)  # examples per instruction family
     fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
     fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples
@@ -67,6 +71,14 @@ class EmbeddedConfig(StrictModel):
     def _check(self) -> EmbeddedConfig:
         if self.real_fraction + self.task_fraction > 1:
             raise ValueError("task_fraction: real_fraction + task_fraction must be at most 1")
+        if any(n < 1 for n in self.bio_exposures) or len(set(self.bio_exposures)) != len(self.bio_exposures):
+            raise ValueError(f"bio_exposures: distinct counts >= 1 wanted (got {self.bio_exposures})")
+        strata = len(self.bio_exposures)
+        if min(self.it_people, self.heldout_people) < strata:
+            raise ValueError(
+                f"heldout_people: it_people and heldout_people must each be at least the number of strata "
+                f"({strata}) so that every stratum has people of both groups"
+            )
         return self
 
 

@@ -2,7 +2,9 @@
 
 ``<root>/pretrain`` and ``<root>/flan`` are Datasets; ``<root>/mmlu`` a DatasetDict of its splits;
 ``<root>/bbh`` a DatasetDict with one split per task; ``<root>/finetune/<task>`` a DatasetDict
-(train / validation / test).
+(train / validation / test). With the embedded pretraining corpus, ``<root>/probe`` (a DatasetDict,
+split test) holds the knowledge probe of the people its biographies describe: it means something
+only for models pretrained on that corpus.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import datasets
 import pyarrow as pa
 
 ROLES = ("pretrain", "flan", "mmlu", "bbh", "finetune")
+PROBE = "probe"  # written with the embedded pretraining corpus only
 
 
 def content_hash(ds: datasets.Dataset) -> str:

@@ -1,8 +1,9 @@
 """The embedded offline data suite: built deterministically from a seed, in the real schemas.
 
 ``build_suite(EmbeddedConfig())`` returns the pretraining corpus (C4 schema), the FLAN-like
-instruction mixture (FLAN schema), the held-out MMLU- and BBH-schema suites and single-task
-fine-tuning sets. Held-out tasks never appear in the mixture or the corpus (see ``HELDOUT_TASKS``).
+instruction mixture (FLAN schema), the held-out MMLU- and BBH-schema suites, single-task
+fine-tuning sets and the knowledge probe. Held-out tasks never appear in the mixture or the corpus
+(see ``HELDOUT_TASKS``); held-out people's facts appear only in the corpus's biographies.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flanmoe.data.embedded.corpus import build_corpus
 from flanmoe.data.embedded.families import FAMILIES, GenContext
 from flanmoe.data.embedded.families.translation import build_lexicon
 from flanmoe.data.embedded.finetune import FINETUNE_TASKS, build_finetune
-from flanmoe.data.embedded.heldout_mmlu import MMLU_SUBJECTS, build_mmlu
+from flanmoe.data.embedded.heldout_mmlu import MMLU_SUBJECTS, PROBE_COLUMNS, build_mmlu
 from flanmoe.data.embedded.mixture import TEMPLATE_TYPES, build_mixture
 from flanmoe.data.embedded.world import build_world
 
@@ -61,6 +62,7 @@ class EmbeddedSuite:
     mmlu: datasets.DatasetDict  # dev, validation, test: question, subject, choices, answer (cais/mmlu)
     bbh: dict[str, datasets.Dataset]  # task -> input, target (lukaemon/bbh, split test)
     finetune: dict[str, datasets.DatasetDict]  # task -> train/validation/test: inputs, targets, task_name
+    probe: datasets.DatasetDict  # test: subject, prefix, suffix, question, choices, answer (held-out people)
 
 
 def _mmlu_features() -> datasets.Features:
@@ -76,20 +78,34 @@ def _mmlu_features() -> datasets.Features:
     )
 
 
-def _strings(cols: dict[str, list]) -> datasets.Dataset:
+def _probe_features() -> datasets.Features:
     import datasets
 
-    """A dataset of string columns (explicit features, so empty columns keep their type)."""
-    return datasets.Dataset.from_dict(
-        cols, features=datasets.Features({k: datasets.Value("string") for k in cols})
+    return datasets.Features(
+        {
+            **{k: datasets.Value("string") for k in PROBE_COLUMNS if k not in ("choices", "answer")},
+            "choices": datasets.Sequence(datasets.Value("string")),
+            "answer": datasets.Value("int64"),
+        }
     )
+
+
+def _strings(cols: dict[str, list]) -> datasets.Dataset:
+    """A dataset of string columns (explicit features, so empty columns keep their type); a
+    ``salient_spans`` column holds int32 offsets."""
+    import datasets
+
+    features = {k: datasets.Value("string") for k in cols}
+    if "salient_spans" in cols:
+        features["salient_spans"] = datasets.Sequence(datasets.Value("int32"))
+    return datasets.Dataset.from_dict(cols, features=datasets.Features(features))
 
 
 def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
     """Generate the whole suite from ``cfg`` (deterministic, offline, a few seconds at defaults)."""
     import datasets
 
-    world = build_world(cfg.seed, cfg.world_size)
+    world = build_world(cfg.seed, cfg.world_size, cfg.it_people, cfg.heldout_people, tuple(cfg.bio_exposures))
     world_names = {e.name.lower() for es in world.entities.values() for e in es}
     ctx = GenContext(world, build_lexicon(cfg.seed, world_names), cfg.max_operand, cfg.list_len)
     corpus = build_corpus(ctx, cfg.seed, int(cfg.pretrain_mb * 1e6), cfg.real_fraction, cfg.task_fraction)
@@ -102,7 +118,7 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
         cfg.options_fraction,
         cfg.letter_fraction,
     )
-    mmlu = build_mmlu(world, cfg.seed, cfg.mmlu_per_subject, cfg.mmlu_val_per_subject)
+    mmlu, probe = build_mmlu(world, cfg.seed, cfg.mmlu_per_subject, cfg.mmlu_val_per_subject)
     bbh = build_bbh(cfg.seed, cfg.bbh_per_task, cfg.bbh_steps)
     finetune = build_finetune(world, cfg.seed, cfg.finetune_train, cfg.finetune_eval, cfg.max_operand)
     return EmbeddedSuite(
@@ -115,6 +131,7 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
         finetune={
             t: datasets.DatasetDict({s: _strings(c) for s, c in d.items()}) for t, d in finetune.items()
         },
+        probe=datasets.DatasetDict({"test": datasets.Dataset.from_dict(probe, features=_probe_features())}),
     )
 
 

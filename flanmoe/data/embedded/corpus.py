@@ -1,9 +1,13 @@
 """The pretraining corpus in the C4 schema (``text``, ``timestamp``, ``url``).
 
-Three parts, shuffled together: real English that ships with Python (``pydoc_data`` topics and
-standard-library docstrings, read with ``ast``, never imported), prose about the generated world
-(its facts in varied phrasing, the Zorbic lexicon, unit facts), and the instruction families'
-raw material stated as plain sentences without instructions.
+Four parts, shuffled together: real English that ships with Python (``pydoc_data`` topics and
+standard-library docstrings, read with ``ast``, never imported), the instruction families' raw
+material stated as plain sentences without instructions, biographies of the world's people (a
+fixed number per person: its exposure stratum, ``people.py``), and prose about the rest of the world
+(its facts in varied phrasing, the Zorbic lexicon, unit facts).
+
+People's facts appear only in their biographies. A fourth column, ``salient_spans``, gives the
+character offsets of every stated fact's value (``[s0, e0, s1, e1, ...]``), for salient-span masking.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import sysconfig
 from collections.abc import Iterator
 
 from flanmoe.data.embedded import vocab
+from flanmoe.data.embedded.facts import Entity, Relation, state_span
 from flanmoe.data.embedded.families import FAMILIES, GenContext
-from flanmoe.data.embedded.world import RELATIONS, Entity, Relation, World, state
+from flanmoe.data.embedded.families.knowledge import PERSON_FAMILIES
+from flanmoe.data.embedded.people import biographies
+from flanmoe.data.embedded.world import RELATIONS, World
 
 C4_COLUMNS = ("text", "timestamp", "url")
+Doc = tuple[str, str, list[int]]  # text, url, salient spans
 # (unit, its plural, smaller unit, how many): stated in the corpus, asked by MMLU "measurement"
 UNIT_FACTS = (
     ("week", "weeks", "days", 7),
@@ -63,7 +71,7 @@ def _nbytes(s: str) -> int:
     return len(s.encode("utf-8"))
 
 
-def real_english_docs() -> Iterator[tuple[str, str]]:
+def real_english_docs() -> Iterator[Doc]:
     """(text, url) of English text shipped with Python: pydoc topics, then stdlib docstrings.
 
     Sorted keys and file names; sources are parsed with ``ast``, so nothing is imported.
@@ -71,7 +79,7 @@ def real_english_docs() -> Iterator[tuple[str, str]]:
     from pydoc_data.topics import topics
 
     for key in sorted(topics):
-        yield topics[key].strip(), f"https://docs.python.org/3/reference/{key}.html"
+        yield topics[key].strip(), f"https://docs.python.org/3/reference/{key}.html", []
     stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
     for path in sorted(stdlib.glob("*.py")):
         try:
@@ -91,7 +99,7 @@ def real_english_docs() -> Iterator[tuple[str, str]]:
                 if doc and len(doc) >= 200:  # short docstrings are mostly signatures, not prose
                     docs.append(doc.strip())
         if docs:
-            yield "\n\n".join(docs), f"https://docs.python.org/3/library/{path.stem}.html"
+            yield "\n\n".join(docs), f"https://docs.python.org/3/library/{path.stem}.html", []
 
 
 Fact = tuple[Relation, Entity]
@@ -109,19 +117,25 @@ def _links(world: World) -> tuple[dict[str, Entity], dict[str, list[Fact]]]:
 
 def _entity_article(
     ent: Entity, names: dict[str, Entity], incoming: dict[str, list[Fact]], rng: random.Random
-) -> str:
+) -> tuple[str, list[int]]:
     """An encyclopedia-style paragraph: the entity's facts, a few facts that point to it (the
-    cities of a country, the owners of an animal), and some facts of entities it links to."""
+    cities of a country), and some facts of entities it links to; with its values' offsets."""
     facts = [(r, ent) for r in RELATIONS if r.kind == ent.kind]
     into = incoming.get(ent.name, [])
     facts += rng.sample(into, min(3, len(into)))
-    for attr in ent.attrs.values():  # follow links (capital, hometown, pet, discoverer) one hop
-        if attr in names and rng.random() < 0.5:
+    for attr in ent.attrs.values():  # follow links (capital, country) one hop; people have no article
+        if attr in names and names[attr].kind != "person" and rng.random() < 0.5:
             linked = names[attr]
             facts += rng.sample([(r, linked) for r in RELATIONS if r.kind == linked.kind], 2)
     rng.shuffle(facts)
-    sents = [state(r, e, rng, rng.choice(_CONNECTIVES)) for r, e in facts]
-    return f"{ent.name[0].upper()}{ent.name[1:]}\n\n" + " ".join(sents)
+    text = f"{ent.name[0].upper()}{ent.name[1:]}\n\n"
+    spans: list[int] = []
+    for k, (r, e) in enumerate(facts):
+        sentence, (a, b) = state_span(r, e, rng, rng.choice(_CONNECTIVES))
+        text += " " if k else ""
+        spans += [len(text) + a, len(text) + b]
+        text += sentence
+    return text, spans
 
 
 def _lexicon_doc(lexicon: dict[str, str], rng: random.Random) -> str:
@@ -141,9 +155,9 @@ def _units_doc(rng: random.Random) -> str:
     return vocab.fix_articles(" ".join(lines))
 
 
-def world_docs(world: World, lexicon: dict[str, str], rng: random.Random) -> Iterator[tuple[str, str]]:
-    """An endless stream of (text, url) documents about the world, cycling over its entities."""
-    ents = [e for kind in sorted(world.entities) for e in world.entities[kind]]
+def world_docs(world: World, lexicon: dict[str, str], rng: random.Random) -> Iterator[Doc]:
+    """An endless stream of documents about the world but its people, cycling over its entities."""
+    ents = [e for kind in sorted(world.entities) if kind != "person" for e in world.entities[kind]]
     names, incoming = _links(world)
     i = 0
     while True:
@@ -151,57 +165,65 @@ def world_docs(world: World, lexicon: dict[str, str], rng: random.Random) -> Ite
         rng.shuffle(order)
         for ent in order:
             i += 1
-            yield (
-                _entity_article(ent, names, incoming, rng),
-                f"https://encyclopedia.embedded/wiki/{ent.name.replace(' ', '_')}",
-            )
+            text, spans = _entity_article(ent, names, incoming, rng)
+            yield text, f"https://encyclopedia.embedded/wiki/{ent.name.replace(' ', '_')}", spans
             if i % 10 == 0:
-                yield _lexicon_doc(lexicon, rng), f"https://zorbic.embedded/glossary/{i}"
+                yield _lexicon_doc(lexicon, rng), f"https://zorbic.embedded/glossary/{i}", []
             if i % 25 == 0:
-                yield _units_doc(rng), f"https://facts.embedded/units/{i}"
+                yield _units_doc(rng), f"https://facts.embedded/units/{i}", []
 
 
-def task_docs(ctx: GenContext, rng: random.Random) -> Iterator[tuple[str, str]]:
-    """An endless stream of (text, url) documents of instruction-free family raw material."""
+def task_docs(ctx: GenContext, rng: random.Random) -> Iterator[Doc]:
+    """An endless stream of documents of instruction-free family raw material (not the person
+    families': people's facts are stated in biographies only, so that strata count exposures)."""
     i = 0
     while True:
         for fam in FAMILIES:
+            if fam.name in PERSON_FAMILIES:
+                continue
             i += 1
             lines = [
                 vocab.fix_articles(fam.plain_text(fam.generate(rng, ctx))) for _ in range(rng.randint(6, 14))
             ]
             sep = "\n\n" if fam.category == "reading_comprehension" else "\n"
-            yield sep.join(lines), f"https://exercises.embedded/{fam.name}/{i}"
+            yield sep.join(lines), f"https://exercises.embedded/{fam.name}/{i}", []
 
 
-def _take(stream: Iterator[tuple[str, str]], budget: int) -> list[tuple[str, str]]:
+def _take(stream: Iterator[Doc], budget: int) -> list[Doc]:
     out, used = [], 0
-    for text, url in stream:
+    for doc in stream:
         if used >= budget:
             break
-        out.append((text, url))
-        used += _nbytes(text)
+        out.append(doc)
+        used += _nbytes(doc[0])
     return out
 
 
 def build_corpus(
     ctx: GenContext, seed: int, total_bytes: int, real_fraction: float, task_fraction: float
 ) -> dict[str, list[str]]:
-    """C4-schema columns of about ``total_bytes`` UTF-8 bytes of text, documents shuffled.
+    """C4-schema columns (and ``salient_spans``) of about ``total_bytes`` UTF-8 bytes, documents shuffled.
 
     ``real_fraction`` of the bytes is shipped English (less if Python ships less), ``task_fraction``
-    family raw material, and the rest world prose.
+    family raw material; then every biography (their number is fixed by the people's strata), and
+    world prose fills the rest (none if the biographies already pass ``total_bytes``).
     """
     rng = random.Random(f"corpus-{seed}")
     real = _take(real_english_docs(), int(real_fraction * total_bytes))
     tasks = _take(task_docs(ctx, rng), int(task_fraction * total_bytes))
-    used = sum(_nbytes(t) for t, _ in real + tasks)
+    bios = list(biographies(ctx.world.people, rng))
+    used = sum(_nbytes(d[0]) for d in real + tasks + bios)
     world = _take(world_docs(ctx.world, ctx.lexicon, rng), max(0, total_bytes - used))
-    docs = real + tasks + world
-    rng.shuffle(docs)
+    docs = real + tasks + bios + world
+    rng.shuffle(docs)  # globally: one person's biographies land far apart, never in one window
     start = dt.datetime(2019, 1, 1, tzinfo=dt.timezone.utc)
     stamps = [
         (start + dt.timedelta(seconds=rng.randrange(2 * 365 * 86400))).strftime("%Y-%m-%dT%H:%M:%SZ")
         for _ in docs
     ]
-    return {"text": [t for t, _ in docs], "timestamp": stamps, "url": [u for _, u in docs]}
+    return {
+        "text": [d[0] for d in docs],
+        "timestamp": stamps,
+        "url": [d[1] for d in docs],
+        "salient_spans": [d[2] for d in docs],
+    }

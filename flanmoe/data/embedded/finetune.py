@@ -10,7 +10,9 @@ import random
 from collections.abc import Callable
 
 from flanmoe.data.embedded import vocab
-from flanmoe.data.embedded.world import KINDS, RELATIONS, World, state
+from flanmoe.data.embedded.facts import state
+from flanmoe.data.embedded.people import PERSON_RELATIONS
+from flanmoe.data.embedded.world import KINDS, RELATIONS, World
 
 FINETUNE_COLUMNS = ("inputs", "targets", "task_name")
 # (inputs, targets, group): rows of one group (one world fact, one entity) never straddle splits
@@ -19,8 +21,8 @@ Generator = Callable[[random.Random, World, int], tuple[str, str, str]]
 
 def fact_verification(rng: random.Random, world: World, max_operand: int) -> tuple[str, str, str]:
     """'Claim: The capital of X is Y. Is the claim true or false?' -> 'true' / 'false'."""
-    rel = rng.choice(RELATIONS)
-    ent = rng.choice(world.of(rel.kind))
+    rel = rng.choice(RELATIONS + PERSON_RELATIONS)
+    ent = rng.choice(world.askable(rel.kind))  # of people, IT people only (held-out facts: corpus only)
     group = f"{rel.kind}.{rel.attr}:{ent.name}"
     true = rng.random() < 0.5
     if not true:  # the same relation with another entity's value

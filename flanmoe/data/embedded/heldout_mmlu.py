@@ -1,7 +1,15 @@
-"""Held-out multiple-choice suite in the MMLU schema (``question``, ``subject``, ``choices``, ``answer``).
+"""Held-out multiple-choice suite in the MMLU schema (``question``, ``subject``, ``choices``, ``answer``),
+and the knowledge probe that states the same held-out facts as the corpus does.
 
-Knowledge subjects ask the world relations no instruction family asks (their facts are only
-stated in the corpus); skill subjects combine trained skills in a new multiple-choice format.
+- People subjects (``people_x12``, ``people_x48``: one per exposure stratum) ask every fact of every
+  held-out person, whose facts are only in the corpus's biographies, with the relations instruction
+  tuning asks about IT people: transfer to held-out *entities*. Their dev and validation questions
+  ask about IT people.
+- Knowledge subjects ask the world relations no instruction family asks: transfer to held-out
+  *relations* (a secondary probe). Skill subjects combine trained skills in a new format.
+- The probe (``build_probe``): each held-out person's fact as a statement in one of the corpus's own
+  wordings, the value cut out (``prefix``, ``suffix``), with the very choices and answer of its
+  MMLU-style question, so that storage (probe) and extraction (question) pair fact by fact.
 """
 
 from __future__ import annotations
@@ -11,12 +19,15 @@ from collections.abc import Callable
 
 from flanmoe.data.embedded import vocab
 from flanmoe.data.embedded.corpus import UNIT_FACTS
+from flanmoe.data.embedded.facts import Entity, Relation
+from flanmoe.data.embedded.people import PERSON_RELATIONS, cloze, subject
 from flanmoe.data.embedded.world import HELDOUT_RELATIONS, World
 
 MMLU_COLUMNS = ("question", "subject", "choices", "answer")
+PROBE_COLUMNS = ("subject", "prefix", "suffix", "question", "choices", "answer")
 KNOWLEDGE_SUBJECTS = tuple(sorted({r.subject for r in HELDOUT_RELATIONS if r.subject}))
 SKILL_SUBJECTS = ("elementary_mathematics", "lexicography", "measurement")
-MMLU_SUBJECTS = KNOWLEDGE_SUBJECTS + SKILL_SUBJECTS
+MMLU_SUBJECTS = KNOWLEDGE_SUBJECTS + SKILL_SUBJECTS  # and one people subject per stratum (people_subjects)
 DEV_PER_SUBJECT = 5  # as in MMLU: 5 dev questions per subject for few-shot prompts
 _EXTRA_POOLS = {"state": ("plasma",)}  # so every question has 4 distinct choices
 
@@ -44,6 +55,48 @@ def _knowledge_items(world: World, subject: str, rng: random.Random) -> list[Ite
             choices, ans = _choices(rng, ent.attrs[rel.attr], pool)
             items.append((vocab.fix_articles(rel.questions[k].format(s=ent.name)), choices, ans))
     return items
+
+
+def people_subjects(exposures: list[int] | tuple[int, ...]) -> tuple[str, ...]:
+    """The people subjects, one per exposure stratum, in the order of ``exposures``."""
+    return tuple(subject(n) for n in exposures)
+
+
+def _person_item(rel: Relation, person: Entity, world: World, rng: random.Random) -> Item:
+    choices, ans = _choices(rng, person.attrs[rel.attr], world.values("person", rel.attr))
+    return vocab.fix_articles(rng.choice(rel.questions).format(s=person.name)), choices, ans
+
+
+def _people_facts(people: list[Entity], rng: random.Random) -> list[tuple[Relation, Entity]]:
+    facts = [(r, p) for p in people for r in PERSON_RELATIONS]
+    rng.shuffle(facts)
+    return facts
+
+
+def build_people(world: World, seed: int, n_val: int) -> tuple[dict[str, dict[str, list]], dict[str, list]]:
+    """People subjects as MMLU splits (test: every fact of every held-out person of the stratum;
+    dev and validation: IT people of the stratum), and the probe's columns (one row per test question)."""
+    splits: dict[str, dict[str, list]] = {
+        s: {c: [] for c in MMLU_COLUMNS} for s in ("dev", "validation", "test")
+    }
+    probe: dict[str, list] = {c: [] for c in PROBE_COLUMNS}
+    people = world.people
+    for n in sorted(set(people.exposure.values())):
+        subj = subject(n)
+        rng = random.Random(f"mmlu-{seed}-{subj}")
+        it = _people_facts(people.stratum(people.it, n), rng)
+        parts = {"dev": it[:DEV_PER_SUBJECT], "validation": it[DEV_PER_SUBJECT : DEV_PER_SUBJECT + n_val]}
+        parts["test"] = _people_facts(people.stratum(people.heldout, n), rng)
+        for split, facts in parts.items():
+            for rel, person in facts:
+                q, choices, ans = _person_item(rel, person, world, rng)
+                for col, v in zip(MMLU_COLUMNS, (q, subj, choices, ans), strict=True):
+                    splits[split][col].append(v)
+                if split == "test":
+                    prefix, suffix = cloze(rel, person, rng)
+                    for col, v in zip(PROBE_COLUMNS, (subj, prefix, suffix, q, choices, ans), strict=True):
+                        probe[col].append(v)
+    return splits, probe
 
 
 def _num_choices(rng: random.Random, value: int, wrong: list[int]) -> tuple[list[str], int]:
@@ -122,22 +175,26 @@ def _skill_items(subject: str, rng: random.Random, n: int) -> list[Item]:
     return items
 
 
-def build_mmlu(world: World, seed: int, n_test: int, n_val: int) -> dict[str, dict[str, list]]:
+def build_mmlu(
+    world: World, seed: int, n_test: int, n_val: int
+) -> tuple[dict[str, dict[str, list]], dict[str, list]]:
     """Splits ``dev`` (5 per subject), ``validation`` and ``test`` as MMLU columns.
 
-    Knowledge subjects with fewer facts than asked reuse facts with another phrasing.
+    Knowledge subjects with fewer facts than asked reuse facts with another phrasing; people subjects
+    hold every held-out person's facts (``n_test`` does not apply to them). Also returns the probe's
+    columns (``build_people``).
     """
     splits: dict[str, dict[str, list]] = {
         s: {c: [] for c in MMLU_COLUMNS} for s in ("dev", "validation", "test")
     }
-    for subject in MMLU_SUBJECTS:
-        rng = random.Random(f"mmlu-{seed}-{subject}")
+    for subj in MMLU_SUBJECTS:
+        rng = random.Random(f"mmlu-{seed}-{subj}")
         need = DEV_PER_SUBJECT + n_val + n_test
-        if subject in KNOWLEDGE_SUBJECTS:
-            items = _knowledge_items(world, subject, rng)
+        if subj in KNOWLEDGE_SUBJECTS:
+            items = _knowledge_items(world, subj, rng)
             items = (items * (need // max(1, len(items)) + 1))[:need]
         else:
-            items = _skill_items(subject, rng, need)
+            items = _skill_items(subj, rng, need)
         parts = {
             "dev": items[:DEV_PER_SUBJECT],
             "validation": items[DEV_PER_SUBJECT : DEV_PER_SUBJECT + n_val],
@@ -147,7 +204,11 @@ def build_mmlu(world: World, seed: int, n_test: int, n_val: int) -> dict[str, di
             for q, choices, ans in its:
                 cols = splits[split]
                 cols["question"].append(q)
-                cols["subject"].append(subject)
+                cols["subject"].append(subj)
                 cols["choices"].append(choices)
                 cols["answer"].append(ans)
-    return splits
+    people, probe = build_people(world, seed, n_val)
+    for split, cols in people.items():
+        for col, values in cols.items():
+            splits[split][col] += values
+    return splits, probe

@@ -1,42 +1,21 @@
 """A small generated world: countries, cities, people, animals and invented elements with attributes.
 
-Its facts are stated in the pretraining corpus (``corpus.py``). Some relations are asked about by
-instruction families (``TRAINED_RELATIONS``); the others only by the held-out MMLU-style suite
-(``Relation.subject``), so instruction tuning teaches *how to answer* world questions and the
-held-out suite checks that this transfers to facts the model only read about.
+Its facts are stated in the pretraining corpus (``corpus.py``). People (``people.py``) are split into
+IT people, whom instruction families ask about, and held-out people, whom only the MMLU-style suite
+asks about: the main test of knowledge transfer (held-out *entities*). Of the other kinds, some
+relations are asked by instruction families (``TRAINED_RELATIONS``), the others only by the
+MMLU-style suite (``Relation.subject``): a secondary probe of transfer to held-out *relations*, which
+no model of this size passes (docs/calibration.md).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flanmoe.data.embedded import vocab
-
-
-@dataclass
-class Entity:
-    """One thing in the world: ``kind`` (country, city, ...), a unique ``name`` and ``attrs``."""
-
-    kind: str
-    name: str
-    attrs: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Relation:
-    """An attribute of one kind, how to state it and how to ask it.
-
-    Templates use ``{s}`` (the entity) and ``{o}`` (the value). ``subject`` is the held-out MMLU
-    subject that asks about it, or ``None`` when instruction families ask about it.
-    """
-
-    kind: str
-    attr: str
-    statements: tuple[str, ...]
-    questions: tuple[str, ...]
-    subject: str | None = None
-
+from flanmoe.data.embedded.facts import Entity, Relation
+from flanmoe.data.embedded.people import People, make_people, person_pools
 
 RELATIONS: tuple[Relation, ...] = (
     # --- trained: the instruction mixture asks these (category world_knowledge) ---
@@ -83,18 +62,6 @@ RELATIONS: tuple[Relation, ...] = (
             "{s} was built on the banks of the {o}.",
         ),
         ("Which river flows through {s}?", "On what river does {s} lie?", "Name the river of {s}."),
-    ),
-    Relation(
-        "person",
-        "profession",
-        ("{s} is a {o}.", "{s} works as a {o}.", "By trade, {s} is a {o}."),
-        ("What is the profession of {s}?", "What does {s} do for a living?", "What is {s}'s job?"),
-    ),
-    Relation(
-        "person",
-        "hometown",
-        ("{s} was born in {o}.", "{s} grew up in the city of {o}.", "{s} comes from {o}."),
-        ("Where was {s} born?", "Which city does {s} come from?", "What is the hometown of {s}?"),
     ),
     Relation(
         "animal",
@@ -192,21 +159,8 @@ RELATIONS: tuple[Relation, ...] = (
         ("Who discovered {s}?", "Which person first found the element {s}?"),
         "chemistry",
     ),
-    Relation(
-        "person",
-        "instrument",
-        ("{s} plays the {o}.", "In the evenings {s} plays the {o}.", "{s} is a fine {o} player."),
-        ("Which instrument does {s} play?", "What does {s} play in the evenings?"),
-        "biography",
-    ),
-    Relation(
-        "person",
-        "pet",
-        ("{s} keeps a {o} as a pet.", "The pet of {s} is a {o}.", "{s} owns a {o}."),
-        ("Which animal does {s} keep as a pet?", "What is the pet of {s}?"),
-        "biography",
-    ),
 )
+# asked by the instruction mixture: these, and every person relation (of IT people only)
 TRAINED_RELATIONS = tuple(r for r in RELATIONS if r.subject is None)
 HELDOUT_RELATIONS = tuple(r for r in RELATIONS if r.subject is not None)
 KINDS = ("country", "city", "person", "animal", "element")
@@ -218,6 +172,7 @@ class World:
 
     entities: dict[str, list[Entity]]
     pools: dict[str, list[str]]  # attr -> every invented value it may take (continent, language, ...)
+    people: People  # the same people as entities["person"], split into IT and held-out, with strata
 
     def of(self, kind: str) -> list[Entity]:
         """Entities of one kind."""
@@ -227,13 +182,24 @@ class World:
         """Distinct values of ``attr`` over entities of ``kind`` and its pool, sorted (distractors)."""
         return sorted({e.attrs[attr] for e in self.entities[kind]} | set(self.pools.get(attr, ())))
 
+    def askable(self, kind: str) -> list[Entity]:
+        """The entities of ``kind`` that instruction data may ask about: of people, the IT people only."""
+        return self.people.it if kind == "person" else self.entities[kind]
+
     def facts(self) -> list[tuple[Relation, Entity]]:
-        """Every (relation, entity) pair the world defines."""
+        """Every (relation, entity) pair of the kinds other than people (people's facts: biographies)."""
         return [(r, e) for r in RELATIONS for e in self.entities[r.kind]]
 
 
-def build_world(seed: int, size: int) -> World:
-    """Generate the world: ``size`` cities, people, animals and elements, ``size // 2`` countries."""
+def build_world(
+    seed: int,
+    size: int,
+    it_people: int = 100,
+    heldout_people: int = 200,
+    exposures: tuple[int, ...] = (12, 48),
+) -> World:
+    """Generate the world: ``size`` cities, animals and elements, ``size // 2`` countries, and
+    ``it_people + heldout_people`` people in strata of ``exposures`` biographies each."""
     rng = random.Random(f"world-{seed}")
     names = vocab.NameMaker(rng)
     n_countries = max(4, size // 2)
@@ -243,7 +209,9 @@ def build_world(seed: int, size: int) -> World:
     rivers = [names.make(2, 2) for _ in range(max(4, size // 3))]
     countries = [Entity("country", names.make()) for _ in range(n_countries)]
     cities = [Entity("city", names.make()) for _ in range(max(size, n_countries))]
-    people = [Entity("person", f"{rng.choice(vocab.FIRST_NAMES)} {names.make(2, 3)}") for _ in range(size)]
+    people = make_people(
+        rng, names, [c.name for c in cities[:16]], it_people, heldout_people, list(exposures)
+    )
     animals = [Entity("animal", names.make().lower()) for _ in range(size)]
     elements = [Entity("element", names.make(2, 2, "ium")) for _ in range(size)]
     for i, c in enumerate(countries):
@@ -278,19 +246,12 @@ def build_world(seed: int, size: int) -> World:
             "symbol": sym,
             "color": rng.choice(vocab.COLORS),
             "state": rng.choice(vocab.STATES),
-            "discoverer": rng.choice(people).name,
-        }
-    for p in people:
-        p.attrs = {
-            "profession": rng.choice(vocab.PROFESSIONS),
-            "hometown": rng.choice(cities).name,
-            "instrument": rng.choice(vocab.INSTRUMENTS),
-            "pet": rng.choice(animals).name,
+            "discoverer": rng.choice(people.it).name,  # a held-out person's name never enters the mixture
         }
     entities = {
         "country": countries,
         "city": cities,
-        "person": people,
+        "person": people.all,
         "animal": animals,
         "element": elements,
     }
@@ -301,25 +262,13 @@ def build_world(seed: int, size: int) -> World:
         "river": rivers,
         "capital": [c.name for c in cities],
         "country": [c.name for c in countries],
-        "hometown": [c.name for c in cities],
-        "pet": [a.name for a in animals],
-        "discoverer": [p.name for p in people],
+        "discoverer": [p.name for p in people.it],
         "product": list(vocab.PRODUCTS),
         "habitat": list(vocab.HABITATS),
         "color": list(vocab.COLORS),
         "legs": list(vocab.LEG_COUNTS),
         "state": list(vocab.STATES),
-        "instrument": list(vocab.INSTRUMENTS),
-        "profession": list(vocab.PROFESSIONS),
         "diet": list(vocab.DIETS),
+        **person_pools([c.name for c in cities[:16]]),
     }
-    return World(entities, pools)
-
-
-def state(rel: Relation, ent: Entity, rng: random.Random, lead: str = "") -> str:
-    """One sentence stating ``rel`` of ``ent`` in a random phrasing, after the lead-in ``lead``."""
-    t = rng.choice(rel.statements)
-    if lead and not t.startswith("{"):  # 'Records show that the ...', but names keep their capital
-        t = t[0].lower() + t[1:]
-    s = lead + t.format(s=ent.name, o=ent.attrs[rel.attr])
-    return vocab.fix_articles(s[0].upper() + s[1:])
+    return World(entities, pools, people)

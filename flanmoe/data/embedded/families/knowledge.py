@@ -1,18 +1,22 @@
-"""Closed-book QA over the generated world (category ``world_knowledge``): one family per trained relation."""
+"""Closed-book QA over the generated world (category ``world_knowledge``): one family per trained
+relation and per person relation. Person families ask about IT people only (``World.askable``):
+held-out people's facts never enter the mixture."""
 
 from __future__ import annotations
 
 import random
 
+from flanmoe.data.embedded.facts import Relation
 from flanmoe.data.embedded.families.base import Example, Family, GenContext, make_options
-from flanmoe.data.embedded.world import TRAINED_RELATIONS, Relation
+from flanmoe.data.embedded.people import PERSON_RELATIONS
+from flanmoe.data.embedded.world import TRAINED_RELATIONS
 
 CATEGORY = "world_knowledge"
 
 
 def _relation_family(rel: Relation) -> Family:
     def gen(rng: random.Random, ctx: GenContext) -> Example:
-        ent = rng.choice(ctx.world.of(rel.kind))
+        ent = rng.choice(ctx.world.askable(rel.kind))
         answer = ent.attrs[rel.attr]
         return Example(
             {"s": ent.name}, answer, make_options(rng, answer, ctx.world.values(rel.kind, rel.attr))
@@ -28,7 +32,8 @@ def _capital_to_country(rng: random.Random, ctx: GenContext) -> Example:
     return Example({"s": country.attrs["capital"]}, country.name, make_options(rng, country.name, pool))
 
 
-FAMILIES: list[Family] = [_relation_family(r) for r in TRAINED_RELATIONS] + [
+PERSON_FAMILIES = frozenset(f"{r.kind}_{r.attr}" for r in PERSON_RELATIONS)
+FAMILIES: list[Family] = [_relation_family(r) for r in TRAINED_RELATIONS + PERSON_RELATIONS] + [
     Family(
         "capital_to_country",
         CATEGORY,

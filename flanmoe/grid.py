@@ -33,13 +33,17 @@ AblationFreeze = Literal["gate", "experts", "non_moe"]
 ABLATION_FREEZES: tuple[str, ...] = get_args(AblationFreeze)
 FREEZE_SCENARIO_PREFIX = "after_it-freeze_"  # the ablation's scenarios in the report: after_it-freeze_gate
 
-# Evaluation: the held-out suites (the paper's normalized average is over these) and the held-in pairs
-Suite = Literal["mmlu", "bbh", "heldin"]
+# Evaluation: the held-out suites (the paper's normalized average is over these), the held-in pairs and
+# the knowledge probe (embedded corpus only; outside the average, in its own modes: PROBE_MODES)
+Suite = Literal["mmlu", "bbh", "heldin", "probe"]
 SUITES: tuple[str, ...] = get_args(Suite)
 HELDOUT: tuple[str, ...] = ("mmlu", "bbh")
 Mode = Literal["zero_shot", "few_shot"]
 MODES: tuple[str, ...] = get_args(Mode)
 MODE_LABEL: dict[str, str] = {"zero_shot": "zero-shot", "few_shot": "few-shot"}
+# the probe's modes: the fact as the corpus's own span-corruption cloze, or the bare question
+ProbeMode = Literal["cloze", "question"]
+PROBE_MODES: tuple[str, ...] = get_args(ProbeMode)
 
 
 def freeze_scenario(option: str) -> str:
@@ -110,6 +114,7 @@ __all__ = [
     "IT_ZERO_FEW",
     "MODES",
     "MODE_LABEL",
+    "PROBE_MODES",
     "SCENARIOS",
     "SCENARIO_LABEL",
     "SUITES",
@@ -117,6 +122,7 @@ __all__ = [
     "FinetuneRun",
     "FreezeOption",
     "Mode",
+    "ProbeMode",
     "Scenario",
     "Suite",
     "eval_name",

@@ -6,8 +6,11 @@ Without ``--task`` (scenario ``it_zero_few``): the held-out suites of ``evaluate
 and few-shot (``evaluate.fewshot_k`` exemplars): MMLU-schema multiple choice by log-likelihood
 (data/tokenized/mmlu), BBH-schema exact match of greedy generations (data/tokenized/bbh), and the
 held-in instruction pairs of the instruct stage's validation split (``heldin``: exact match), then
-the paper's normalized average over the held-out suites. dvc.yaml runs it on the pretrained-only and
-the instruction-tuned model of every arch: the instruction-tuning gain is their difference.
+the paper's normalized average over the held-out suites. ``probe`` (embedded corpus only,
+data/tokenized/probe): the knowledge probe, per stratum, as a span-corruption cloze and as a bare
+question (modes ``cloze``, ``question``; outside the normalized average). dvc.yaml runs it on the
+pretrained-only and the instruction-tuned model of every arch: the instruction-tuning gain is their
+difference.
 
 With ``--task`` (scenarios ``direct`` and ``after_it``): the fine-tuned model on the task's test split
 (data/tokenized/finetune/<task>): accuracy by rank classification when the task has at most
@@ -32,7 +35,7 @@ from pathlib import Path
 
 from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.config import flatten
-from flanmoe.grid import EVAL_MODELS, HELDOUT, IT_ZERO_FEW, MODES, eval_name, parse_finetune_run
+from flanmoe.grid import EVAL_MODELS, HELDOUT, IT_ZERO_FEW, MODES, PROBE_MODES, eval_name, parse_finetune_run
 from stages.common import (
     arch_tags,
     dvc_md5,
@@ -141,6 +144,11 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"--task: {args.task!r} is not in {root} (tasks: {have})")
         needed = [task_dir]
     else:
+        if "probe" in cfg.suites and not (TOKENIZED / "probe").is_dir():
+            fail(
+                f"evaluate.suites: 'probe' needs {TOKENIZED / 'probe'}, which is missing (the tokenize stage"
+                " copies it from data/prepared/probe, which only the embedded pretraining corpus has)"
+            )
         needed = [TOKENIZED / s for s in cfg.suites if s != "heldin"]
         if "heldin" in cfg.suites:
             needed.append(TOKENIZED / "flan")
@@ -162,6 +170,14 @@ def main(argv: list[str] | None = None) -> None:
         splits = load_from_disk(TOKENIZED / "finetune" / args.task)
         if "test" not in splits or len(splits["test"]) == 0:
             fail(f"--task: {TOKENIZED / 'finetune' / args.task} has no 'test' split with examples")
+    elif "probe" in cfg.suites:
+        from flanmoe.eval.probe import check_probe, evaluate_probe
+
+        probe = load_from_disk(TOKENIZED / "probe")
+        try:
+            check_probe(probe, where=str(TOKENIZED / "probe"))
+        except ValueError as e:
+            fail(str(e))
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -226,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
                     results.append(ev.bbh(bbh, shots, chance))
             if "heldin" in cfg.suites:
                 results.append(ev.pairs("heldin", _heldin_rows(params, ev.decode)))
+            if "probe" in cfg.suites:  # stored facts: the cloze, then the bare question
+                results.extend(evaluate_probe(ev, probe, mode) for mode in PROBE_MODES)
         metrics, summary = _collect(results, settings)
         routing = ev.routing_summary()
         with atomic_dir(evals / name) as tmp:

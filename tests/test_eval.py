@@ -23,6 +23,7 @@ from flanmoe.eval.metrics import (
     normalized_average,
     normalized_score,
 )
+from flanmoe.eval.probe import check_probe, cloze_ids, evaluate_probe
 from flanmoe.eval.prompts import (
     encode_prompts,
     exemplar,
@@ -887,3 +888,124 @@ def test_mmlu_on_the_real_schema(fixtures, tok, moe_model) -> None:
         assert rec["target"] == row["choices"][row["answer"]] and rec["prediction"] in row["choices"]
     assert res.summary["score"] == pytest.approx(np.mean([r["correct"] for r in res.records]), abs=1e-6)
     assert set(ev.routing_summary()["mmlu"]) == {r["subject"] for r in test}
+
+
+# =====================================================================================  knowledge probe
+
+PROBE = [
+    {"subject": "people_x8", "prefix": "Alice Toluma plays the ", "suffix": ".",
+     "question": "Which instrument does Alice Toluma play?",
+     "choices": ["violin", "flute", "harp", "drum"], "answer": 0},
+    {"subject": "people_x8", "prefix": "Kim Mumea was born in ", "suffix": " and lives by the sea.",
+     "question": "Where was Kim Mumea born?",
+     "choices": ["Toluma", "Paris", "Vega", "Sirius"], "answer": 1},
+    {"subject": "people_x1", "prefix": "Bob Vega won the prize in 19", "suffix": "",
+     "question": "In which year did Bob Vega win the prize?",
+     "choices": ["90", "85", "77", "64"], "answer": 3},
+]  # fmt: skip
+
+
+def probe_splits(rows: list[dict] | None = None) -> datasets.DatasetDict:
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(PROBE if rows is None else rows)})
+
+
+def bare(tok, text: str) -> list[int]:
+    return tok.encode(text, add_special_tokens=False).ids
+
+
+def test_probe_cloze_ids_are_the_corpus_span_corruption_form(tok) -> None:
+    assert tok.token_to_id("<extra_id_0>") == 3 and tok.token_to_id("<extra_id_1>") == 4
+    prompts, cands = cloze_ids(tok, PROBE, max_length=64)
+    # prefix without its trailing space, <extra_id_0>, the suffix with eos
+    assert prompts[0].ids == bare(tok, "Alice Toluma plays the") + [3] + bare(tok, ".") + [EOS_ID]
+    assert prompts[1].ids == bare(tok, "Kim Mumea was born in") + [3] + bare(
+        tok, " and lives by the sea."
+    ) + [1]
+    assert prompts[2].ids == bare(tok, "Bob Vega won the prize in 19") + [3, EOS_ID]  # empty suffix
+    assert not any(p.truncated for p in prompts) and all(p.shots == 0 for p in prompts)
+    # <extra_id_0> + the choice (spaced as in the statement) + <extra_id_1> + eos, every choice in order
+    assert cands[0] == [[3, *bare(tok, " " + c), 4, EOS_ID] for c in PROBE[0]["choices"]]
+    assert cands[1] == [[3, *bare(tok, " " + c), 4, EOS_ID] for c in PROBE[1]["choices"]]
+    assert cands[2] == [[3, *bare(tok, c), 4, EOS_ID] for c in PROBE[2]["choices"]]  # "19" + "90"
+    # a prompt over max_length keeps its last tokens (eos included) and is counted
+    n = len(prompts[1].ids)
+    short, _ = cloze_ids(tok, PROBE[1:2], max_length=n - 2)
+    assert short[0].ids == prompts[1].ids[2:] and short[0].truncated
+
+
+def test_probe_cloze_needs_two_sentinels() -> None:
+    one = train_tokenizer(_corpus(), vocab_size=400, kind="bpe", num_sentinels=1)
+    with pytest.raises(ValueError, match="extra_id_1"):
+        cloze_ids(one, PROBE, max_length=64)
+
+
+def test_probe_cloze_scores_per_subject(tok, moe_model) -> None:
+    ev = Evaluator(moe_model, tok, settings(mc_headline="mean"))  # the cloze ranks by sum regardless
+    res = evaluate_probe(ev, probe_splits(), "cloze")
+    assert (res.suite, res.mode) == ("probe", "cloze") and len(res.records) == len(PROBE)
+    prompts, cands = cloze_ids(tok, PROBE, max_length=512)
+    order = [2, 0, 1]  # by subject: people_x1, then people_x8
+    for rec, i in zip(res.records, order, strict=True):
+        row = PROBE[i]
+        assert (rec["suite"], rec["mode"], rec["task"], rec["shots"]) == ("probe", "cloze", row["subject"], 0)
+        assert rec["prompt"] == row["prefix"].removesuffix(" ") + "<extra_id_0>" + row["suffix"]
+        ref = [reference_logprob(moe_model, prompts[i].ids, c) for c in cands[i]]
+        assert rec["logprob_sum"] == pytest.approx(ref, abs=1e-4)
+        assert rec["target"] == row["choices"][row["answer"]]
+        assert rec["prediction"] == row["choices"][int(np.argmax(ref))]
+        assert rec["correct"] == (rec["prediction"] == rec["target"])
+    s = res.summary
+    assert set(s["tasks"]) == {"people_x1", "people_x8"} and s["n"] == 3 and s["average"] == "examples"
+    assert s["score"] == pytest.approx(s["acc_sum"])
+    for subject, t in s["tasks"].items():
+        recs = [r for r in res.records if r["task"] == subject]
+        assert t["n"] == len(recs) and t["chance"] == pytest.approx(0.25)
+        assert t["score"] == pytest.approx(np.mean([r["correct"] for r in recs]), abs=1e-6)
+        assert t["score_lo"] <= t["score"] <= t["score_hi"]
+    assert s["tasks"]["people_x8"]["best_constant"] == pytest.approx(0.5)  # answers 0 and 1
+    assert set(ev.routing_summary()["probe"]) == {"people_x1", "people_x8"}
+
+
+def test_probe_question_mode_is_the_bare_question(tok, moe_model) -> None:
+    ev = Evaluator(moe_model, tok, settings(mc_headline="mean", max_examples=1))
+    res = evaluate_probe(ev, probe_splits(), "question")
+    assert [r["task"] for r in res.records] == ["people_x1", "people_x8"]  # max_examples per subject
+    for rec, row in zip(res.records, [PROBE[2], PROBE[0]], strict=True):
+        assert rec["mode"] == "question" and rec["prompt"] == row["question"]
+        prompt_ids = tok.encode(row["question"]).ids
+        ref = [reference_logprob(moe_model, prompt_ids, tok.encode(c).ids) for c in row["choices"]]
+        assert rec["logprob_sum"] == pytest.approx(ref, abs=1e-4)
+        lengths = [len(tok.encode(c).ids) for c in row["choices"]]
+        by_mean = int(np.argmax(np.array(ref) / np.array(lengths)))
+        assert rec["prediction"] == row["choices"][by_mean]  # mc_headline applies, as for MMLU
+    # the same rows through the MMLU suite in the question format: the same scores
+    same = Evaluator(moe_model, tok, settings(mc_headline="mean", max_examples=1, mmlu_format="question"))
+    as_mmlu = same.mmlu(probe_splits(), shots=0)
+    assert [r["logprob_sum"] for r in as_mmlu.records] == [r["logprob_sum"] for r in res.records]
+    assert as_mmlu.summary == res.summary
+
+
+@pytest.mark.parametrize(
+    ("splits", "match"),
+    [
+        (datasets.DatasetDict({"dev": datasets.Dataset.from_list(PROBE)}), "no 'test' split"),
+        (
+            datasets.DatasetDict({"test": datasets.Dataset.from_list(PROBE).remove_columns("suffix")}),
+            r"lacks columns \['suffix'\]",
+        ),
+        (
+            datasets.DatasetDict({"test": datasets.Dataset.from_list([{**PROBE[0], "answer": 4}])}),
+            "out of range",
+        ),
+    ],
+)
+def test_probe_bad_data(tok, moe_model, splits, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        check_probe(splits, where="data/tokenized/probe")
+    with pytest.raises(ValueError, match=match):
+        evaluate_probe(Evaluator(moe_model, tok, settings()), splits, "cloze")
+
+
+def test_probe_unknown_mode(tok, moe_model) -> None:
+    with pytest.raises(ValueError, match="zero_shot"):
+        evaluate_probe(Evaluator(moe_model, tok, settings()), probe_splits(), "zero_shot")

@@ -192,6 +192,76 @@ def test_real_schema_sources_score_through_the_same_code(tmp_path):
     assert m["mmlu"]["zero_shot"]["chance"] == pytest.approx(expected_chance, abs=1e-6)
 
 
+PROBE_ROWS = [
+    {"subject": "people_x8", "prefix": "Alice Toluma plays the ", "suffix": ".",
+     "question": "Which instrument does Alice Toluma play?",
+     "choices": ["violin", "flute", "harp", "drum"], "answer": 0},
+    {"subject": "people_x8", "prefix": "Kim Mumea lives in ", "suffix": ".",
+     "question": "Where does Kim Mumea live?", "choices": ["Toluma", "Paris", "Vega", "Sirius"], "answer": 1},
+    {"subject": "people_x1", "prefix": "Bob Vega was born in 19", "suffix": "",
+     "question": "When was Bob Vega born?", "choices": ["90", "85", "77"], "answer": 2},
+]  # fmt: skip
+
+
+def _write_probe(work, rows=PROBE_ROWS) -> None:
+    """A hand-built data/tokenized/probe (replacing one the tokenize stage may have copied)."""
+    import datasets
+
+    path = work / "data" / "tokenized" / "probe"
+    shutil.rmtree(path, ignore_errors=True)
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(str(path))
+
+
+def test_knowledge_probe_per_stratum_in_both_modes(tmp_path, tokenized):  # noqa: F811
+    from flanmoe.tracking import search_runs
+
+    work = _workspace(tmp_path, tokenized, suites=["probe"])
+    _write_probe(work)
+    _save_random_model(work, "switch", "models/pretrain/s1234/switch")
+    proc = run_stage("evaluate", work, args=("models/pretrain/s1234/switch",))
+    assert "evaluate switch-pretrain: probe cloze" in proc.stdout and "probe question" in proc.stdout
+    m = json.loads((work / "metrics" / "evaluate" / "s1234" / "switch-pretrain.json").read_text())
+    assert set(m) == {"probe"} and set(m["probe"]) == {"cloze", "question"}  # no normalized average
+    records = [
+        json.loads(x) for x in (work / "evals" / "s1234" / "switch-pretrain" / "predictions.jsonl").open()
+    ]
+    assert len(records) == 2 * len(PROBE_ROWS)
+    for mode in ("cloze", "question"):
+        s = m["probe"][mode]
+        assert s["n"] == len(PROBE_ROWS) and set(s["tasks"]) == {"people_x1", "people_x8"}
+        assert s["tasks"]["people_x8"]["chance"] == pytest.approx(0.25)
+        assert s["tasks"]["people_x1"]["chance"] == pytest.approx(1 / 3)
+        recs = [r for r in records if r["mode"] == mode]
+        assert {r["suite"] for r in recs} == {"probe"} and len(recs) == len(PROBE_ROWS)
+        for task, t in s["tasks"].items():
+            ok = [r["correct"] for r in recs if r["task"] == task]
+            assert t["score"] == pytest.approx(sum(ok) / len(ok), abs=1e-6)
+            assert t["score_lo"] <= t["score"] <= t["score_hi"] and "best_constant" in t
+    cloze = [r["prompt"] for r in records if r["mode"] == "cloze"]
+    assert "Alice Toluma plays the<extra_id_0>." in cloze
+    (run,) = search_runs("flan-moe", uri=f"sqlite:///{work / 'mlruns.db'}")
+    assert (
+        run["metrics"]["probe/cloze/tasks/people_x8/score"]
+        == m["probe"]["cloze"]["tasks"]["people_x8"]["score"]
+    )
+    assert set(logged_datasets(work, run["run_id"])) == {"data/tokenized/probe"}
+
+
+def test_knowledge_probe_missing_or_malformed_exits_2(tmp_path, tokenized):  # noqa: F811
+    work = _workspace(tmp_path, tokenized, suites=["mmlu", "probe"])
+    shutil.rmtree(work / "data" / "tokenized" / "probe", ignore_errors=True)
+    _save_random_model(work, "dense", "models/pretrain/s1234/dense")
+    proc = run_stage("evaluate", work, check=False, args=("models/pretrain/s1234/dense",))
+    assert proc.returncode == 2, proc.stderr
+    assert "evaluate.suites: 'probe' needs data/tokenized/probe" in proc.stderr
+    _write_probe(work, [{k: v for k, v in r.items() if k != "question"} for r in PROBE_ROWS])
+    proc = run_stage("evaluate", work, check=False, args=("models/pretrain/s1234/dense",))
+    assert (
+        proc.returncode == 2 and "data/tokenized/probe: test split lacks columns ['question']" in proc.stderr
+    )
+    assert sorted(p.name for p in work.iterdir()) == ["data", "models", "params.yaml"]
+
+
 @pytest.mark.parametrize(
     ("args", "evaluate", "expected"),
     [

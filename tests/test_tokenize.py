@@ -45,6 +45,17 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     datasets.DatasetDict({"dev": mmlu, "test": mmlu}).save_to_disk(str(root / "mmlu"))
     bbh = datasets.Dataset.from_dict({"input": ["not ( True )"], "target": ["False"]})
     datasets.DatasetDict({"boolean_expressions": bbh}).save_to_disk(str(root / "bbh"))
+    probe = datasets.Dataset.from_dict(
+        {
+            "subject": ["people_x8"],
+            "prefix": ["Alice plays the "],
+            "suffix": ["."],
+            "question": ["Which instrument does Alice play?"],
+            "choices": [["violin", "flute", "harp", "drum"]],
+            "answer": [0],
+        }
+    )
+    datasets.DatasetDict({"test": probe}).save_to_disk(str(root / "probe"))
     pair = datasets.Dataset.from_dict(
         {"inputs": ["x y z", "y"], "targets": ["z", "x"], "task_name": ["ft"] * 2}
     )
@@ -67,7 +78,7 @@ def tokenized(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return out, tokenize_prepared(prepared_dir, out, cfg)
 
 
-def test_layout_and_columns(tokenized: tuple[Path, dict]) -> None:
+def test_layout_and_columns(prepared_dir: Path, tokenized: tuple[Path, dict]) -> None:
     out, stats = tokenized
     assert (out / "tokenizer.json").is_file()
     assert not list(out.parent.glob(".tokenized.tmp-*"))  # temp dir renamed away
@@ -87,6 +98,9 @@ def test_layout_and_columns(tokenized: tuple[Path, dict]) -> None:
     assert datasets.load_from_disk(str(out / "bbh"))["boolean_expressions"]["target"] == ["False"]
     json.dumps(stats)  # the stage writes it as metrics JSON
     assert stats["mmlu"] == {"dev": {"examples": 2}, "test": {"examples": 2}}
+    probe = datasets.load_from_disk(str(out / "probe"))  # the knowledge probe: copied as is
+    assert probe["test"].to_list() == datasets.load_from_disk(str(prepared_dir / "probe"))["test"].to_list()
+    assert stats["probe"] == {"test": {"examples": 1}}
     assert 3 + 20 + 256 < stats["tokenizer"]["vocab_size"] <= 400  # a tiny corpus runs out of merges
 
 

@@ -13,7 +13,8 @@ with ``flanmoe.data.prepared.save``, byte-deterministic):
   ``task_source``, ``task_name``, ``template_type``; the raw text is dropped.
 - ``finetune/<task>``: DatasetDict (train/validation/test), ``input_ids``, ``labels`` plus all the
   original columns (``inputs``, ``targets``, ``task_name``: the evaluation compares text).
-- ``mmlu``, ``bbh``: DatasetDicts copied with all their columns (prompts are rendered at evaluation).
+- ``mmlu``, ``bbh``, ``probe`` (the knowledge probe, embedded corpus only): DatasetDicts copied with all
+  their columns (prompts are rendered at evaluation).
 
 Atomicity: everything is written to ``<out_dir.parent>/.<out_dir.name>.tmp-<pid>`` and renamed onto
 ``out_dir`` at the end (a previous ``out_dir`` is replaced); on error the temp dir is removed.
@@ -343,7 +344,7 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
                 prepared.save(datasets.DatasetDict(splits), tmp / "finetune" / task_dir.name)
                 stats["finetune"][task_dir.name] = task_stats
 
-        for role in ("mmlu", "bbh"):
+        for role in ("mmlu", "bbh", "probe"):
             if (prepared_dir / role).is_dir():
                 dd = datasets.load_from_disk(str(prepared_dir / role))
                 prepared.save(dd, tmp / role)

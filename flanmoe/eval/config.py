@@ -16,7 +16,8 @@ class EvaluateConfig(StrictModel):
     # keys that change no score (dvc.yaml leaves them out of the evaluation stages' params)
     NO_RESULT_KEYS: ClassVar[frozenset[str]] = frozenset({"threads"})
 
-    suites: list[Suite] = Field(default_factory=lambda: ["mmlu", "bbh", "heldin"])  # held-out + held-in
+    # held-out + held-in; "probe": the knowledge probe (needs data/tokenized/probe: embedded corpus only)
+    suites: list[Suite] = Field(default_factory=lambda: ["mmlu", "bbh", "heldin"])
     fewshot_k: int = Field(3, ge=1)  # exemplars in few-shot prompts (MMLU: from dev, same subject)
     mmlu_format: Literal["options", "letters", "question"] = (
         "options"  # FLAN OPTIONS block, (A) letters, bare

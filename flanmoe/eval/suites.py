@@ -179,12 +179,7 @@ class Evaluator:
                 raise ValueError(f"{suite}: few-shot needs a 'dev' split (splits: {sorted(splits)})")
             for r in splits["dev"]:
                 dev_by_subject[r["subject"]].append(r)
-        by_subject: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            by_subject[r["subject"]].append(r)
-        items = [
-            r for subj in sorted(by_subject) for r in by_subject[subj][: self._cap(len(by_subject[subj]))]
-        ]
+        items = self.subject_items(rows)
         for r in items:
             if not 0 <= r["answer"] < len(r["choices"]):
                 raise ValueError(
@@ -203,9 +198,37 @@ class Evaluator:
         ]
         enc = encode_prompts(self.encode, queries, exemplars, s.max_input_length)
         cands = [mc_candidates(r["choices"], s.mmlu_format) for r in items]
-        cand_ids = [self.encode(c) for c in cands]
+        return self.multiple_choice(suite, mode, items, enc, cands, [self.encode(c) for c in cands])
+
+    def subject_items(self, rows) -> list[dict]:
+        """``rows`` (each with a ``subject``) grouped by subject in sorted order, at most
+        ``max_examples`` per subject."""
+        by_subject: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            by_subject[r["subject"]].append(r)
+        return [
+            r for subj in sorted(by_subject) for r in by_subject[subj][: self._cap(len(by_subject[subj]))]
+        ]
+
+    def multiple_choice(
+        self,
+        suite: str,
+        mode: str,
+        items: Sequence[Mapping[str, Any]],
+        enc: Sequence[Encoded],
+        cands: Sequence[Sequence[str]],
+        cand_ids: Sequence[Sequence[Sequence[int]]],
+        headline: Headline | None = None,
+        prompts: Sequence[str] | None = None,
+    ) -> SuiteResult:
+        """Score each item's candidates (``cand_ids``, texts ``cands``) given its prompt ``enc``; the
+        pick is the candidate of highest summed (``headline`` "sum") or per-token mean log-prob
+        (default: ``mc_headline``). ``items``: rows with ``subject``, ``choices``, ``answer``;
+        ``prompts``: the records' prompt texts (default: the decoded prompt ids)."""
+        s = self.s
+        headline = headline or s.mc_headline
         scores: list = [None] * len(items)
-        for subject in sorted(by_subject):  # per subject, so that routing is recorded per subject
+        for subject in sorted({r["subject"] for r in items}):  # routing is recorded per subject
             idx = [i for i, r in enumerate(items) if r["subject"] == subject]
             got = score_candidates(
                 self.model,
@@ -223,10 +246,11 @@ class Evaluator:
         truncated: dict[str, int] = defaultdict(int)
         answers: dict[str, list[str]] = defaultdict(list)
         chance: dict[str, list[float]] = defaultdict(list)
-        for r, e, c, sc in zip(items, enc, cands, scores, strict=True):
+        texts = [self.decode(e.ids) for e in enc] if prompts is None else prompts
+        for r, e, c, sc, text in zip(items, enc, cands, scores, texts, strict=True):
             by_sum = max(range(len(sc)), key=lambda j: sc[j].logprob)
             by_mean = max(range(len(sc)), key=lambda j: sc[j].mean_logprob)
-            pick = by_sum if s.mc_headline == "sum" else by_mean
+            pick = by_sum if headline == "sum" else by_mean
             subj = r["subject"]
             correct[subj].append(float(pick == r["answer"]))
             correct_sum[subj].append(float(by_sum == r["answer"]))
@@ -240,7 +264,7 @@ class Evaluator:
                     "task": subj,
                     "mode": mode,
                     "shots": e.shots,
-                    "prompt": self.decode(e.ids),
+                    "prompt": text,
                     "target": c[r["answer"]],
                     "prediction": c[pick],
                     "correct": pick == r["answer"],

@@ -9,6 +9,8 @@ with ``flanmoe.data.prepared.save``, byte-deterministic):
   pad id 0 (mask pad in the loss). Documents are concatenated with eos between them into one token
   stream, cut into raw chunks of ``random_spans_helper`` length, each span-corrupted (T5; span k
   becomes ``<extra_id_k>`` at whatever id the tokenizer gives it: 3 + k for ours, 32099 - k for HF T5's).
+  With ``salient_fraction`` > 0 (the corpus needs a ``salient_spans`` column), a chunk chosen with that
+  probability masks its salient tokens instead (``flanmoe.data.salient``; tail cut to fit the inputs).
 - ``flan``: Dataset, ``input_ids``, ``labels`` (variable length, truncated, each ending with eos),
   ``task_source``, ``task_name``, ``template_type``; the raw text is dropped.
 - ``finetune/<task>``: DatasetDict (train/validation/test), ``input_ids``, ``labels`` plus all the

@@ -23,7 +23,8 @@ def main() -> None:
         fail(f"{PREPARED / 'pretrain'} not found: run the prepare stage first (dvc repro prepare)")
     import datasets
 
-    from flanmoe.data.tokenize import check_salient, tokenize_prepared
+    from flanmoe.data.salient import check_salient
+    from flanmoe.data.tokenize import tokenize_prepared
     from flanmoe.data.tokenizer import load_tokenizer
 
     try:  # salient masking needs the salient spans of an embedded corpus

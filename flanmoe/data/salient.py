@@ -2,6 +2,8 @@
 
 - ``salient_token_flags``: which tokens of a document overlap its salient character spans (the world's
   fact values: byte-level BPE's ``Ġviolin`` covers `` violin``: salient).
+- ``check_salient``: the ``ValueError`` for ``salient_fraction`` > 0 on a corpus without the column;
+  ``encode_salient``: token ids and salient flags of a batch of documents.
 - ``salient_noise_mask``: per raw chunk, the noise mask that masks each maximal run of salient tokens as
   one span, and how many leading tokens of the chunk are kept so that the corrupted row fits.
 
@@ -17,7 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import datasets
 import numpy as np
+from tokenizers import Tokenizer
+
+from flanmoe.data.config import TokenizeConfig
 
 
 def salient_token_flags(offsets: np.ndarray, spans: Sequence[int], text_length: int) -> np.ndarray:
@@ -43,6 +49,27 @@ def salient_token_flags(offsets: np.ndarray, spans: Sequence[int], text_length: 
     salient_chars = np.concatenate([[0], np.cumsum(np.cumsum(cover)[:-1] > 0)])  # prefix sums
     offsets = np.asarray(offsets, np.int64).reshape(-1, 2)
     return salient_chars[offsets[:, 1]] > salient_chars[offsets[:, 0]]
+
+
+def check_salient(docs: datasets.Dataset, cfg: TokenizeConfig, where: object) -> None:
+    """``ValueError`` naming ``tokenize.salient_fraction`` when it needs a ``salient_spans`` column
+    that the pretraining corpus ``where`` lacks (real corpora have none)."""
+    if cfg.salient_fraction > 0 and "salient_spans" not in docs.column_names:
+        raise ValueError(
+            f"tokenize.salient_fraction: {cfg.salient_fraction} > 0 masks salient spans, but {where} has "
+            f"no `salient_spans` column (columns: {', '.join(docs.column_names)}); set it to 0.0"
+        )
+
+
+def encode_salient(batch: dict, tok: Tokenizer) -> dict:
+    """The tokenize stage's batched map over documents: ``ids`` (each ending with eos) and ``salient``
+    (1 for each token overlapping one of the document's ``salient_spans``)."""
+    ids, flags = [], []
+    encodings = tok.encode_batch(batch["text"])
+    for text, spans, enc in zip(batch["text"], batch["salient_spans"], encodings, strict=True):
+        ids.append(np.asarray(enc.ids, np.int32))
+        flags.append(salient_token_flags(np.asarray(enc.offsets), spans or [], len(text)).astype(np.int8))
+    return {"ids": ids, "salient": flags}
 
 
 def _shift_right(a: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from tokenizers import Tokenizer
 from flanmoe.atomic import atomic_dir
 from flanmoe.data import prepared
 from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
-from flanmoe.data.salient import salient_noise_mask, salient_token_flags
+from flanmoe.data.salient import check_salient, encode_salient, salient_noise_mask
 from flanmoe.data.span_corruption import (
     corrupted_lengths,
     random_spans_noise_mask,
@@ -113,16 +113,6 @@ def _encode_docs(batch: dict, tok: Tokenizer) -> dict:
     return {"ids": np.split(values, offsets[:-1])}
 
 
-def _encode_salient(batch: dict, tok: Tokenizer) -> dict:
-    """``_encode_docs`` plus ``salient``: 1 for each token overlapping a ``salient_spans`` span."""
-    ids, flags = [], []
-    encodings = tok.encode_batch(batch["text"])
-    for text, spans, enc in zip(batch["text"], batch["salient_spans"], encodings, strict=True):
-        ids.append(np.asarray(enc.ids, np.int32))
-        flags.append(salient_token_flags(np.asarray(enc.offsets), spans or [], len(text)).astype(np.int8))
-    return {"ids": ids, "salient": flags}
-
-
 def _pad_row(x: np.ndarray, length: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=PAD_ID)
 
@@ -166,16 +156,6 @@ def _corrupt_blocks(
     return out
 
 
-def check_salient(docs: datasets.Dataset, cfg: TokenizeConfig, where: object) -> None:
-    """``ValueError`` naming ``tokenize.salient_fraction`` when it needs a ``salient_spans`` column
-    that the pretraining corpus ``where`` lacks (real corpora have none)."""
-    if cfg.salient_fraction > 0 and "salient_spans" not in docs.column_names:
-        raise ValueError(
-            f"tokenize.salient_fraction: {cfg.salient_fraction} > 0 masks salient spans, but {where} has "
-            f"no `salient_spans` column (columns: {', '.join(docs.column_names)}); set it to 0.0"
-        )
-
-
 def tokenize_pretrain(
     docs: datasets.Dataset, tok: Tokenizer, cfg: TokenizeConfig, work_dir: Path
 ) -> tuple[datasets.Dataset, dict]:
@@ -194,7 +174,7 @@ def tokenize_pretrain(
     if cfg.salient_fraction > 0:
         features["salient"] = datasets.Sequence(datasets.Value("int8"))
     encoded = docs.select_columns(columns).map(
-        _encode_salient if cfg.salient_fraction > 0 else _encode_docs,
+        encode_salient if cfg.salient_fraction > 0 else _encode_docs,
         batched=True,
         batch_size=cfg.batch_size,
         num_proc=cfg.num_proc if cfg.num_proc > 1 else None,

@@ -186,7 +186,7 @@ def test_salient_noise_mask_rules() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_salient_noise_mask_matches_the_rules_and_fits(seed: int) -> None:
-    from flanmoe.data.salient import salient_noise_mask
+    from flanmoe.data.salient import salient_corrupt, salient_noise_mask
 
     rng = np.random.default_rng(seed)
     raw = int(rng.integers(4, 60))
@@ -195,10 +195,40 @@ def test_salient_noise_mask_matches_the_rules_and_fits(seed: int) -> None:
     mask, keep = salient_noise_mask(flags, in_len, tg_len, nsent)
     got = np.concatenate([mask.astype(int), keep[:, None]], axis=1).tolist()
     assert got == [_salient_reference(f, in_len, tg_len, nsent) for f in flags]
-    tokens = np.arange(1000, 1000 + raw)
-    for m, k in zip(mask, keep, strict=True):
-        if m.any():
-            assert m[:k].sum() == m.sum() and not m[0]
-            x, y = span_corrupt_batch(tokens[None, :k], m[None, :k], SENTINELS[:nsent], EOS)
-            assert x.shape[1] <= in_len and y.shape[1] <= tg_len
-            assert span_uncorrupt(x[0], y[0], SENTINELS[:nsent], EOS) == tokens[:k].tolist()
+    tokens = rng.integers(1000, 2000, size=(200, raw))
+    # all rows at once, as the tokenize stage does it: each row is span_corrupt_batch of its kept part
+    xs, ys = salient_corrupt(tokens, mask, keep, SENTINELS[:nsent], EOS, 0, in_len, tg_len)
+    assert xs.shape == (200, in_len) and ys.shape == (200, tg_len)
+    for t, m, k, xr, yr in zip(tokens, mask, keep, xs, ys, strict=True):
+        assert m[:k].sum() == m.sum() and not m[0]
+        x, y = span_corrupt_batch(t[None, :k], m[None, :k], SENTINELS[:nsent], EOS)
+        assert x.shape[1] <= in_len and y.shape[1] <= tg_len
+        assert xr.tolist() == [*x[0], *[0] * (in_len - x.shape[1])]
+        assert yr.tolist() == [*y[0], *[0] * (tg_len - y.shape[1])]
+        assert span_uncorrupt(xr, yr, SENTINELS[:nsent], EOS) == t[:k].tolist()
+
+
+def test_encode_salient_batch_flags_match_one_text_at_a_time() -> None:
+    from flanmoe.data.salient import encode_salient, salient_token_flags
+    from flanmoe.data.tokenizer import train_tokenizer
+
+    texts = ["Alice plays the violin.", "", "Toluma is in Brekkenfjord. Bob plays the harp."] * 3
+    spans = [[16, 22], [], [0, 6, 13, 25, 41, 45]] * 3
+    assert [texts[2][s:e] for s, e in zip(spans[2][::2], spans[2][1::2], strict=True)] == [
+        "Toluma",
+        "Brekkenfjord",
+        "harp",
+    ]
+    tok = train_tokenizer(texts * 5, 300, "bpe", 4, length=len(texts) * 5)
+    out = encode_salient({"text": texts, "salient_spans": spans}, tok)
+    for text, sp, ids, flags in zip(texts, spans, out["ids"], out["salient"], strict=True):
+        enc = tok.encode(text)
+        assert ids.tolist() == enc.ids and ids[-1] == EOS
+        assert flags.tolist() == salient_token_flags(np.array(enc.offsets), sp, len(text)).tolist()
+    assert [tok.decode(i[f == 1].tolist()).split() for i, f in zip(out["ids"], out["salient"], strict=True)][
+        :3
+    ] == [["violin"], [], ["Toluma", "Brekkenfjord", "harp"]]
+    with pytest.raises(ValueError, match="outside a 0-character text"):
+        encode_salient({"text": ["a", ""], "salient_spans": [[0, 1], [0, 1]]}, tok)
+    with pytest.raises(ValueError, match="pairs"):
+        encode_salient({"text": ["abc"], "salient_spans": [[0]]}, tok)

@@ -4,6 +4,7 @@
   fact values: byte-level BPE's ``Ġviolin`` covers `` violin``: salient).
 - ``check_salient``: the ``ValueError`` for ``salient_fraction`` > 0 on a corpus without the column;
   ``encode_salient``: token ids and salient flags of a batch of documents.
+- ``salient_corrupt``: T5's layout of rows with such masks, cut to their kept lengths and padded.
 - ``salient_noise_mask``: per raw chunk, the noise mask that masks each maximal run of salient tokens as
   one span, and how many leading tokens of the chunk are kept so that the corrupted row fits.
 
@@ -17,6 +18,7 @@ span in the dropped tail is dropped with it). ``span_corrupt_batch`` of ``tokens
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import datasets
@@ -63,13 +65,62 @@ def check_salient(docs: datasets.Dataset, cfg: TokenizeConfig, where: object) ->
 
 def encode_salient(batch: dict, tok: Tokenizer) -> dict:
     """The tokenize stage's batched map over documents: ``ids`` (each ending with eos) and ``salient``
-    (1 for each token overlapping one of the document's ``salient_spans``)."""
-    ids, flags = [], []
-    encodings = tok.encode_batch(batch["text"])
-    for text, spans, enc in zip(batch["text"], batch["salient_spans"], encodings, strict=True):
-        ids.append(np.asarray(enc.ids, np.int32))
-        flags.append(salient_token_flags(np.asarray(enc.offsets), spans or [], len(text)).astype(np.int8))
-    return {"ids": ids, "salient": flags}
+    (1 for each token overlapping one of the document's ``salient_spans``).
+
+    Vectorized over the batch: the documents' texts are laid end to end (a span never crosses its own
+    text's end, checked first), and the tokens' offsets are shifted to match."""
+    texts = batch["text"]
+    encodings = tok.encode_batch(texts)
+    ids = [np.asarray(e.ids, np.int32) for e in encodings]
+    counts = [len(x) for x in ids]
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    base = np.cumsum(lengths) - lengths
+    spans = [sp or [] for sp in batch["salient_spans"]]
+    odd = [i for i, sp in enumerate(spans) if len(sp) % 2]
+    if odd:
+        raise ValueError(f"salient_spans: {len(spans[odd[0]])} offsets, expected [start, end] pairs")
+    pairs = np.fromiter(itertools.chain.from_iterable(spans), np.int64, sum(map(len, spans))).reshape(-1, 2)
+    doc = np.repeat(np.arange(len(texts)), [len(sp) // 2 for sp in spans])
+    bad = (pairs[:, 0] < 0) | (pairs[:, 0] > pairs[:, 1]) | (pairs[:, 1] > lengths[doc])
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(
+            f"salient_spans: span {pairs[k].tolist()} outside a {lengths[doc[k]]}-character text"
+        )
+    offsets = np.array(list(itertools.chain.from_iterable(e.offsets for e in encodings)), np.int64)
+    offsets = offsets.reshape(-1, 2) + np.repeat(base, counts)[:, None]
+    flags = salient_token_flags(offsets, (pairs + base[doc, None]).ravel(), int(lengths.sum()))
+    return {"ids": ids, "salient": np.split(flags.astype(np.int8), np.cumsum(counts)[:-1])}
+
+
+def salient_corrupt(
+    tokens: np.ndarray,
+    mask: np.ndarray,
+    keep: np.ndarray,
+    sentinel_ids: Sequence[int],
+    eos_id: int,
+    pad_id: int,
+    input_length: int,
+    target_length: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``span_corrupt_batch`` of each row's ``tokens[:keep]`` with ``mask[:keep]`` (rows of different
+    lengths, all starting with non-noise), padded: ``(inputs [rows, input_length], targets [rows,
+    target_length])``. The lengths must fit (``salient_noise_mask`` sees to it)."""
+    rows, raw = tokens.shape
+    sentinels = np.asarray(sentinel_ids, np.int64)
+    kept = np.arange(raw)[None, :] < np.asarray(keep)[:, None]
+    mask = mask & kept
+    out = []
+    for run, length in ((mask, input_length), (~mask & kept, target_length)):  # replaced by sentinels
+        starts = run & ~_shift_right(run)
+        values = np.where(starts, sentinels[np.clip(np.cumsum(starts, axis=1) - 1, 0, None)], tokens)
+        chosen = kept & (~run | starts)
+        seq = np.full((rows, length), pad_id, tokens.dtype)
+        row, col = np.nonzero(chosen)
+        seq[row, (np.cumsum(chosen, axis=1) - 1)[row, col]] = values[row, col]
+        seq[np.arange(rows), chosen.sum(axis=1)] = eos_id
+        out.append(seq)
+    return out[0], out[1]
 
 
 def _shift_right(a: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from tokenizers import Tokenizer
 from flanmoe.atomic import atomic_dir
 from flanmoe.data import prepared
 from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
-from flanmoe.data.salient import check_salient, encode_salient, salient_noise_mask
+from flanmoe.data.salient import check_salient, encode_salient, salient_corrupt, salient_noise_mask
 from flanmoe.data.span_corruption import (
     corrupted_lengths,
     random_spans_noise_mask,
@@ -140,11 +140,16 @@ def _corrupt_blocks(
                 flags & chosen[:, None], cfg.input_length, cfg.target_length, len(sentinels)
             )
             used = smask.any(axis=1)
-            for i in np.flatnonzero(used):
-                xi, yi = span_corrupt_batch(
-                    tokens[i : i + 1, : keep[i]], smask[i : i + 1, : keep[i]], sentinels, EOS_ID
-                )
-                x[i], y[i] = _pad_row(xi, cfg.input_length)[0], _pad_row(yi, cfg.target_length)[0]
+            x[used], y[used] = salient_corrupt(
+                tokens[used],
+                smask[used],
+                keep[used],
+                sentinels,
+                EOS_ID,
+                PAD_ID,
+                cfg.input_length,
+                cfg.target_length,
+            )
             extra["_salient"].append(used)
             extra["_salient_tokens"].append(smask.sum(axis=1))
             extra["_tail_dropped"].append(np.where(used, raw - keep, 0))

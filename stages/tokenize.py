@@ -21,8 +21,16 @@ def main() -> None:
     cfg = params.tokenize
     if not (PREPARED / "pretrain").is_dir():
         fail(f"{PREPARED / 'pretrain'} not found: run the prepare stage first (dvc repro prepare)")
+    import datasets
+
+    from flanmoe.data.salient import check_salient
     from flanmoe.data.tokenize import tokenize_prepared
     from flanmoe.data.tokenizer import load_tokenizer
+
+    try:  # salient masking needs the salient spans of an embedded corpus
+        check_salient(datasets.load_from_disk(str(PREPARED / "pretrain")), cfg, PREPARED / "pretrain")
+    except ValueError as e:
+        fail(str(e))
 
     if cfg.tokenizer_path is not None:  # a given tokenizer must exist and carry our special tokens
         try:

@@ -170,3 +170,159 @@ def test_tokenizer_train_budget(prepared_dir: Path) -> None:
     _, stats = get_tokenizer(prepared_dir, _cfg(tokenizer_train_mb=0.01))
     assert 10_000 <= stats["train_chars"] < 10_000 + max(map(len, _docs(400)))
     assert stats["source"] == "trained" and stats["vocab_size"] <= 400
+
+
+# ---------------------------------------------------------------- salient-span masking
+
+VALUES = ["violin", "Toluma", "harp", "Brekkenfjord"]
+
+
+def _salient_docs(n: int) -> tuple[list[str], list[list[int]]]:
+    """Documents of filler words with facts whose values (``VALUES``) are the salient spans."""
+    rng = np.random.default_rng(7)
+    texts, spans = [], []
+    for _ in range(n):
+        text, offsets = "", []
+        for _ in range(int(rng.integers(1, 4))):
+            text += " ".join(rng.choice(WORDS, size=int(rng.integers(3, 30)))) + " plays the "
+            value = str(rng.choice(VALUES))
+            offsets += [len(text), len(text) + len(value)]
+            text += value + ". "
+        texts.append(text.strip())
+        spans.append(offsets)
+    return texts, spans
+
+
+@pytest.fixture(scope="module")
+def salient_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("salient")
+    texts, spans = _salient_docs(300)
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "salient_spans": datasets.Sequence(datasets.Value("int32"))}
+    )
+    datasets.Dataset.from_dict({"text": texts, "salient_spans": spans}, features=features).save_to_disk(
+        str(root / "pretrain")
+    )
+    return root
+
+
+def _salient_run(root: Path, out: Path, fraction: float, tokenizer: str | None = None, **kw) -> dict:
+    cfg = _cfg(target_length=16, salient_fraction=fraction, tokenizer_path=tokenizer, **kw)
+    return tokenize_prepared(root, out, cfg)
+
+
+@pytest.fixture(scope="module")
+def salient_runs(salient_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Outputs at salient_fraction 1.0, 0.5 and 0.0 with one tokenizer: {fraction: (rows, stats)}."""
+    base = tmp_path_factory.mktemp("salient-out")
+    runs = {1.0: _salient_run(salient_prepared, base / "f1", 1.0)}
+    tok = str(base / "f1" / "tokenizer.json")
+    runs[0.5] = _salient_run(salient_prepared, base / "f05", 0.5, tok)
+    runs[0.0] = _salient_run(salient_prepared, base / "f0", 0.0, tok)
+    names = {1.0: "f1", 0.5: "f05", 0.0: "f0"}
+    return {
+        f: (datasets.load_from_disk(str(base / names[f] / "pretrain")).with_format("numpy")[:], s["pretrain"])
+        for f, s in runs.items()
+    } | {"tokenizer": tok}
+
+
+def _spans_of(labels: np.ndarray) -> list[list[int]]:
+    """The noise spans of a targets row: the tokens after each sentinel (ids 3..22); a last empty one
+    is the sentinel of a trailing non-noise run."""
+    spans: list[list[int]] = []
+    for t in labels[labels != 0][:-1]:
+        if 3 <= t < 23:
+            spans.append([])
+        else:
+            spans[-1].append(int(t))
+    return spans[:-1] if spans and not spans[-1] else spans
+
+
+def test_salient_rows_mask_exactly_the_values(salient_prepared: Path, salient_runs: dict) -> None:
+    rows, stats = salient_runs[1.0]
+    tok = load_tokenizer(salient_runs["tokenizer"], 20)
+    stream, salient = [], []  # the packed stream (eos after each doc) and which tokens overlap a value
+    for text, spans in zip(*_salient_docs(300), strict=True):
+        enc = tok.encode(text)
+        stream += enc.ids
+        pairs = list(zip(spans[::2], spans[1::2], strict=True))
+        salient += [any(s < b and a < e for s, e in pairs) for a, b in enc.offsets]
+    raw = stats["raw_chunk_length"]
+    assert set(stats) >= {"salient_rows", "salient_tokens", "salient_tail_dropped_tokens"}
+    assert stats["salient_rows"] > 0.9  # nearly every chunk holds a value past its first token
+    n_salient, masked, dropped = 0, 0, 0
+    for i, (x, y) in enumerate(zip(rows["input_ids"], rows["labels"], strict=True)):
+        assert x[x != 0][-1] == EOS_ID and y[y != 0][-1] == EOS_ID and y[0] == 3  # <extra_id_0> first
+        chunk = span_uncorrupt(x, y, range(3, 23))
+        assert chunk == stream[i * raw : i * raw + len(chunk)]  # the chunk, possibly tail-trimmed
+        flags = salient[i * raw : i * raw + len(chunk)]
+        runs, start = [], None  # maximal runs of salient tokens in the kept chunk, none at position 0
+        for k, f in enumerate([*flags, False]):
+            if f and start is None:
+                start = k
+            elif not f and start is not None:
+                runs += [chunk[start:k]] if start > 0 else []
+                start = None
+        spans = _spans_of(y)
+        if runs and spans == runs[: len(spans)]:  # a salient row: its spans are the values, in order
+            n_salient += 1
+            masked += sum(map(len, spans))
+            dropped += raw - len(chunk)
+            if len(spans) < len(runs):  # the next value would not fit the 16-token targets
+                assert sum(map(len, runs[: len(spans) + 1])) + len(spans) + 3 > 16
+            assert all(tok.decode(s).strip() in VALUES for s in spans[:-1])
+        else:
+            assert len(chunk) == raw  # a random-span row keeps the whole chunk
+    assert n_salient == round(stats["salient_rows"] * stats["examples"]) > 0.9 * len(rows["labels"])
+    assert masked == stats["salient_tokens"] and dropped == stats["salient_tail_dropped_tokens"] > 0
+
+
+def test_salient_fraction_half_mixes_the_two_objectives(salient_runs: dict) -> None:
+    all_rows, half, none = salient_runs[1.0][0], salient_runs[0.5][0], salient_runs[0.0][0]
+    same_as_all = (half["labels"] == all_rows["labels"]).all(axis=1)
+    same_as_none = (half["labels"] == none["labels"]).all(axis=1)
+    eligible = ~(all_rows["labels"] == none["labels"]).all(axis=1)  # rows salient at 1.0
+    # a row is either salient (as at 1.0) or T5's random spans (as at 0.0), nothing else
+    assert (same_as_all | same_as_none).all() and (
+        half["input_ids"] == np.where(same_as_all[:, None], all_rows["input_ids"], none["input_ids"])
+    ).all()
+    share = (same_as_all & eligible).sum() / eligible.sum()
+    assert eligible.sum() > 150 and 0.4 < share < 0.6
+    assert salient_runs[0.5][1]["salient_rows"] == pytest.approx((same_as_all & eligible).mean())
+
+
+def test_salient_fraction_zero_is_t5_as_before(salient_runs: dict) -> None:
+    """At 0.0 the salient_spans column is ignored: the rows are the random-span recipe, seeded per block."""
+    from flanmoe.data.span_corruption import random_spans_noise_mask, span_corrupt_batch
+    from flanmoe.data.tokenize import BLOCK
+
+    rows, stats = salient_runs[0.0]
+    assert "salient_rows" not in stats
+    tok = load_tokenizer(salient_runs["tokenizer"], 20)
+    stream = np.array([t for e in tok.encode_batch(_salient_docs(300)[0]) for t in e.ids])
+    raw, n = stats["raw_chunk_length"], stats["examples"]
+    chunks = stream[: n * raw].reshape(n, raw)
+    for block in range(-(-n // BLOCK)):
+        part = chunks[block * BLOCK : (block + 1) * BLOCK]
+        rng = np.random.default_rng([1234, block])
+        mask = random_spans_noise_mask(raw, 0.15, rng, 3.0, batch=len(part))
+        x, y = span_corrupt_batch(part, mask, range(3, 23), EOS_ID)
+        assert (rows["input_ids"][block * BLOCK : (block + 1) * BLOCK, : x.shape[1]] == x).all()
+        assert (rows["labels"][block * BLOCK : (block + 1) * BLOCK, : y.shape[1]] == y).all()
+
+
+def test_salient_independent_of_num_proc_and_batch_size(
+    salient_prepared: Path, salient_runs: dict, tmp_path: Path
+) -> None:
+    _salient_run(salient_prepared, tmp_path / "b", 0.5, salient_runs["tokenizer"], num_proc=2, batch_size=7)
+    b = datasets.load_from_disk(str(tmp_path / "b" / "pretrain")).with_format("numpy")[:]
+    assert (b["input_ids"] == salient_runs[0.5][0]["input_ids"]).all()
+    assert (b["labels"] == salient_runs[0.5][0]["labels"]).all()
+
+
+def test_salient_fraction_needs_salient_spans(prepared_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"tokenize\.salient_fraction: 0\.5 .* no `salient_spans` column"):
+        tokenize_prepared(prepared_dir, tmp_path / "out", _cfg(salient_fraction=0.5))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+    with pytest.raises(ValidationError, match="salient_fraction"):
+        _cfg(salient_fraction=1.5)

@@ -86,3 +86,13 @@ def test_hf_t5_tokenizer_directory_with_sentinels_at_the_top(tmp_path):
     assert metrics["tokenizer"]["source"] == str(hf_dir) and metrics["tokenizer"]["vocab_size"] == top + 1
     assert Tokenizer.from_file(str(out / "tokenizer.json")).token_to_id("<extra_id_0>") == top
     assert "flan" in metrics and "finetune" in metrics
+
+
+def test_salient_fraction_without_salient_spans_names_the_key(tmp_path):
+    _fake_prepared(tmp_path)  # a real corpus's shape: `text` only
+    write_params(tmp_path, tokenize={"salient_fraction": 0.5})
+    proc = run_stage("tokenize", tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "tokenize.salient_fraction: 0.5" in proc.stderr and "data/prepared/pretrain" in proc.stderr
+    assert "salient_spans" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "data" / "tokenized").exists() and not (tmp_path / "metrics").exists()

@@ -102,6 +102,8 @@ class TokenizeConfig(StrictModel):
     num_proc: int = Field(default=1, ge=1, le=256)  # datasets.map processes (encode_batch is threaded)
     batch_size: int = Field(default=1000, ge=1)  # rows per datasets.map batch
     seed: int = Field(default=1234, ge=0)  # noise masks; output is independent of num_proc/batch_size
+    # share of raw chunks whose salient spans (prepared `salient_spans`) are masked instead of random ones
+    salient_fraction: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _check(self) -> TokenizeConfig:

@@ -141,8 +141,9 @@ def span_uncorrupt(
 ) -> list[int]:
     """Inverse of ``span_corrupt``: put each target span back in place of its sentinel.
 
-    Padding and the trailing eos of both sides are removed first. Raises ``ValueError`` if the
-    sentinels are not 0, 1, 2, ... in order on both sides.
+    Padding and the trailing eos of both sides are removed first. A last target sentinel with no span
+    and no input sentinel (``span_corrupt_batch`` of a mask ending with non-noise) is accepted. Raises
+    ``ValueError`` if the sentinels are not 0, 1, 2, ... in order on both sides.
     """
 
     def strip(seq: np.ndarray | list[int]) -> list[int]:
@@ -173,6 +174,8 @@ def span_uncorrupt(
             seen += 1
         else:
             out.append(t)
+    if seen == len(spans) - 1 and not spans[-1]:
+        spans.pop()  # the sentinel of a trailing non-noise run (a row ending with text: salient masks)
     if seen != len(spans):
         raise ValueError(f"{len(spans)} target spans but {seen} input sentinels")
     return out

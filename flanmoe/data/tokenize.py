@@ -9,6 +9,8 @@ with ``flanmoe.data.prepared.save``, byte-deterministic):
   pad id 0 (mask pad in the loss). Documents are concatenated with eos between them into one token
   stream, cut into raw chunks of ``random_spans_helper`` length, each span-corrupted (T5; span k
   becomes ``<extra_id_k>`` at whatever id the tokenizer gives it: 3 + k for ours, 32099 - k for HF T5's).
+  With ``salient_fraction`` > 0 (the corpus needs a ``salient_spans`` column), a chunk chosen with that
+  probability masks its salient tokens instead (``flanmoe.data.salient``; tail cut to fit the inputs).
 - ``flan``: Dataset, ``input_ids``, ``labels`` (variable length, truncated, each ending with eos),
   ``task_source``, ``task_name``, ``template_type``; the raw text is dropped.
 - ``finetune/<task>``: DatasetDict (train/validation/test), ``input_ids``, ``labels`` plus all the
@@ -38,6 +40,7 @@ from tokenizers import Tokenizer
 from flanmoe.atomic import atomic_dir
 from flanmoe.data import prepared
 from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
+from flanmoe.data.salient import check_salient, encode_salient, salient_corrupt, salient_noise_mask
 from flanmoe.data.span_corruption import (
     corrupted_lengths,
     random_spans_noise_mask,
@@ -50,6 +53,12 @@ BLOCK = 64  # raw chunks per random block: the unit seeded by (seed, block index
 
 def _fingerprint(*parts: str) -> str:
     return xxhash.xxh64("\x00".join(parts).encode()).hexdigest()
+
+
+def _cfg_key(cfg: TokenizeConfig, without_salient: bool = True) -> str:
+    """The config as fingerprinted (saved in state.json): as it was before ``salient_fraction`` where
+    that changes nothing, so outputs stay byte-identical."""
+    return cfg.model_dump_json(exclude={"salient_fraction"} if without_salient else None)
 
 
 def _encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
@@ -105,21 +114,52 @@ def _encode_docs(batch: dict, tok: Tokenizer) -> dict:
     return {"ids": np.split(values, offsets[:-1])}
 
 
-def _corrupt_blocks(batch: dict, stream_path: str, cfg_json: str, sentinels: list[int]) -> dict:
+def _pad_row(x: np.ndarray, length: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=PAD_ID)
+
+
+def _corrupt_blocks(
+    batch: dict, stream_path: str, salient_path: str | None, cfg_json: str, sentinels: list[int]
+) -> dict:
     cfg = TokenizeConfig.model_validate_json(cfg_json)
     raw, _ = cfg.raw_and_target_lengths()
     stream = np.load(stream_path, mmap_mode="r")
+    salient = np.load(salient_path, mmap_mode="r") if salient_path else None
     n_chunks = len(stream) // raw
-    inputs, labels = [], []
+    inputs, labels, extra = [], [], {"_salient": [], "_salient_tokens": [], "_tail_dropped": []}
     for block in batch["block"]:
         lo, hi = block * BLOCK, min((block + 1) * BLOCK, n_chunks)
         tokens = np.asarray(stream[lo * raw : hi * raw]).reshape(hi - lo, raw)
         rng = np.random.default_rng([cfg.seed, block])
         mask = random_spans_noise_mask(raw, cfg.noise_density, rng, cfg.mean_noise_span_length, batch=hi - lo)
         x, y = span_corrupt_batch(tokens, mask, sentinels, EOS_ID)
-        inputs.append(np.pad(x, ((0, 0), (0, cfg.input_length - x.shape[1])), constant_values=PAD_ID))
-        labels.append(np.pad(y, ((0, 0), (0, cfg.target_length - y.shape[1])), constant_values=PAD_ID))
-    return {"input_ids": np.concatenate(inputs), "labels": np.concatenate(labels)}
+        x, y = _pad_row(x, cfg.input_length), _pad_row(y, cfg.target_length)
+        if salient is not None:  # drawn after the random masks: the other rows stay as they were
+            chosen = rng.random(hi - lo) < cfg.salient_fraction
+            flags = np.asarray(salient[lo * raw : hi * raw]).reshape(hi - lo, raw).astype(bool)
+            smask, keep = salient_noise_mask(
+                flags & chosen[:, None], cfg.input_length, cfg.target_length, len(sentinels)
+            )
+            used = smask.any(axis=1)
+            x[used], y[used] = salient_corrupt(
+                tokens[used],
+                smask[used],
+                keep[used],
+                sentinels,
+                EOS_ID,
+                PAD_ID,
+                cfg.input_length,
+                cfg.target_length,
+            )
+            extra["_salient"].append(used)
+            extra["_salient_tokens"].append(smask.sum(axis=1))
+            extra["_tail_dropped"].append(np.where(used, raw - keep, 0))
+        inputs.append(x)
+        labels.append(y)
+    out = {"input_ids": np.concatenate(inputs), "labels": np.concatenate(labels)}
+    if salient is not None:
+        out.update({k: np.concatenate(v) for k, v in extra.items()})
+    return out
 
 
 def tokenize_pretrain(
@@ -130,34 +170,34 @@ def tokenize_pretrain(
     Returns the Dataset (``input_ids`` [input_length], ``labels`` [target_length], int32) and stats.
     ``work_dir`` holds the intermediate stream; the caller removes it.
     """
+    check_salient(docs, cfg, "the pretraining corpus")
     t0 = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
-    fp = _fingerprint(tok.to_str(), cfg.model_dump_json())
-    encoded = docs.select_columns(["text"]).map(
-        _encode_docs,
+    fp = _fingerprint(tok.to_str(), _cfg_key(cfg, cfg.salient_fraction == 0))
+    # only salient masking needs the character offsets (the offset-returning encode is slower)
+    columns = ["text", "salient_spans"] if cfg.salient_fraction > 0 else ["text"]
+    features = {"ids": datasets.Sequence(datasets.Value("int32"))}
+    if cfg.salient_fraction > 0:
+        features["salient"] = datasets.Sequence(datasets.Value("int8"))
+    encoded = docs.select_columns(columns).map(
+        encode_salient if cfg.salient_fraction > 0 else _encode_docs,
         batched=True,
         batch_size=cfg.batch_size,
         num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
-        remove_columns=["text"],
+        remove_columns=columns,
         fn_kwargs={"tok": tok},
-        features=datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))}),
+        features=datasets.Features(features),
         cache_file_name=str(work_dir / "docs.arrow"),  # never next to prepared/ (another stage's outs)
         load_from_cache_file=False,
         new_fingerprint=fp + "-docs",
         desc="encode pretraining text",
     )
     # the whole corpus as one flat stream; each document already ends with eos
-    column = encoded.data.table.column("ids")
-    n_tokens = sum(len(c.flatten()) for c in column.chunks)
-    stream_path = work_dir / "stream.npy"
-    stream = np.lib.format.open_memmap(stream_path, mode="w+", dtype=np.int32, shape=(n_tokens,))
-    pos = 0
-    for chunk in column.chunks:
-        flat = chunk.flatten().to_numpy()
-        stream[pos : pos + len(flat)] = flat
-        pos += len(flat)
-    stream.flush()
-    del stream
+    n_tokens = sum(len(c.flatten()) for c in encoded.data.table.column("ids").chunks)
+    stream_path = _write_stream(encoded, "ids", np.int32, n_tokens, work_dir / "stream.npy")
+    salient_path = None
+    if cfg.salient_fraction > 0:  # one flag per token of the stream
+        salient_path = _write_stream(encoded, "salient", np.int8, n_tokens, work_dir / "salient.npy")
     t_encode = time.perf_counter() - t0
 
     raw, _ = cfg.raw_and_target_lengths()
@@ -173,6 +213,7 @@ def tokenize_pretrain(
         remove_columns=["block"],
         fn_kwargs={
             "stream_path": str(stream_path),
+            "salient_path": str(salient_path) if salient_path else None,
             "cfg_json": cfg.model_dump_json(),
             "sentinels": sentinel_ids(tok)[
                 : cfg.num_sentinels
@@ -182,6 +223,7 @@ def tokenize_pretrain(
             {
                 "input_ids": datasets.Sequence(datasets.Value("int32"), length=cfg.input_length),
                 "labels": datasets.Sequence(datasets.Value("int32"), length=cfg.target_length),
+                **(_SALIENT_FEATURES if salient_path else {}),
             }
         ),
         cache_file_name=str(work_dir / "pretrain.arrow"),
@@ -189,6 +231,15 @@ def tokenize_pretrain(
         new_fingerprint=fp + "-pretrain",
         desc="span corruption",
     )
+    salient_stats = {}
+    if salient_path:
+        col = {name: out.data.table.column(name).to_numpy() for name in _SALIENT_FEATURES}
+        salient_stats = {
+            "salient_rows": float(col["_salient"].mean()),  # share of rows masked by salient spans
+            "salient_tokens": int(col["_salient_tokens"].sum()),  # salient tokens masked
+            "salient_tail_dropped_tokens": int(col["_tail_dropped"].sum()),  # cut to fit input_length
+        }
+        out = out.remove_columns(list(_SALIENT_FEATURES))
     in_len, tg_len = corrupted_lengths(raw, cfg.noise_density, cfg.mean_noise_span_length)
     input_nonpad = _count_nonpad(out, "input_ids")
     label_nonpad = _count_nonpad(out, "labels")
@@ -207,9 +258,30 @@ def tokenize_pretrain(
         "target_efficiency": label_nonpad / (n * cfg.target_length),
         "packing_efficiency": (input_nonpad + label_nonpad) / (n * (cfg.input_length + cfg.target_length)),
         "truncation_rate": 0.0,  # packing cuts documents across chunks but drops no token but the tail
+        **salient_stats,
         "encode_seconds": t_encode,
         "seconds": time.perf_counter() - t0,
     }
+
+
+_SALIENT_FEATURES = {
+    "_salient": datasets.Value("bool"),
+    "_salient_tokens": datasets.Value("int32"),
+    "_tail_dropped": datasets.Value("int32"),
+}
+
+
+def _write_stream(encoded: datasets.Dataset, column: str, dtype: type, n_tokens: int, path: Path) -> Path:
+    """The list column ``column`` of ``encoded``, flattened into the ``.npy`` file ``path``."""
+    stream = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_tokens,))
+    pos = 0
+    for chunk in encoded.data.table.column(column).chunks:
+        flat = chunk.flatten().to_numpy()
+        stream[pos : pos + len(flat)] = flat
+        pos += len(flat)
+    stream.flush()
+    del stream
+    return path
 
 
 def _count_nonpad(ds: datasets.Dataset, column: str) -> int:
@@ -278,7 +350,7 @@ def tokenize_pairs(
         features=datasets.Features(feats),
         cache_file_name=str(work_file),
         load_from_cache_file=False,
-        new_fingerprint=_fingerprint(tok.to_str(), cfg.model_dump_json(), ds._fingerprint, str(keep_text)),
+        new_fingerprint=_fingerprint(tok.to_str(), _cfg_key(cfg), ds._fingerprint, str(keep_text)),
         desc=f"encode {work_file.stem}",
     )
     col = {name: out.data.table.column(name).to_numpy() for name in flags}
@@ -318,6 +390,7 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
     if not (prepared_dir / "pretrain").is_dir():
         raise FileNotFoundError(f"no prepared pretraining corpus at {prepared_dir / 'pretrain'}")
+    check_salient(datasets.load_from_disk(str(prepared_dir / "pretrain")), cfg, prepared_dir / "pretrain")
     with atomic_dir(out_dir) as tmp:
         work = tmp / "_work"
         tok, tok_stats = get_tokenizer(prepared_dir, cfg)

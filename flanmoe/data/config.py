@@ -54,6 +54,7 @@ class EmbeddedConfig(StrictModel):
     bio_exposures: list[int] = Field(default_factory=lambda: [12, 48], min_length=1)  # biographies per
     # person, one exposure stratum per value (people of each group assigned round robin)
     flan_per_family: int = Field(default=400, gt=0)  # examples per instruction family
+    people_qa_per_family: int = Field(default=400, gt=0)  # ... per person family (QA about IT people)
     fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
     fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples
     options_fraction: float = Field(default=0.5, ge=0, le=1)  # share of examples with OPTIONS (*_opt)

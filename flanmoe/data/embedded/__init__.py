@@ -15,6 +15,7 @@ from flanmoe.data.config import EmbeddedConfig  # noqa: F401 (re-exported: param
 from flanmoe.data.embedded.bbh import BBH_TASKS, build_bbh
 from flanmoe.data.embedded.corpus import build_corpus
 from flanmoe.data.embedded.families import FAMILIES, GenContext
+from flanmoe.data.embedded.families.knowledge import PERSON_FAMILIES
 from flanmoe.data.embedded.families.translation import build_lexicon
 from flanmoe.data.embedded.finetune import FINETUNE_TASKS, build_finetune
 from flanmoe.data.embedded.heldout_mmlu import MMLU_SUBJECTS, PROBE_COLUMNS, build_mmlu
@@ -117,6 +118,7 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
         cfg.fewshot_fraction,
         cfg.options_fraction,
         cfg.letter_fraction,
+        dict.fromkeys(PERSON_FAMILIES, cfg.people_qa_per_family),
     )
     mmlu, probe = build_mmlu(world, cfg.seed, cfg.mmlu_per_subject, cfg.mmlu_val_per_subject)
     bbh = build_bbh(cfg.seed, cfg.bbh_per_task, cfg.bbh_steps)

@@ -84,12 +84,13 @@ def build_mixture(
     fewshot_fraction: float,
     options_fraction: float,
     letter_fraction: float,
+    rows_of: dict[str, int] | None = None,
 ) -> dict[str, list[str]]:
-    """The whole instruction mixture as FLAN columns, rows shuffled across families."""
+    """The whole instruction mixture as FLAN columns, rows shuffled across families; ``rows_of``
+    gives some families another number of rows than ``per_family``."""
     rows = []
     for fam in FAMILIES:
-        rows += family_rows(
-            fam, ctx, seed, per_family, k, fewshot_fraction, options_fraction, letter_fraction
-        )
+        n = (rows_of or {}).get(fam.name, per_family)
+        rows += family_rows(fam, ctx, seed, n, k, fewshot_fraction, options_fraction, letter_fraction)
     random.Random(f"flan-order-{seed}").shuffle(rows)
     return {c: [r[c] for r in rows] for c in FLAN_COLUMNS}

@@ -144,10 +144,10 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"--task: {args.task!r} is not in {root} (tasks: {have})")
         needed = [task_dir]
     else:
-        if "probe" in cfg.suites and not (TOKENIZED / "probe").is_dir():
+        if "probe" in cfg.suites and not (TOKENIZED / "probe" / "dataset_dict.json").is_file():
             fail(
-                f"evaluate.suites: 'probe' needs {TOKENIZED / 'probe'}, which is missing (the tokenize stage"
-                " copies it from data/prepared/probe, which only the embedded pretraining corpus has)"
+                f"evaluate.suites: 'probe' needs the knowledge probe in {TOKENIZED / 'probe'}, which has none "
+                "(only the embedded pretraining corpus has one: remove 'probe' from evaluate.suites)"
             )
         needed = [TOKENIZED / s for s in cfg.suites if s != "heldin"]
         if "heldin" in cfg.suites:

@@ -81,6 +81,12 @@ def write_params(workdir: Path, **sections) -> dict:
     params = shipped_params()
     for name, value in sections.items():
         params[name] = {**params.get(name, {}), **value}
+    if params["prepare"].get("pretrain", {}).get("kind", "embedded") != "embedded":
+        # what a real corpus needs (presets/gpu.yaml): no salient spans to mask, no knowledge probe
+        if "salient_fraction" not in sections.get("tokenize", {}):
+            params["tokenize"]["salient_fraction"] = 0.0
+        if "suites" not in sections.get("evaluate", {}):
+            params["evaluate"]["suites"] = [s for s in params["evaluate"]["suites"] if s != "probe"]
     complete(params)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params

@@ -169,4 +169,6 @@ def test_difficulty_knobs_at_their_limits_still_build(knobs):
 def test_summarize(suite):
     sizes = summarize(suite)
     assert sizes["flan_families"] == len(INSTRUCTION_FAMILIES) and sizes["flan_categories"] == len(CATEGORIES)
-    assert sizes["mmlu_dev_rows"] == 5 * (len(HELDOUT_TASKS["mmlu"]) + 2) and 0.05 <= sizes["pretrain_mb"] < 0.2
+    assert (
+        sizes["mmlu_dev_rows"] == 5 * (len(HELDOUT_TASKS["mmlu"]) + 2) and 0.05 <= sizes["pretrain_mb"] < 0.2
+    )

@@ -60,7 +60,7 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
     assert "evaluate switch-instruct: mmlu zero_shot" in proc.stdout
     metrics_file = work / "metrics" / "evaluate" / "s1234" / "switch-instruct.json"
     m = json.loads(metrics_file.read_text())
-    assert set(m) == {"mmlu", "bbh", "heldin", "normalized_average"}
+    assert set(m) == {"mmlu", "bbh", "heldin", "probe", "normalized_average"}
     for suite in ("mmlu", "bbh"):
         for mode in ("zero_shot", "few_shot"):
             s = m[suite][mode]
@@ -81,7 +81,8 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     n_mmlu = m["mmlu"]["zero_shot"]["n"] + m["mmlu"]["few_shot"]["n"]
     n_bbh = m["bbh"]["zero_shot"]["n"] + m["bbh"]["few_shot"]["n"]
-    assert len(records) == n_mmlu + n_bbh + m["heldin"]["zero_shot"]["n"]
+    n_probe = m["probe"]["cloze"]["n"] + m["probe"]["question"]["n"]
+    assert len(records) == n_mmlu + n_bbh + m["heldin"]["zero_shot"]["n"] + n_probe
     assert all(
         {"prompt", "target", "prediction", "correct", "suite", "task", "mode"} <= set(r) for r in records
     )
@@ -89,7 +90,7 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
     assert m["bbh"]["zero_shot"]["n"] == len(zs_bbh)
     # routing per task of every suite, every MoE layer, fractions summing to one
     routing = json.loads((out / "routing.json").read_text())
-    assert set(routing) == {"mmlu", "bbh", "heldin"}
+    assert set(routing) == {"mmlu", "bbh", "heldin", "probe"}
     assert set(routing["mmlu"]) == set(m["mmlu"]["zero_shot"]["tasks"])
     for layers in routing["bbh"].values():
         assert set(layers) == {"encoder.1", "decoder.1"}
@@ -253,7 +254,12 @@ def test_knowledge_probe_missing_or_malformed_exits_2(tmp_path, tokenized):  # n
     _save_random_model(work, "dense", "models/pretrain/s1234/dense")
     proc = run_stage("evaluate", work, check=False, args=("models/pretrain/s1234/dense",))
     assert proc.returncode == 2, proc.stderr
-    assert "evaluate.suites: 'probe' needs data/tokenized/probe" in proc.stderr
+    assert "evaluate.suites: 'probe' needs the knowledge probe in data/tokenized/probe" in proc.stderr
+    (work / "data" / "tokenized" / "probe").mkdir()  # what tokenize leaves without a probe
+    (work / "data" / "tokenized" / "probe" / "NO_PROBE").write_text("none\n")
+    proc = run_stage("evaluate", work, check=False, args=("models/pretrain/s1234/dense",))
+    assert proc.returncode == 2 and "remove 'probe' from evaluate.suites" in proc.stderr
+    shutil.rmtree(work / "data" / "tokenized" / "probe")
     _write_probe(work, [{k: v for k, v in r.items() if k != "question"} for r in PROBE_ROWS])
     proc = run_stage("evaluate", work, check=False, args=("models/pretrain/s1234/dense",))
     assert (

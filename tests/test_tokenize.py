@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from flanmoe.data.span_corruption import span_uncorrupt
-from flanmoe.data.tokenize import TokenizeConfig, get_tokenizer, tokenize_pairs, tokenize_prepared
+from flanmoe.data.tokenize import NO_PROBE, TokenizeConfig, get_tokenizer, tokenize_pairs, tokenize_prepared
 from flanmoe.data.tokenizer import EOS_ID, load_tokenizer
 
 WORDS = "the a river stone city king queen moves north south east west of in on under over seven red".split()
@@ -102,6 +102,20 @@ def test_layout_and_columns(prepared_dir: Path, tokenized: tuple[Path, dict]) ->
     assert probe["test"].to_list() == datasets.load_from_disk(str(prepared_dir / "probe"))["test"].to_list()
     assert stats["probe"] == {"test": {"examples": 1}}
     assert 3 + 20 + 256 < stats["tokenizer"]["vocab_size"] <= 400  # a tiny corpus runs out of merges
+
+
+def test_without_a_probe_the_probe_dir_says_so(prepared_dir: Path, tmp_path: Path) -> None:
+    """Real corpora have no probe: data/tokenized/probe still exists (a DVC dependency of the
+    evaluations), holding only a note and no dataset."""
+    import shutil
+
+    bare = tmp_path / "prepared"
+    shutil.copytree(prepared_dir, bare)
+    shutil.rmtree(bare / "probe")
+    out = tmp_path / "tokenized"
+    stats = tokenize_prepared(bare, out, _cfg())
+    assert "probe" not in stats
+    assert [p.name for p in (out / "probe").iterdir()] == [NO_PROBE]
 
 
 def test_pretrain_packing_and_reconstruction(tokenized: tuple[Path, dict]) -> None:

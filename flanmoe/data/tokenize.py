@@ -49,6 +49,7 @@ from flanmoe.data.span_corruption import (
 from flanmoe.data.tokenizer import EOS_ID, PAD_ID, load_tokenizer, sentinel_ids, train_tokenizer
 
 BLOCK = 64  # raw chunks per random block: the unit seeded by (seed, block index)
+NO_PROBE = "NO_PROBE"  # the file data/tokenized/probe holds when the corpus has no probe
 
 
 def _fingerprint(*parts: str) -> str:
@@ -422,6 +423,11 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
                 dd = datasets.load_from_disk(str(prepared_dir / role))
                 prepared.save(dd, tmp / role)
                 stats[role] = {split: {"examples": len(dd[split])} for split in sorted(dd)}
+        if not (tmp / "probe").is_dir():  # always there, so that the evaluate stages can depend on it
+            (tmp / "probe").mkdir()
+            (tmp / "probe" / NO_PROBE).write_text(
+                "No knowledge probe: only the embedded pretraining corpus has one (its people).\n"
+            )
 
         del docs, pre
         shutil.rmtree(work, ignore_errors=True)

@@ -819,3 +819,21 @@ def test_stage_writes_knowledge_section_figure_and_flat_keys(tmp_path):
     assert len(keys) == 2 * 2 * 3 * 2  # arch x model x measure x stratum
     assert flat["knowledge.dense.pretrain.cloze.people_x48"] == 0.6
     assert flat["knowledge.switch.instruct.mmlu.people_x12"] == pytest.approx(0.41)
+
+
+def test_knowledge_cells_over_two_seeds(tmp_path):
+    """Two seeds: a stratum's cell is the seeds' mean with the aggregate's CI (training noise added)."""
+    from flanmoe.report.seeds import combine
+
+    one, two = with_probe(default_metrics()), with_probe(default_metrics())
+    two["dense-pretrain"]["probe"]["cloze"]["tasks"]["people_x48"] = task_block(0.5)  # seed 1: 0.6
+    write_workspace(tmp_path, one, seed="s1", base={"seeds": [1, 2]})
+    write_workspace(tmp_path, two, seed="s2", base={"seeds": [1, 2]})
+    run_stage("report", tmp_path)
+    md = (tmp_path / "docs" / "report" / "report.md").read_text()
+    row = next(r for r in md_table(md, "## Knowledge by exposure") if r[:2] == ["dense", "pretrained only"])
+    mean, lo, hi = combine([0.6, 0.5], [0.56, 0.46], [0.64, 0.54])
+    assert numbers(row[4]) == pytest.approx([round(mean, 3), round(lo, 3), round(hi, 3)])
+    assert hi - lo > 2 * 12.706 * 0.05 / 2**0.5  # the seeds' spread, not the bootstrap's 0.08
+    rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
+    assert rep["knowledge"]["dense"]["pretrain"]["cloze"]["people_x48"] == pytest.approx(0.55)

@@ -155,7 +155,7 @@ def finetune_rows(t: Table) -> tuple[list[str], list[list[str]]]:
 KNOWLEDGE_HEADING = "Knowledge by exposure"
 KNOWLEDGE_TEXT = (
     "Held-out people of the pretraining corpus, by the number N of biographies each has there"
-    " (people_x<N>): accuracy [95% CI] of choosing the true fact among 4 options by log-likelihood."
+    " (people_x<N>): accuracy [95% CI] of choosing the true fact among its options by log-likelihood."
     " Storage: the probe's cloze (the fact in the corpus's span-corruption form); extraction: the probe's"
     " bare question (no options shown) and the MMLU-style people questions zero-shot (instruction format)."
     " A model that stores a fact but cannot extract it scores above chance on cloze only."

@@ -13,7 +13,8 @@ evals/s<seed>/<arch>-instruct/routing.json of the first seed (expert load per la
 <report.dir> (docs/report; the study preset: docs/study): report.md and report.html with the PNG
 figures in <report.dir>/figures/ (git-tracked, so
 the report is read where the code is; the HTML links the PNGs by file name) and metrics/report.json
-(the IT gains, fine-tuning gains and every finding's verdict: DVC metrics), and logs them to MLflow
+(the IT gains, fine-tuning gains, every finding's verdict and, with a probe section, the knowledge
+scores per stratum: DVC metrics), and logs them to MLflow
 (run ``report``). A missing or unreadable input file stops it with exit status 2 and nothing written.
 The table and the findings come from ``flanmoe.report``, the figures from ``flanmoe.report.plots``.
 """

@@ -682,3 +682,158 @@ def test_router_aux_loss_and_freeze_findings():
     plain = {f.id: f for f in findings(build_table(arch_results(default_metrics()), TASKS, SCENARIOS, 3))}
     for fid in ("routers", "aux_losses", "freeze_gate", "freeze_experts", "across_seeds"):
         assert plain[fid].verdict == NOT_MEASURED and plain[fid].why_not_measured
+
+
+# -- knowledge by exposure ------------------------------------------------------------------------
+
+
+def task_block(score: float, half: float = 0.04, chance: float = 0.25) -> dict:
+    return {
+        "score": score,
+        "score_lo": score - half,
+        "score_hi": score + half,
+        "chance": chance,
+        "best_constant": 0.3,
+    }
+
+
+def with_probe(m: dict[str, dict], probe: bool = True) -> dict[str, dict]:
+    """``m`` with, in every arch-model evaluate dict, a probe section (cloze and question per stratum,
+    people_x48 listed before people_x12) and MMLU people and held-out relation subjects (zero-shot);
+    scores grow with the stratum, with IT (question, mmlu) and for switch. ``probe=False``: the MMLU
+    subjects only."""
+    out = json.loads(json.dumps(m))
+    for arch, up in (("dense", 0.0), ("switch", 0.05)):
+        for model, it in (("pretrain", 0.0), ("instruct", 0.1)):
+            d = out[f"{arch}-{model}"]
+            if probe:
+                d["probe"] = {
+                    "cloze": {
+                        "score": 0.3,
+                        "tasks": {"people_x48": task_block(0.6 + up), "people_x12": task_block(0.4 + up)},
+                    },
+                    "question": {
+                        "score": 0.3,
+                        "tasks": {
+                            "people_x48": task_block(0.35 + up + it),
+                            "people_x12": task_block(0.3 + up + it),
+                        },
+                    },
+                }
+            mmlu = d["mmlu"]["zero_shot"]["tasks"]
+            mmlu["people_x12"] = task_block(0.26 + up + it)
+            mmlu["people_x48"] = task_block(0.28 + up + it)
+            mmlu["zoology"] = task_block(0.31 + it, 0.1)
+            mmlu["world_geography"] = task_block(0.22 + it, 0.1)
+    return out
+
+
+def test_knowledge_table_rows_and_relations_after_the_heldout_table():
+    table = build_table(arch_results(with_probe(default_metrics())), TASKS, SCENARIOS, fewshot_k=3)
+    md, page = to_markdown(table, findings(table)), to_html(table, findings(table))
+    assert (
+        md.index("## Held-out evaluation") < md.index("## Knowledge by exposure") < md.index("## Single-task")
+    )
+    head = md_table_head(md, "## Knowledge by exposure")
+    assert head == ["arch", "model", "measure", "people_x12 (N=12)", "people_x48 (N=48)", "chance"]  # by N
+    rows = md_table(md, "## Knowledge by exposure")
+    assert len(rows) == 2 * 2 * 3  # arch x model x measure
+    by_key = {(r[0], r[1], r[2].split(" (")[0]): r[3:] for r in rows}
+    assert by_key[("switch", "instruction-tuned", "probe question")] == [
+        "0.450 [0.410, 0.490]",
+        "0.500 [0.460, 0.540]",
+        "0.250",
+    ]
+    assert by_key[("dense", "pretrained only", "probe cloze")][:2] == [
+        "0.400 [0.360, 0.440]",
+        "0.600 [0.560, 0.640]",
+    ]
+    assert numbers(by_key[("dense", "instruction-tuned", "MMLU-style people, 0-shot")][1]) == pytest.approx(
+        [0.38, 0.34, 0.42]
+    )
+    rel = md_table(md, "Held-out relations (secondary probe)")
+    assert md_table_head(md, "Held-out relations (secondary probe)") == [
+        "arch",
+        "model",
+        "world_geography",
+        "zoology",
+    ]
+    assert rel[1] == ["dense", "instruction-tuned", "0.320 [0.220, 0.420]", "0.410 [0.310, 0.510]"]
+    assert "<h2>Knowledge by exposure</h2>" in page and "0.450 [0.410, 0.490]" in page
+    assert summary(table, findings(table))["knowledge"]["switch"]["instruct"]["question"] == {
+        "people_x12": 0.45,
+        "people_x48": 0.5,
+    }
+
+
+def test_knowledge_section_skipped_without_probe(tmp_path):
+    from flanmoe.report.plots import write_figures
+
+    for metrics in (default_metrics(), with_probe(default_metrics(), probe=False)):  # MMLU people, no probe
+        table = build_table(arch_results(metrics), TASKS, SCENARIOS, fewshot_k=3)
+        assert table.knowledge is None
+        assert "Knowledge by exposure" not in to_markdown(table, findings(table))
+        assert "Knowledge by exposure" not in to_html(table, findings(table))
+        assert "knowledge" not in summary(table, findings(table))
+    assert "exposure_response.png" not in [f.file for f in write_figures(tmp_path, table)]
+
+
+def test_knowledge_stratum_without_interval_is_named():
+    metrics = with_probe(default_metrics())
+    del metrics["switch-instruct"]["probe"]["cloze"]["tasks"]["people_x12"]["score_lo"]
+    with pytest.raises(
+        ReportInputError, match=r"switch-instruct probe\.cloze\.tasks\.people_x12: needs numbers"
+    ):
+        build_table(arch_results(metrics), TASKS, SCENARIOS)
+
+
+def test_exposure_figure_drawn_and_byte_identical(tmp_path):
+    from flanmoe.report.plots import write_figures
+
+    table = build_table(arch_results(with_probe(default_metrics())), TASKS, SCENARIOS, fewshot_k=3)
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        figs = write_figures(tmp_path / sub, table)
+    assert [f.file for f in figs] == ["headline.png", "it_gain.png", "exposure_response.png", "finetune.png"]
+    assert figs[2].section == "knowledge"
+    assert_png(tmp_path / "a" / "exposure_response.png")
+    assert (tmp_path / "a" / "exposure_response.png").read_bytes() == (
+        tmp_path / "b" / "exposure_response.png"
+    ).read_bytes()
+    md = to_markdown(table, findings(table), figures=figs)
+    section = md[md.index("## Knowledge by exposure") : md.index("## Single-task")]
+    assert "](exposure_response.png)" in section
+
+
+def test_stage_writes_knowledge_section_figure_and_flat_keys(tmp_path):
+    write_workspace(tmp_path, with_probe(default_metrics()))
+    run_stage("report", tmp_path)
+    report = tmp_path / "docs" / "report"
+    assert "](figures/exposure_response.png)" in (report / "report.md").read_text()
+    assert 'src="figures/exposure_response.png"' in (report / "report.html").read_text()
+    assert_png(report / "figures" / "exposure_response.png")
+    from flanmoe.config import flatten
+
+    flat = flatten(json.loads((tmp_path / "metrics" / "report.json").read_text()), sep=".")
+    keys = {k for k in flat if k.startswith("knowledge.")}
+    assert len(keys) == 2 * 2 * 3 * 2  # arch x model x measure x stratum
+    assert flat["knowledge.dense.pretrain.cloze.people_x48"] == 0.6
+    assert flat["knowledge.switch.instruct.mmlu.people_x12"] == pytest.approx(0.41)
+
+
+def test_knowledge_cells_over_two_seeds(tmp_path):
+    """Two seeds: a stratum's cell is the seeds' mean with the aggregate's CI (training noise added)."""
+    from flanmoe.report.seeds import combine
+
+    one, two = with_probe(default_metrics()), with_probe(default_metrics())
+    two["dense-pretrain"]["probe"]["cloze"]["tasks"]["people_x48"] = task_block(0.5)  # seed 1: 0.6
+    write_workspace(tmp_path, one, seed="s1", base={"seeds": [1, 2]})
+    write_workspace(tmp_path, two, seed="s2", base={"seeds": [1, 2]})
+    run_stage("report", tmp_path)
+    md = (tmp_path / "docs" / "report" / "report.md").read_text()
+    row = next(r for r in md_table(md, "## Knowledge by exposure") if r[:2] == ["dense", "pretrained only"])
+    mean, lo, hi = combine([0.6, 0.5], [0.56, 0.46], [0.64, 0.54])
+    assert numbers(row[4]) == pytest.approx([round(mean, 3), round(lo, 3), round(hi, 3)])
+    assert hi - lo > 2 * 12.706 * 0.05 / 2**0.5  # the seeds' spread, not the bootstrap's 0.08
+    rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
+    assert rep["knowledge"]["dense"]["pretrain"]["cloze"]["people_x48"] == pytest.approx(0.55)

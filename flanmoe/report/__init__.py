@@ -15,6 +15,7 @@ pay for matplotlib: ``write_figures(out_dir, table, routing, curves)`` -> ``[Rep
 from __future__ import annotations
 
 from flanmoe.report.findings import Finding, findings
+from flanmoe.report.knowledge import flat
 from flanmoe.report.render import ReportFigure, to_html, to_markdown
 from flanmoe.report.stats import Estimate, difference, verdict
 from flanmoe.report.table import MODES, ArchResults, ReportInputError, Table, build_table
@@ -22,8 +23,9 @@ from flanmoe.report.table import MODES, ArchResults, ReportInputError, Table, bu
 
 def summary(table: Table, fs: list[Finding]) -> dict:
     """The report's numbers as a JSON-able dict (the stage's DVC metrics): IT gains per arch, mode and
-    suite; fine-tuning gains (after_it - direct) per arch and task; every finding with its verdict."""
-    return {
+    suite; fine-tuning gains (after_it - direct) per arch and task; every finding with its verdict;
+    with a probe section, ``knowledge``: per arch, model, measure and stratum the score (``flat``)."""
+    out = {
         "it_gain": {
             arch: {
                 mode: {suite: e.as_dict() for (suite, m), e in gains.items() if m == mode}
@@ -37,6 +39,9 @@ def summary(table: Table, fs: list[Finding]) -> dict:
         },
         "findings": {f.id: f.as_dict() for f in fs},
     }
+    if table.knowledge is not None:
+        out["knowledge"] = flat(table.knowledge)
+    return out
 
 
 __all__ = [

@@ -24,7 +24,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter, NullLocator
 
 from flanmoe.grid import MODES, scenario_label
-from flanmoe.report.render import ReportFigure
+from flanmoe.report.knowledge import MEASURE_LABEL, PANELS, exposure
+from flanmoe.report.render import MODEL_LABEL, ReportFigure
 from flanmoe.report.style import PALETTE, RC, new_figure, png_bytes
 from flanmoe.report.table import AVERAGE, Table
 from flanmoe.report.training_figures import (
@@ -199,6 +200,54 @@ def finetune(table: Table) -> Figure | None:
     return fig
 
 
+def exposure_response(table: Table) -> Figure | None:
+    """Accuracy [95% CI] against biographies per person (log x), one panel per measure of ``PANELS``
+    (cloze after pretraining, question and MMLU people after IT), one line per arch (shifted a few percent
+    apart in x), chance dashed.
+    None without a probe section; a panel without data is left out."""
+    k = table.knowledge
+    if k is None:
+        return None
+    panels = [(m, s) for m, s in PANELS if any((a.arch, s, m) in k.cells for a in table.models)]
+    if not panels:
+        return None
+    colors = _arch_colors(table)
+    xs_all = [exposure(s) for s in k.strata]
+    fig = new_figure(3.6 * len(panels) + 0.6, 3.4)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (measure, model) in zip(axes, panels, strict=True):
+        chance = None
+        for i, m in enumerate(table.models):
+            row = k.cells.get((m.arch, model, measure))
+            dodge = 1 + 0.04 * (i - (len(table.models) - 1) / 2)  # archs a few percent apart in x
+            if not row:
+                continue
+            chance = k.chance.get((m.arch, model, measure), chance)
+            strata = [s for s in k.strata if s in row]
+            est = [row[s] for s in strata]
+            ax.errorbar(
+                [exposure(s) * dodge for s in strata],
+                [e.value for e in est],
+                yerr=_yerr(est),
+                color=colors[m.arch],
+                marker="o",
+                capsize=3,
+                label=_arch_label(table, m.arch),
+            )
+        if chance is not None:
+            ax.axhline(chance, color="0.4", linestyle="--", linewidth=1, label="chance")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(xs_all))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("biographies per person")
+        ax.set_title(f"{MEASURE_LABEL[measure].split(' (')[0]}, {MODEL_LABEL[model]}")
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="best")
+    return fig
+
+
 def write_figures(
     out_dir: Path,
     table: Table,
@@ -238,6 +287,17 @@ def write_figures(
                 "Instruction-tuned minus pretrained only, held-out normalized average [95% MOVER CI].",
                 "heldout",
                 it_gain(table),
+            )
+        )
+        planned.append(
+            (
+                "exposure_response.png",
+                "Knowledge by exposure",
+                "Accuracy [95% CI] on held-out people against their biographies in the pretraining corpus:"
+                " the probe's cloze after pretraining (storage), its bare question and the MMLU-style"
+                " people questions zero-shot after instruction tuning (extraction); dashed: chance.",
+                "knowledge",
+                exposure_response(table),
             )
         )
         planned.append(
@@ -290,4 +350,4 @@ def write_figures(
     return out
 
 
-__all__ = ["finetune", "headline", "it_gain", "write_figures"]
+__all__ = ["exposure_response", "finetune", "headline", "it_gain", "write_figures"]

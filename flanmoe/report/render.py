@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from flanmoe.grid import scenario_label
 from flanmoe.report.findings import Finding
+from flanmoe.report.knowledge import MEASURE_LABEL, RELATIONS, exposure
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
 from flanmoe.report.table import AVERAGE, Table
 
@@ -54,7 +55,7 @@ def method(table: Table) -> str:
 @dataclass(frozen=True)
 class ReportFigure:
     """A PNG written beside the report (``file``: its name in the report's folder), shown at the end of
-    its ``section``: ``heldout``, ``finetune`` or ``training``."""
+    its ``section``: ``heldout``, ``knowledge``, ``finetune`` or ``training``."""
 
     file: str
     title: str
@@ -151,6 +152,47 @@ def finetune_rows(t: Table) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+KNOWLEDGE_HEADING = "Knowledge by exposure"
+KNOWLEDGE_TEXT = (
+    "Held-out people of the pretraining corpus, by the number N of biographies each has there"
+    " (people_x<N>): accuracy [95% CI] of choosing the true fact among its options by log-likelihood."
+    " Storage: the probe's cloze (the fact in the corpus's span-corruption form); extraction: the probe's"
+    " bare question (no options shown) and the MMLU-style people questions zero-shot (instruction format)."
+    " A model that stores a fact but cannot extract it scores above chance on cloze only."
+)
+RELATIONS_TEXT = "Held-out relations (secondary probe): MMLU zero-shot score [95% CI] per subject."
+
+
+def knowledge_rows(t: Table) -> tuple[list[str], list[list[str]]]:
+    """Per arch, model stage and measure: score [CI] per stratum (by N), then the chance level."""
+    k = t.knowledge
+    if k is None:
+        return [], []
+    head = ["arch", "model", "measure", *(f"{s} (N={exposure(s)})" for s in k.strata), "chance"]
+    rows = []
+    for (arch, model, measure), cells in k.cells.items():
+        chance = k.chance.get((arch, model, measure))
+        rows.append(
+            [arch, MODEL_LABEL.get(model, model), MEASURE_LABEL[measure]]
+            + [fmt_score(cells[s]) if s in cells else "—" for s in k.strata]
+            + [f"{chance:.3f}" if chance is not None else "—"]
+        )
+    return head, rows
+
+
+def relation_rows(t: Table) -> tuple[list[str], list[list[str]]]:
+    """Per arch and model stage: MMLU zero-shot score [CI] of each held-out relation subject."""
+    k = t.knowledge
+    if k is None or not k.relations:
+        return [], []
+    subjects = [s for s in RELATIONS if any(s in r for r in k.relations.values())]
+    rows = [
+        [arch, MODEL_LABEL.get(model, model)] + [fmt_score(r[s]) if s in r else "—" for s in subjects]
+        for (arch, model), r in k.relations.items()
+    ]
+    return ["arch", "model", *subjects], rows
+
+
 def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -190,6 +232,12 @@ def to_markdown(
         "",
         *_md_figures(figures, "heldout"),
     ]
+    if t.knowledge is not None:
+        out += [f"## {KNOWLEDGE_HEADING}", "", KNOWLEDGE_TEXT, "", md_table(*knowledge_rows(t)), ""]
+        rel_head, rel_rows = relation_rows(t)
+        if rel_rows:
+            out += [RELATIONS_TEXT, "", md_table(rel_head, rel_rows), ""]
+        out += _md_figures(figures, "knowledge")
     head, rows = finetune_rows(t)
     out += ["## Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)", ""]
     if rows:
@@ -288,6 +336,16 @@ def to_html(
         _html_table(*heldout_rows(t), gain_label="IT gain"),
         *_html_figures(figures, "heldout"),
     ]
+    if t.knowledge is not None:
+        out += [
+            f"<h2>{KNOWLEDGE_HEADING}</h2>",
+            f"<p>{e(KNOWLEDGE_TEXT)}</p>",
+            _html_table(*knowledge_rows(t)),
+        ]
+        rel_head, rel_rows = relation_rows(t)
+        if rel_rows:
+            out += [f"<p>{e(RELATIONS_TEXT)}</p>", _html_table(rel_head, rel_rows)]
+        out += _html_figures(figures, "knowledge")
     head, rows = finetune_rows(t)
     out.append("<h2>Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)</h2>")
     out.append(

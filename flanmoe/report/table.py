@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from flanmoe.grid import EVAL_MODELS as MODELS  # pretrained-only, instruction-tuned
 from flanmoe.grid import HELDOUT as SUITES  # held-out suites, each shown on the normalized scale
 from flanmoe.grid import MODES
+from flanmoe.report.knowledge import Knowledge, build_knowledge
 from flanmoe.report.stats import Estimate, difference
 
 AVERAGE = "normalized_average"  # the paper's mean of the suites' normalized scores
@@ -85,6 +86,7 @@ class Table:
     finetune_gain: dict[str, dict[str, Estimate]]
     fewshot_k: int | None = None
     seeds: int = 1  # replicates aggregated in every cell (flanmoe.report.seeds)
+    knowledge: Knowledge | None = None  # knowledge by exposure (None: no probe section in any metrics)
 
 
 def _require(d: Mapping, keys: tuple[str, ...], where: str):
@@ -194,6 +196,10 @@ def build_table(
                 finetune_gain.setdefault(a.name, {})[task] = difference(
                     row["after_it"].score, row["direct"].score
                 )
+    try:
+        knowledge = build_knowledge([(a.name, {m: a.evaluate[m] for m in MODELS}) for a in archs])
+    except ValueError as e:
+        raise ReportInputError(f"evaluate metrics of {e}") from None
     return Table(
         models,
         columns,
@@ -205,4 +211,5 @@ def build_table(
         finetune_gain,
         fewshot_k,
         seeds,
+        knowledge,
     )

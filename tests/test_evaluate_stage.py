@@ -113,7 +113,7 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
         for name, d in logged_datasets(work, runs[0]["run_id"]).items()
     } == {
         f"data/tokenized/{s}": (dvc_md5(tokenized_dir / s), f"data/tokenized/{s}", "evaluation")
-        for s in ("mmlu", "bbh", "flan")  # flan: the held-in pairs
+        for s in ("mmlu", "bbh", "flan", "probe")  # flan: the held-in pairs
     }
     files = artifact_paths(work, runs[0]["run_id"])
     assert {"metrics/evaluate/s1234/switch-instruct.json", "evaluation/summary.json"} <= files

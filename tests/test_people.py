@@ -158,3 +158,22 @@ def suite_people(suite):
     return build_world(
         cfg.seed, cfg.world_size, cfg.it_people, cfg.heldout_people, tuple(cfg.bio_exposures)
     ).people
+
+
+def test_mixed_training_asks_it_people_only():
+    """it_qa_per_person: QA documents of IT people in the corpus (Physics 3.1's mixed training), the
+    answers marked salient; held-out people are never asked."""
+    s = build_suite(EmbeddedConfig(**{**CFG, "it_qa_per_person": 3}))
+    people = suite_people(s)
+    qa = [
+        (t, sp)
+        for t, u, sp in zip(s.pretrain["text"], s.pretrain["url"], s.pretrain["salient_spans"], strict=True)
+        if u.startswith("https://qa.embedded/")
+    ]
+    assert len(qa) == 3 * CFG["it_people"]
+    for text, spans in qa:
+        person = next(p for p in people.all if p.name in text)
+        assert person in people.it
+        answers = [text[a:b] for a, b in zip(spans[::2], spans[1::2], strict=True)]
+        assert sorted(answers) == sorted(person.attrs.values())
+        assert text.count("Question:") == len(PERSON_RELATIONS)

@@ -54,6 +54,8 @@ class EmbeddedConfig(StrictModel):
     bio_exposures: list[int] = Field(default_factory=lambda: [12, 48], min_length=1)  # biographies per
     # person, one exposure stratum per value (people of each group assigned round robin)
     flan_per_family: int = Field(default=400, gt=0)  # examples per instruction family
+    it_qa_per_person: int = Field(default=0, ge=0)  # QA documents per IT person in the pretraining
+    # corpus (Physics of LMs 3.1's mixed training; 0: none)
     people_qa_per_family: int = Field(default=400, gt=0)  # ... per person family (QA about IT people)
     fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
     fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples

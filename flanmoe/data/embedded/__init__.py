@@ -109,7 +109,9 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
     world = build_world(cfg.seed, cfg.world_size, cfg.it_people, cfg.heldout_people, tuple(cfg.bio_exposures))
     world_names = {e.name.lower() for es in world.entities.values() for e in es}
     ctx = GenContext(world, build_lexicon(cfg.seed, world_names), cfg.max_operand, cfg.list_len)
-    corpus = build_corpus(ctx, cfg.seed, int(cfg.pretrain_mb * 1e6), cfg.real_fraction, cfg.task_fraction)
+    corpus = build_corpus(
+        ctx, cfg.seed, int(cfg.pretrain_mb * 1e6), cfg.real_fraction, cfg.task_fraction, cfg.it_qa_per_person
+    )
     flan = build_mixture(
         ctx,
         cfg.seed,

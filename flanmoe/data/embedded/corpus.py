@@ -23,7 +23,7 @@ from flanmoe.data.embedded import vocab
 from flanmoe.data.embedded.facts import Entity, Relation, state_span
 from flanmoe.data.embedded.families import FAMILIES, GenContext
 from flanmoe.data.embedded.families.knowledge import PERSON_FAMILIES
-from flanmoe.data.embedded.people import biographies
+from flanmoe.data.embedded.people import biographies, qa_documents
 from flanmoe.data.embedded.world import RELATIONS, World
 
 C4_COLUMNS = ("text", "timestamp", "url")
@@ -200,18 +200,25 @@ def _take(stream: Iterator[Doc], budget: int) -> list[Doc]:
 
 
 def build_corpus(
-    ctx: GenContext, seed: int, total_bytes: int, real_fraction: float, task_fraction: float
+    ctx: GenContext,
+    seed: int,
+    total_bytes: int,
+    real_fraction: float,
+    task_fraction: float,
+    qa_per_person: int = 0,
 ) -> dict[str, list[str]]:
     """C4-schema columns (and ``salient_spans``) of about ``total_bytes`` UTF-8 bytes, documents shuffled.
 
     ``real_fraction`` of the bytes is shipped English (less if Python ships less), ``task_fraction``
-    family raw material; then every biography (their number is fixed by the people's strata), and
-    world prose fills the rest (none if the biographies already pass ``total_bytes``).
+    family raw material; then every biography (their number is fixed by the people's strata) and
+    ``qa_per_person`` QA documents per IT person, and world prose fills the rest (none if they already
+    pass ``total_bytes``).
     """
     rng = random.Random(f"corpus-{seed}")
     real = _take(real_english_docs(), int(real_fraction * total_bytes))
     tasks = _take(task_docs(ctx, rng), int(task_fraction * total_bytes))
     bios = list(biographies(ctx.world.people, rng))
+    bios += qa_documents(ctx.world.people, qa_per_person, rng) if qa_per_person else []
     used = sum(_nbytes(d[0]) for d in real + tasks + bios)
     world = _take(world_docs(ctx.world, ctx.lexicon, rng), max(0, total_bytes - used))
     docs = real + tasks + bios + world

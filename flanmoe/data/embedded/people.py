@@ -26,6 +26,7 @@ from flanmoe.data.embedded.facts import Entity, Relation, state_span
 PETS = ("dog", "cat", "parrot", "rabbit", "goat", "horse", "canary", "tortoise", "hamster", "goldfish",
         "ferret", "donkey")  # fmt: skip
 BIO_TAG = "[biography]"  # in front of every biography: a domain tag (Physics of LMs 3.3)
+QA_TAG = "[questions]"  # in front of every QA document (mixed training, ``qa_documents``)
 
 PERSON_RELATIONS: tuple[Relation, ...] = (
     Relation(
@@ -218,6 +219,24 @@ def biographies(people: People, rng: random.Random) -> Iterator[tuple[str, str, 
         yield text, f"https://people.embedded/{person.name.replace(' ', '_')}/{k}", spans
 
 
+def qa_documents(people: People, per_person: int, rng: random.Random) -> Iterator[tuple[str, str, list[int]]]:
+    """``per_person`` documents of question-answer pairs for every IT person (Physics of LMs 3.1's
+    "mixed training": QA of some people inside pretraining), each all five facts asked in a fresh
+    wording and order, the answers marked as salient; held-out people are never asked."""
+    todo = [(p, k) for p in people.it for k in range(per_person)]
+    rng.shuffle(todo)
+    for person, k in todo:
+        rels = list(PERSON_RELATIONS)
+        rng.shuffle(rels)
+        text, spans = QA_TAG, []
+        for rel in rels:
+            question = vocab.fix_articles(rng.choice(rel.questions).format(s=person.name))
+            text += f" Question: {question} Answer: "
+            spans += [len(text), len(text) + len(person.attrs[rel.attr])]
+            text += person.attrs[rel.attr] + "."
+        yield text, f"https://qa.embedded/{person.name.replace(' ', '_')}/{k}", spans
+
+
 def cloze(rel: Relation, person: Entity, rng: random.Random) -> tuple[str, str]:
     """(prefix, suffix) of one statement of the fact in the corpus's own wording, the value cut out;
     templates with an article right before the value are left out (the article would give it away)."""
@@ -232,11 +251,13 @@ __all__ = [
     "BIO_TAG",
     "PERSON_ATTRS",
     "PERSON_RELATIONS",
+    "QA_TAG",
     "People",
     "biographies",
     "biography",
     "cloze",
     "make_people",
+    "qa_documents",
     "person_pools",
     "subject",
 ]

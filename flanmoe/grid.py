@@ -41,8 +41,9 @@ HELDOUT: tuple[str, ...] = ("mmlu", "bbh")
 Mode = Literal["zero_shot", "few_shot"]
 MODES: tuple[str, ...] = get_args(Mode)
 MODE_LABEL: dict[str, str] = {"zero_shot": "zero-shot", "few_shot": "few-shot"}
-# the probe's modes: the fact as the corpus's own span-corruption cloze, or the bare question
-ProbeMode = Literal["cloze", "question"]
+# the probe's modes: the fact as the corpus's own span-corruption cloze, the question with the answer
+# as that cloze's span, or the bare question
+ProbeMode = Literal["cloze", "qa", "question"]
 PROBE_MODES: tuple[str, ...] = get_args(ProbeMode)
 
 

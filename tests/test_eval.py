@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from flanmoe.data.sources import SourceSpec, load_source
-from flanmoe.data.tokenizer import EOS_ID, PAD_ID, train_tokenizer
+from flanmoe.data.tokenizer import EOS_ID, PAD_ID, sentinel_ids, train_tokenizer
 from flanmoe.eval.metrics import (
     best_constant,
     bootstrap_ci,
@@ -964,6 +964,24 @@ def test_probe_cloze_scores_per_subject(tok, moe_model) -> None:
         assert t["score_lo"] <= t["score"] <= t["score_hi"]
     assert s["tasks"]["people_x8"]["best_constant"] == pytest.approx(0.5)  # answers 0 and 1
     assert set(ev.routing_summary()["probe"]) == {"people_x1", "people_x8"}
+
+
+def test_probe_qa_mode_is_the_question_with_the_answer_as_the_masked_span(tok, moe_model) -> None:
+    ev = Evaluator(moe_model, tok, settings(max_examples=1))
+    res = evaluate_probe(ev, probe_splits(), "qa")
+    s0, s1 = sentinel_ids(tok)[:2]
+    for rec, row in zip(res.records, [PROBE[2], PROBE[0]], strict=True):
+        assert rec["mode"] == "qa" and rec["prompt"] == f"Question: {row['question']} Answer:<extra_id_0>."
+        prompt = [*tok.encode(f"Question: {row['question']} Answer:", add_special_tokens=False).ids, s0]
+        prompt += tok.encode(".").ids
+        ref = [
+            reference_logprob(
+                moe_model, prompt, [s0, *tok.encode(" " + c, add_special_tokens=False).ids, s1, EOS_ID]
+            )
+            for c in row["choices"]
+        ]
+        assert rec["logprob_sum"] == pytest.approx(ref, abs=1e-4)
+        assert rec["prediction"] == row["choices"][int(np.argmax(ref))]
 
 
 def test_probe_question_mode_is_the_bare_question(tok, moe_model) -> None:

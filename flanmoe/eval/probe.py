@@ -3,13 +3,16 @@
 Data (``data/tokenized/probe``, the embedded corpus only): split ``test`` of rows ``subject`` (a stratum,
 e.g. ``people_x8``), ``prefix``, ``suffix``, ``question``, ``choices`` and ``answer``; the fact's
 statement is ``prefix + choices[answer] + suffix`` ("Alice Toluma plays the " + "violin" + ".").
-Two modes, both multiple choice by log-likelihood over the same choices:
+Three modes, all multiple choice by log-likelihood over the same choices:
 
 - ``cloze`` (storage): the statement in the corpus's own span-corruption form, no instruction. Prompt:
   the prefix (its trailing space dropped), ``<extra_id_0>``, the suffix, eos; candidate k:
   ``<extra_id_0>`` + the choice (with the prefix's space before it, as byte-level BPE glues it to the
   word) + ``<extra_id_1>`` + eos, i.e. the targets T5 span corruption gives when the choice is the
   masked span. The pick is the candidate of highest summed log-prob.
+- ``qa`` (extraction in the pretraining form): ``Question: <question> Answer: <extra_id_0>.``, the
+  candidates as in ``cloze``. A span-corruption model has only ever produced text after a sentinel:
+  this asks the question without asking for a format it never learned.
 - ``question`` (extraction without an options block): the bare question, the choices as candidates,
   zero-shot, exactly as the MMLU suite scores with ``mmlu_format: question`` (``mc_headline`` picks).
 
@@ -78,14 +81,16 @@ def cloze_ids(
 
 
 def evaluate_probe(ev: Evaluator, splits: Mapping[str, Any], mode: str, split: str = "test") -> SuiteResult:
-    """Score the probe's ``split`` in ``mode`` (``cloze`` or ``question``) with ``ev``'s model."""
+    """Score the probe's ``split`` in ``mode`` (``cloze``, ``qa`` or ``question``) with ``ev``'s model."""
     if mode not in PROBE_MODES:
         raise ValueError(f"probe mode: {mode!r} is not one of {PROBE_MODES}")
     check_probe(splits, split=split)
     items = ev.subject_items(splits[split])
     cands = [list(r["choices"]) for r in items]
-    if mode == "cloze":
-        enc, cand_ids = cloze_ids(ev.tok, items, ev.s.max_input_length)
+    if mode in ("cloze", "qa"):
+        if mode == "qa":  # the question, its answer the masked span
+            items_ = [{**r, "prefix": f"Question: {r['question']} Answer: ", "suffix": "."} for r in items]
+        enc, cand_ids = cloze_ids(ev.tok, items_ if mode == "qa" else items, ev.s.max_input_length)
         # the record shows the sentinel where the fact's value was (eos left out)
         prompts = [ev.tok.decode(e.ids[:-1], skip_special_tokens=False) for e in enc]
         return ev.multiple_choice(SUITE, mode, items, enc, cands, cand_ids, "sum", prompts)

@@ -1,7 +1,8 @@
 """Knowledge by exposure: how well each model knows the held-out people of the pretraining corpus, per
-stratum ``people_x<N>`` (people with N biographies each), by three measures:
+stratum ``people_x<N>`` (people with N biographies each), by four measures:
 
 - ``cloze``: the probe suite's cloze mode (the fact in the corpus's span-corruption form: storage);
+- ``qa``: its qa mode (the question, the answer as the masked span: extraction in the pretraining form);
 - ``question``: the probe suite's question mode (the bare question, no options: extraction);
 - ``mmlu``: the MMLU suite's people subjects, zero-shot (the question in the OPTIONS prompt: extraction
   in the instruction format);
@@ -20,15 +21,21 @@ from dataclasses import dataclass
 from flanmoe.report.stats import Estimate
 
 # (measure, section, mode) in report order
-MEASURES = (("cloze", "probe", "cloze"), ("question", "probe", "question"), ("mmlu", "mmlu", "zero_shot"))
+MEASURES = (
+    ("cloze", "probe", "cloze"),
+    ("qa", "probe", "qa"),
+    ("question", "probe", "question"),
+    ("mmlu", "mmlu", "zero_shot"),
+)
 MEASURE_LABEL = {
     "cloze": "probe cloze (storage)",
+    "qa": "probe QA cloze (extraction, pretraining form)",
     "question": "probe question (extraction, no options)",
     "mmlu": "MMLU-style people, 0-shot (extraction, instruction format)",
 }
 RELATIONS = ("world_geography", "zoology", "chemistry")  # held-out relations: the secondary probe
 # the figure's panels: (measure, model stage)
-PANELS = (("cloze", "pretrain"), ("question", "instruct"), ("mmlu", "instruct"))
+PANELS = (("cloze", "pretrain"), ("qa", "pretrain"), ("qa", "instruct"), ("mmlu", "instruct"))
 STRATUM = re.compile(r"people_x(\d+)")
 
 

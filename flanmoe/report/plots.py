@@ -202,7 +202,7 @@ def finetune(table: Table) -> Figure | None:
 
 def exposure_response(table: Table) -> Figure | None:
     """Accuracy [95% CI] against biographies per person (log x), one panel per measure of ``PANELS``
-    (cloze after pretraining, question and MMLU people after IT), one line per arch (shifted a few percent
+    (cloze and QA cloze after pretraining, QA cloze and MMLU people after IT), one line per arch (shifted a few percent
     apart in x), chance dashed.
     None without a probe section; a panel without data is left out."""
     k = table.knowledge

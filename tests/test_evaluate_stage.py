@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from flanmoe.grid import PROBE_MODES
 from tests.stage_helpers import (
     TINY_EMBEDDED,
     artifact_paths,
@@ -81,7 +82,7 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     n_mmlu = m["mmlu"]["zero_shot"]["n"] + m["mmlu"]["few_shot"]["n"]
     n_bbh = m["bbh"]["zero_shot"]["n"] + m["bbh"]["few_shot"]["n"]
-    n_probe = m["probe"]["cloze"]["n"] + m["probe"]["question"]["n"]
+    n_probe = sum(m["probe"][mode]["n"] for mode in PROBE_MODES)
     assert len(records) == n_mmlu + n_bbh + m["heldin"]["zero_shot"]["n"] + n_probe
     assert all(
         {"prompt", "target", "prediction", "correct", "suite", "task", "mode"} <= set(r) for r in records
@@ -220,14 +221,14 @@ def test_knowledge_probe_per_stratum_in_both_modes(tmp_path, tokenized):  # noqa
     _write_probe(work)
     _save_random_model(work, "switch", "models/pretrain/s1234/switch")
     proc = run_stage("evaluate", work, args=("models/pretrain/s1234/switch",))
-    assert "evaluate switch-pretrain: probe cloze" in proc.stdout and "probe question" in proc.stdout
+    assert all(f"probe {mode}" in proc.stdout for mode in PROBE_MODES)
     m = json.loads((work / "metrics" / "evaluate" / "s1234" / "switch-pretrain.json").read_text())
-    assert set(m) == {"probe"} and set(m["probe"]) == {"cloze", "question"}  # no normalized average
+    assert set(m) == {"probe"} and set(m["probe"]) == {"cloze", "qa", "question"}  # no normalized average
     records = [
         json.loads(x) for x in (work / "evals" / "s1234" / "switch-pretrain" / "predictions.jsonl").open()
     ]
-    assert len(records) == 2 * len(PROBE_ROWS)
-    for mode in ("cloze", "question"):
+    assert len(records) == len(PROBE_MODES) * len(PROBE_ROWS)
+    for mode in PROBE_MODES:
         s = m["probe"][mode]
         assert s["n"] == len(PROBE_ROWS) and set(s["tasks"]) == {"people_x1", "people_x8"}
         assert s["tasks"]["people_x8"]["chance"] == pytest.approx(0.25)

@@ -25,7 +25,10 @@ def _fake_prepared(tmp_path):
 
 def test_missing_tokenizer_file_names_the_key(tmp_path):
     _fake_prepared(tmp_path)
-    write_params(tmp_path, tokenize={"tokenizer_path": str(tmp_path / "nope" / "tokenizer.json")})
+    write_params(
+        tmp_path,
+        tokenize={"tokenizer_path": str(tmp_path / "nope" / "tokenizer.json"), "salient_fraction": 0.0},
+    )
     proc = run_stage("tokenize", tmp_path, check=False)
     assert proc.returncode == 2
     assert f"tokenize.tokenizer_path ({tmp_path / 'nope' / 'tokenizer.json'})" in proc.stderr
@@ -38,7 +41,7 @@ def test_tokenizer_without_our_special_tokens(tmp_path):
     _fake_prepared(tmp_path)
     foreign = tmp_path / "foreign.json"
     Tokenizer(models.WordLevel({"[PAD]": 0, "hello": 1, "[UNK]": 2}, unk_token="[UNK]")).save(str(foreign))
-    write_params(tmp_path, tokenize={"tokenizer_path": str(foreign)})
+    write_params(tmp_path, tokenize={"tokenizer_path": str(foreign), "salient_fraction": 0.0})
     proc = run_stage("tokenize", tmp_path, check=False)
     assert proc.returncode == 2
     assert "tokenize.tokenizer_path" in proc.stderr and "<pad>" in proc.stderr
@@ -58,7 +61,7 @@ def test_hf_t5_tokenizer_directory_with_sentinels_at_the_top(tmp_path):
     from tests.hf_fixtures import t5_style_tokenizer
     from tests.stage_helpers import TINY_EMBEDDED
 
-    micro = {"num_sentinels": 20, "input_length": 64, "target_length": 16}
+    micro = {"num_sentinels": 20, "input_length": 64, "target_length": 16, "salient_fraction": 0.0}
     write_params(tmp_path, prepare={"embedded": TINY_EMBEDDED}, tokenize=micro)
     run_stage("prepare", tmp_path)
     texts = datasets.load_from_disk(str(tmp_path / "data" / "prepared" / "pretrain"))["text"]

@@ -56,7 +56,8 @@ class EmbeddedConfig(StrictModel):
     flan_per_family: int = Field(default=400, gt=0)  # examples per instruction family
     it_qa_per_person: int = Field(default=0, ge=0)  # QA documents per IT person in the pretraining
     # corpus (Physics of LMs 3.1's mixed training; 0: none)
-    people_qa_per_family: int = Field(default=400, gt=0)  # ... per person family (QA about IT people)
+    people_qa_per_family: int | None = Field(default=None, gt=0)  # ... per person family (QA about IT
+    # people); None: flan_per_family
     fewshot_k: int = Field(default=2, ge=1)  # exemplars in few-shot templates
     fewshot_fraction: float = Field(default=0.3, ge=0, le=1)  # share of few-shot (fs_*) examples
     options_fraction: float = Field(default=0.5, ge=0, le=1)  # share of examples with OPTIONS (*_opt)

@@ -120,7 +120,7 @@ def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
         cfg.fewshot_fraction,
         cfg.options_fraction,
         cfg.letter_fraction,
-        dict.fromkeys(PERSON_FAMILIES, cfg.people_qa_per_family),
+        dict.fromkeys(PERSON_FAMILIES, cfg.people_qa_per_family or cfg.flan_per_family),
     )
     mmlu, probe = build_mmlu(world, cfg.seed, cfg.mmlu_per_subject, cfg.mmlu_val_per_subject)
     bbh = build_bbh(cfg.seed, cfg.bbh_per_task, cfg.bbh_steps)

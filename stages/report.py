@@ -159,6 +159,24 @@ def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
     return panels
 
 
+def knowledge_pairs(params, table) -> list:
+    """Paired differences on the held-out people from every evaluation's per-question records
+    (``flanmoe.report.paired``); none when a record file is missing (the table says nothing then)."""
+    from flanmoe.report.findings import moe_dense_pairs
+    from flanmoe.report.paired import paired_rows
+
+    by_model = {}
+    for arch in params.archs.run:
+        for model in ("pretrain", "instruct"):
+            files = [EVALS / seed_dir(s) / f"{arch}-{model}" / "predictions.jsonl" for s in params.base.seeds]
+            if not all(f.is_file() for f in files):
+                return []
+            by_model[f"{arch}-{model}"] = [
+                [json.loads(line) for line in f.read_text().splitlines() if line] for f in files
+            ]
+    return paired_rows(by_model, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args:
@@ -202,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     except ReportInputError as e:
         fail(f"metrics: {e} (files under {METRICS}/)")
     fs = findings(table)
+    if table.knowledge is not None:
+        table.knowledge = dataclasses.replace(table.knowledge, paired=knowledge_pairs(params, table))
     seeds = params.base.seeds
     seed_text = (
         f"seed {seeds[0]} (one seed)"

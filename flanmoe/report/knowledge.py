@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flanmoe.report.stats import Estimate
 
@@ -51,12 +51,14 @@ def exposure(stratum: str) -> int:
 class Knowledge:
     """``strata``: ``people_x<N>`` by N; ``cells[(arch, model, measure)]``: {stratum: score [CI]} of the
     rows with a score; ``chance[(arch, model, measure)]``: the row's chance level;
-    ``relations[(arch, model)]``: {subject of ``RELATIONS``: MMLU zero-shot score [CI]}."""
+    ``relations[(arch, model)]``: {subject of ``RELATIONS``: MMLU zero-shot score [CI]};
+    ``paired``: ``flanmoe.report.paired.PairedRow`` s (from the per-question records, when given)."""
 
     strata: list[str]
     cells: dict[tuple[str, str, str], dict[str, Estimate]]
     chance: dict[tuple[str, str, str], float]
     relations: dict[tuple[str, str], dict[str, Estimate]]
+    paired: list = field(default_factory=list)
 
 
 def _tasks(metrics: Mapping, section: str, mode: str) -> Mapping:

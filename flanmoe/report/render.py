@@ -193,6 +193,26 @@ def relation_rows(t: Table) -> tuple[list[str], list[list[str]]]:
     return ["arch", "model", *subjects], rows
 
 
+PAIRED_TEXT = (
+    "Paired differences on the same questions, a - b [95% CI]: with one seed a bootstrap over the questions,"
+    " with several the t-interval of the per-seed differences."
+)
+
+
+def paired_rows_table(t: Table) -> tuple[list[str], list[list[str]]]:
+    """Per comparison (a - b) and measure: the paired difference [CI] per stratum."""
+    k = t.knowledge
+    if k is None or not k.paired:
+        return [], []
+    head = ["a", "b", "measure", *k.strata]
+    rows = [
+        [r.a, r.b, MEASURE_LABEL[r.measure]]
+        + [fmt_score(r.cells[s], sign=True) if s in r.cells else "—" for s in k.strata]
+        for r in k.paired
+    ]
+    return head, rows
+
+
 def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -234,6 +254,9 @@ def to_markdown(
     ]
     if t.knowledge is not None:
         out += [f"## {KNOWLEDGE_HEADING}", "", KNOWLEDGE_TEXT, "", md_table(*knowledge_rows(t)), ""]
+        pair_head, pair_rows = paired_rows_table(t)
+        if pair_rows:
+            out += [PAIRED_TEXT, "", md_table(pair_head, pair_rows), ""]
         rel_head, rel_rows = relation_rows(t)
         if rel_rows:
             out += [RELATIONS_TEXT, "", md_table(rel_head, rel_rows), ""]
@@ -342,6 +365,9 @@ def to_html(
             f"<p>{e(KNOWLEDGE_TEXT)}</p>",
             _html_table(*knowledge_rows(t)),
         ]
+        pair_head, pair_rows = paired_rows_table(t)
+        if pair_rows:
+            out += [f"<p>{e(PAIRED_TEXT)}</p>", _html_table(pair_head, pair_rows)]
         rel_head, rel_rows = relation_rows(t)
         if rel_rows:
             out += [f"<p>{e(RELATIONS_TEXT)}</p>", _html_table(rel_head, rel_rows)]

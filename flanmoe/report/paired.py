@@ -1,0 +1,97 @@
+"""Paired differences on the held-out people: two models answer the very same questions, so their
+difference is measured question by question, not from two independent intervals.
+
+Comparisons, per stratum ``people_x<N>`` and measure (``knowledge.MEASURES``):
+
+- per arch, instruction-tuned minus pretrained only, for every measure;
+- per MoE arch and its FLOPs-matched dense twin, MoE minus dense: storage and extraction after
+  pretraining (``cloze``, ``qa``), extraction in the instruction format after IT (``mmlu``).
+
+With one seed, a paired bootstrap over the questions (``power.paired_difference``); with several, the
+t-interval of the per-seed paired differences (``power.seed_interval``): the seed-to-seed spread, not
+the question count, limits power there. Input: the evaluate stages' per-question records
+(``evals/s<seed>/<arch>-<model>/predictions.jsonl``: ``suite``, ``mode``, ``task``, ``prompt``,
+``correct``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from flanmoe.report.knowledge import MEASURES, STRATUM
+from flanmoe.report.power import paired_difference, seed_interval
+from flanmoe.report.stats import Estimate
+
+# (measure, model stage) compared between a MoE arch and its dense twin
+MOE_DENSE = (("cloze", "pretrain"), ("qa", "pretrain"), ("mmlu", "instruct"))
+Records = Sequence[Mapping]  # one model's predictions.jsonl rows
+Answers = dict[tuple[str, str], dict[str, float]]  # (measure, stratum) -> {prompt: correct}
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """``a`` minus ``b`` on ``measure`` (``a``, ``b``: ``arch/model`` names), per stratum."""
+
+    a: str
+    b: str
+    measure: str
+    cells: dict[str, Estimate]
+
+
+def answers(records: Records) -> Answers:
+    """Correctness per question (keyed by its prompt) of the knowledge measures, per stratum."""
+    source = {(section, mode): measure for measure, section, mode in MEASURES}
+    out: Answers = {}
+    for r in records:
+        measure = source.get((r.get("suite"), r.get("mode")))
+        if measure is not None and STRATUM.fullmatch(str(r.get("task"))):
+            out.setdefault((measure, r["task"]), {})[r["prompt"]] = float(r["correct"])
+    return out
+
+
+def _difference(
+    a: Sequence[Answers], b: Sequence[Answers], key: tuple[str, str], seed: int
+) -> Estimate | None:
+    """a - b on ``key`` over the questions both answered, per seed; None when a seed has none."""
+    per_seed = []
+    for sa, sb in zip(a, b, strict=True):
+        qa, qb = sa.get(key, {}), sb.get(key, {})
+        common = sorted(set(qa) & set(qb))
+        if not common:
+            return None
+        per_seed.append((np.array([qa[q] for q in common]), np.array([qb[q] for q in common])))
+    if len(per_seed) == 1:
+        return paired_difference(per_seed[0], seed=seed)
+    return seed_interval([float((x - y).mean()) for x, y in per_seed])
+
+
+def paired_rows(
+    by_model: Mapping[str, Sequence[Records]],
+    archs: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    strata: Sequence[str],
+    seed: int = 0,
+) -> list[PairedRow]:
+    """``by_model[f"{arch}-{model}"]``: that model's records, one list per seed (same seed order for
+    every model). Rows: IT - PT per arch and measure, then MoE - dense per pair (``MOE_DENSE``)."""
+    ans = {name: [answers(r) for r in seeds] for name, seeds in by_model.items()}
+    wanted = [(f"{a}-instruct", f"{a}-pretrain", m) for a in archs for m, _, _ in MEASURES]
+    wanted += [(f"{moe}-{model}", f"{dense}-{model}", m) for moe, dense in pairs for m, model in MOE_DENSE]
+    rows = []
+    for a, b, measure in wanted:
+        if a not in ans or b not in ans:
+            continue
+        cells = {}
+        for s in strata:
+            d = _difference(ans[a], ans[b], (measure, s), seed)
+            if d is not None:
+                cells[s] = d
+        if cells:
+            rows.append(PairedRow(a, b, measure, cells))
+    return rows
+
+
+__all__ = ["MOE_DENSE", "PairedRow", "answers", "paired_rows"]

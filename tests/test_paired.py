@@ -1,0 +1,59 @@
+"""Paired differences on the held-out people (flanmoe/report/paired.py), from per-question records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flanmoe.report.paired import answers, paired_rows
+from flanmoe.report.power import paired_difference, seed_interval
+
+
+def records(correct: dict[str, list[int]], suite: str = "probe", mode: str = "cloze") -> list[dict]:
+    """One model's records: per stratum, question i answered ``correct[stratum][i]``."""
+    return [
+        {"suite": suite, "mode": mode, "task": stratum, "prompt": f"{stratum} q{i}", "correct": bool(c)}
+        for stratum, cs in correct.items()
+        for i, c in enumerate(cs)
+    ]
+
+
+def test_answers_keeps_the_knowledge_measures_per_stratum():
+    recs = records({"people_x4": [1, 0]}) + records({"people_x4": [0]}, "mmlu", "zero_shot")
+    recs += records({"zoology": [1]}, "mmlu", "zero_shot") + records({"people_x4": [1]}, "mmlu", "few_shot")
+    got = answers(recs)
+    assert got == {
+        ("cloze", "people_x4"): {"people_x4 q0": 1.0, "people_x4 q1": 0.0},
+        ("mmlu", "people_x4"): {"people_x4 q0": 0.0},
+    }
+
+
+def test_one_seed_is_a_paired_bootstrap_over_the_same_questions():
+    rng = np.random.default_rng(0)
+    pt = rng.integers(0, 2, 200)
+    it = np.where(rng.random(200) < 0.2, 1 - pt, pt)  # the same questions, a few flipped
+    by_model = {
+        "d-pretrain": [records({"people_x4": list(pt)})],
+        "d-instruct": [records({"people_x4": list(it)})],
+    }
+    (row,) = paired_rows(by_model, ["d"], [], ["people_x4"])
+    assert (row.a, row.b, row.measure) == ("d-instruct", "d-pretrain", "cloze")
+    order = sorted(range(200), key=lambda i: f"people_x4 q{i}")  # questions are matched by prompt
+    expected = paired_difference((it[order].astype(float), pt[order].astype(float)))
+    assert row.cells["people_x4"] == expected
+    # pairing: tighter than the two scores' own spread would suggest
+    assert row.cells["people_x4"].hi - row.cells["people_x4"].lo < 0.2
+
+
+def test_several_seeds_give_the_t_interval_of_per_seed_differences_and_moe_minus_dense():
+    seeds_moe = [[1, 1, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1]]
+    seeds_dense = [[1, 0, 0, 1], [0, 0, 0, 1], [1, 1, 0, 0]]
+    by_model = {
+        "s-pretrain": [records({"people_x4": s}) for s in seeds_moe],
+        "d-pretrain": [records({"people_x4": s}) for s in seeds_dense],
+    }
+    rows = paired_rows(by_model, ["s", "d"], [("s", "d")], ["people_x4", "people_x9"])
+    assert [(r.a, r.b, r.measure) for r in rows] == [("s-pretrain", "d-pretrain", "cloze")]
+    diffs = [np.mean(a) - np.mean(b) for a, b in zip(seeds_moe, seeds_dense, strict=True)]
+    assert rows[0].cells == {"people_x4": seed_interval(diffs)}  # no records for people_x9: no cell
+    assert rows[0].cells["people_x4"].value == pytest.approx((0.25 + 0.25 + 0.5) / 3)

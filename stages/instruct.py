@@ -4,7 +4,9 @@
 
 Starts from models/pretrain/s<seed>/<arch>/, trains on data/tokenized/flan (a seeded held-out slice is the
 validation set) mixed as FLAN does (examples-proportional with a per-task cap and a temperature:
-`instruct.mixture`), in micro-batches formed by length under `instruct.max_tokens`. The loss is on the
+`instruct.mixture`), plus `instruct.mixture.replay` of span-corruption chunks of data/tokenized/pretrain
+(so that instruction tuning does not erase what pretraining stored: docs/calibration.md, v2), in
+micro-batches formed by length under `instruct.max_tokens`. The loss is on the
 target tokens only (the encoder reads the instruction; padding is ignored). Outputs as every training
 stage (`stages/training.py`), plus the mixture's shares in the metrics file.
 """
@@ -18,6 +20,7 @@ from stages.paths import MODELS, TOKENIZED, TOKENIZER, seed_dir
 from stages.training import StageData, parse_call, run_training
 
 DATA_DIR = TOKENIZED / "flan"
+PRETRAIN_DIR = TOKENIZED / "pretrain"  # replayed chunks (instruct.mixture.replay)
 
 
 def template_shares(template_types: list[str]) -> dict[str, float]:
@@ -29,6 +32,24 @@ def template_shares(template_types: list[str]) -> dict[str, float]:
         "few_shot": sum(t.startswith("fs") for t in template_types) / n,
         "with_options": sum(t.endswith("_opt") for t in template_types) / n,
     }
+
+
+def with_replay(mixed, share: float, seed: int, pretrain_dir: Path = PRETRAIN_DIR):
+    """``mixed`` (input_ids, labels) plus pretraining chunks, their padding stripped, so that they are
+    ``share`` of the result; the chunks drawn without replacement, seeded. Returns (dataset, chunks)."""
+    import datasets
+    import numpy as np
+
+    pre = datasets.load_from_disk(str(pretrain_dir)).with_format("numpy")
+    n = min(len(pre), round(share / (1 - share) * len(mixed)))
+    pick = np.sort(np.random.default_rng([seed, 7]).choice(len(pre), n, replace=False))
+    chunks = pre[pick]
+    strip = [[row[row != 0].tolist() for row in chunks[col]] for col in ("input_ids", "labels")]
+    replay = datasets.Dataset.from_dict(
+        {"input_ids": strip[0], "labels": strip[1]},
+        features=mixed.select_columns(["input_ids", "labels"]).features,
+    )
+    return datasets.concatenate_datasets([mixed.select_columns(["input_ids", "labels"]), replay]), n
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         train_ds, val_ds = split_validation(ds, cfg.val_examples, seed)
         rows, tasks = mixture_indices(train_ds["task_name"], cfg.mixture, seed)
         mixed = train_ds.select(rows)
+        shares = template_shares(mixed["template_type"])
+        replayed = 0
+        if cfg.mixture.replay > 0:
+            mixed, replayed = with_replay(mixed, cfg.mixture.replay, seed)
         sampler = TokenBudgetBatches(mixed, cfg.max_tokens, seed)
         if sampler.groups_per_epoch() < cfg.groups:
             fail(f"instruct.max_tokens: {cfg.max_tokens} gives fewer micro-batches than nproc x grad_accum")
@@ -68,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
                 "mixture": {
                     "tasks": len(tasks),
                     "rows": len(rows),
-                    **template_shares(mixed["template_type"]),
+                    **shares,
+                    **({"replay_rows": replayed} if cfg.mixture.replay > 0 else {}),
                     "max_rate": max(t["rate"] for t in tasks.values()),
                     "min_rate": min(t["rate"] for t in tasks.values()),
                 }

@@ -68,3 +68,31 @@ def test_instruct_without_a_pretrained_model_exits_2(tmp_path, tokenized):  # no
     assert proc.returncode == 2
     assert "models/pretrain/s1234/switch not found: run the pretrain stage first" in proc.stderr
     assert sorted(p.name for p in work.iterdir()) == ["data", "params.yaml"]
+
+
+def test_replay_mixes_pretraining_chunks_without_their_padding(tmp_path):
+    """instruct.mixture.replay: that share of the examples are pretraining chunks (pads stripped),
+    drawn without replacement, the same for the same seed."""
+    import datasets
+    import numpy as np
+
+    from stages.instruct import with_replay
+
+    rng = np.random.default_rng(0)
+    inputs = [list(rng.integers(5, 50, 6)) + [1, 0, 0] for _ in range(40)]
+    labels = [list(rng.integers(5, 50, 2)) + [1, 0] for _ in range(40)]
+    pre = datasets.Dataset.from_dict({"input_ids": inputs, "labels": labels})
+    pre.save_to_disk(str(tmp_path / "pretrain"))
+    pairs = datasets.Dataset.from_dict(
+        {"input_ids": [[7, 8, 1]] * 14, "labels": [[9, 1]] * 14, "task_name": ["t"] * 14}
+    )
+    mixed, n = with_replay(pairs, 0.3, seed=3, pretrain_dir=tmp_path / "pretrain")
+    assert n == 6 and len(mixed) == 20 and mixed.column_names == ["input_ids", "labels"]
+    replayed = mixed.select(range(14, 20))
+    assert all(0 not in x and x[-1] == 1 and len(x) == 7 for x in replayed["input_ids"])
+    chunks = {tuple(x) for x in replayed["input_ids"]}
+    assert len(chunks) == 6 and chunks <= {tuple(x[:7]) for x in inputs}
+    again, _ = with_replay(pairs, 0.3, seed=3, pretrain_dir=tmp_path / "pretrain")
+    assert again["input_ids"] == mixed["input_ids"]
+    other, _ = with_replay(pairs, 0.3, seed=4, pretrain_dir=tmp_path / "pretrain")
+    assert other["input_ids"] != mixed["input_ids"]

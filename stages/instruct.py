@@ -36,8 +36,7 @@ def template_shares(template_types: list[str]) -> dict[str, float]:
 
 def with_replay(mixed, share: float, seed: int, pretrain_dir: Path = PRETRAIN_DIR):
     """``mixed`` (input_ids, labels) plus pretraining chunks, their padding stripped, so that they are
-    ``share`` of the result, or every chunk once when there are fewer; drawn without replacement,
-    seeded. Returns (dataset, chunks)."""
+    ``share`` of the result; the chunks drawn without replacement, seeded. Returns (dataset, chunks)."""
     import datasets
     import numpy as np
 

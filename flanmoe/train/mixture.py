@@ -23,7 +23,7 @@ class MixtureConfig(StrictModel):
     cap: int | None = Field(3000, ge=1)  # per-task cap on examples counted for its rate (null: none)
     temperature: float = Field(1.0, ge=1.0)  # rate ~ min(n, cap)^(1/T); 1 = examples-proportional
     replay: float = Field(0.0, ge=0.0, lt=1.0)  # share of the examples that are pretraining chunks
-    # (span corruption, data/tokenized/pretrain; each at most once): keeps what pretraining stored
+    # (span corruption, data/tokenized/pretrain): keeps what pretraining stored (0: none)
 
 
 def mixing_rates(counts: dict[str, int], cfg: MixtureConfig) -> dict[str, float]:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from flanmoe.data.embedded import EmbeddedConfig, build_suite
+from flanmoe.data.embedded import EmbeddedConfig, build_suite, world_of
 from flanmoe.data.embedded.bbh import BBH_TASKS, navigate
 from flanmoe.data.embedded.corpus import UNIT_FACTS, build_corpus
 from flanmoe.data.embedded.families import FAMILIES, GenContext
@@ -112,7 +112,7 @@ def test_mmlu_skill_answers_are_correct():
 
 def test_default_corpus_size_and_heldout_facts_stated_in_it():
     cfg = EmbeddedConfig()
-    world = build_world(cfg.seed, cfg.world_size)
+    world = world_of(cfg)
     ctx = GenContext(world, build_lexicon(cfg.seed), cfg.max_operand, cfg.list_len)
     corpus = build_corpus(ctx, cfg.seed, int(cfg.pretrain_mb * 1e6), cfg.real_fraction, cfg.task_fraction)
     text = "\n".join(corpus["text"])

@@ -9,10 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from flanmoe.data.embedded import EmbeddedConfig, build_suite
+from flanmoe.data.embedded import EmbeddedConfig, build_suite, world_of
 from flanmoe.data.embedded.people import BIO_TAG, PERSON_RELATIONS, biography, subject
 from flanmoe.data.embedded.vocab import fix_articles
-from flanmoe.data.embedded.world import build_world
 
 CFG = {
     "pretrain_mb": 0.2,
@@ -36,7 +35,7 @@ def suite():
 
 @pytest.fixture(scope="module")
 def world():
-    return build_world(1234, 30, CFG["it_people"], CFG["heldout_people"], tuple(CFG["bio_exposures"]))
+    return world_of(EmbeddedConfig(**CFG))
 
 
 def test_relations_have_many_wordings_and_small_independent_pools(world):
@@ -54,7 +53,7 @@ def test_relations_have_many_wordings_and_small_independent_pools(world):
 
 def test_default_world_asks_at_least_1000_heldout_facts():
     cfg = EmbeddedConfig()
-    w = build_world(cfg.seed, cfg.world_size, cfg.it_people, cfg.heldout_people, tuple(cfg.bio_exposures))
+    w = world_of(cfg)
     assert len(w.people.heldout) * len(PERSON_RELATIONS) >= 1000
     assert {w.people.exposure[p.name] for p in w.people.heldout} == set(cfg.bio_exposures)
 
@@ -154,10 +153,7 @@ def test_packing_never_puts_all_of_a_persons_biographies_in_one_window(suite):
 
 
 def suite_people(suite):
-    cfg = EmbeddedConfig(**CFG)
-    return build_world(
-        cfg.seed, cfg.world_size, cfg.it_people, cfg.heldout_people, tuple(cfg.bio_exposures)
-    ).people
+    return world_of(EmbeddedConfig(**CFG)).people
 
 
 def test_mixed_training_asks_it_people_only():

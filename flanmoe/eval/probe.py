@@ -88,9 +88,10 @@ def evaluate_probe(ev: Evaluator, splits: Mapping[str, Any], mode: str, split: s
     items = ev.subject_items(splits[split])
     cands = [list(r["choices"]) for r in items]
     if mode in ("cloze", "qa"):
-        if mode == "qa":  # the question, its answer the masked span
-            items_ = [{**r, "prefix": f"Question: {r['question']} Answer: ", "suffix": "."} for r in items]
-        enc, cand_ids = cloze_ids(ev.tok, items_ if mode == "qa" else items, ev.s.max_input_length)
+        rows = items  # qa: the question, its answer the masked span
+        if mode == "qa":
+            rows = [{**r, "prefix": f"Question: {r['question']} Answer: ", "suffix": "."} for r in items]
+        enc, cand_ids = cloze_ids(ev.tok, rows, ev.s.max_input_length)
         # the record shows the sentinel where the fact's value was (eos left out)
         prompts = [ev.tok.decode(e.ids[:-1], skip_special_tokens=False) for e in enc]
         return ev.multiple_choice(SUITE, mode, items, enc, cands, cand_ids, "sum", prompts)

@@ -20,7 +20,7 @@ from flanmoe.data.embedded.families.translation import build_lexicon
 from flanmoe.data.embedded.finetune import FINETUNE_TASKS, build_finetune
 from flanmoe.data.embedded.heldout_mmlu import MMLU_SUBJECTS, PROBE_COLUMNS, build_mmlu
 from flanmoe.data.embedded.mixture import TEMPLATE_TYPES, build_mixture
-from flanmoe.data.embedded.world import build_world
+from flanmoe.data.embedded.world import World, build_world
 
 if TYPE_CHECKING:  # imported where a suite is built: CHANCE and the task lists need no datasets
     import datasets
@@ -102,11 +102,16 @@ def _strings(cols: dict[str, list]) -> datasets.Dataset:
     return datasets.Dataset.from_dict(cols, features=datasets.Features(features))
 
 
+def world_of(cfg: EmbeddedConfig) -> World:
+    """The world ``cfg`` describes (its entities, and its people with their strata)."""
+    return build_world(cfg.seed, cfg.world_size, cfg.it_people, cfg.heldout_people, tuple(cfg.bio_exposures))
+
+
 def build_suite(cfg: EmbeddedConfig) -> EmbeddedSuite:
     """Generate the whole suite from ``cfg`` (deterministic, offline, a few seconds at defaults)."""
     import datasets
 
-    world = build_world(cfg.seed, cfg.world_size, cfg.it_people, cfg.heldout_people, tuple(cfg.bio_exposures))
+    world = world_of(cfg)
     world_names = {e.name.lower() for es in world.entities.values() for e in es}
     ctx = GenContext(world, build_lexicon(cfg.seed, world_names), cfg.max_operand, cfg.list_len)
     corpus = build_corpus(
@@ -165,4 +170,5 @@ __all__ = [
     "EmbeddedSuite",
     "build_suite",
     "summarize",
+    "world_of",
 ]

@@ -159,22 +159,68 @@ def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
     return panels
 
 
-def knowledge_pairs(params, table) -> list:
-    """Paired differences on the held-out people from every evaluation's per-question records
-    (``flanmoe.report.paired``); none when a record file is missing (the table says nothing then)."""
-    from flanmoe.report.findings import moe_dense_pairs
-    from flanmoe.report.paired import paired_rows
-
+def prediction_records(params) -> dict[str, list[list[dict]]] | None:
+    """Every held-out evaluation's per-question records, ``{f"{arch}-{model}": [rows of each seed of
+    base.seeds]}`` (evals/s<seed>/<arch>-<model>/predictions.jsonl); None when a file is missing (an
+    older run: the report then falls back to intervals from the metrics). A line that is not a JSON
+    object stops the stage (exit 2), naming the file and line."""
     by_model = {}
     for arch in params.archs.run:
         for model in ("pretrain", "instruct"):
             files = [EVALS / seed_dir(s) / f"{arch}-{model}" / "predictions.jsonl" for s in params.base.seeds]
             if not all(f.is_file() for f in files):
-                return []
-            by_model[f"{arch}-{model}"] = [
-                [json.loads(line) for line in f.read_text().splitlines() if line] for f in files
-            ]
-    return paired_rows(by_model, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
+                return None
+            by_model[f"{arch}-{model}"] = [_jsonl(f) for f in files]
+    return by_model
+
+
+def _jsonl(path: Path) -> list[dict]:
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            fail(f"{path}: line {i} is not JSON ({e})")
+        if not isinstance(row, dict):
+            fail(f"{path}: line {i} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def heldout_records(params, records: dict | None) -> dict | None:
+    """Per (arch, model) the held-out suites' per-question results of every seed, for the findings'
+    paired intervals (``flanmoe.report.heldout_pairs``); None without records. A held-out row
+    lacking a key stops the stage (exit 2), naming the file."""
+    from flanmoe.report.heldout_pairs import heldout_answers
+
+    if records is None:
+        return None
+    out = {}
+    for name, seeds in records.items():
+        arch, model = name.rsplit("-", 1)
+        answers = []
+        for seed, rows in zip(params.base.seeds, seeds, strict=True):
+            try:
+                answers.append(
+                    heldout_answers(rows, str(EVALS / seed_dir(seed) / name / "predictions.jsonl"))
+                )
+            except ValueError as e:
+                fail(str(e))
+        out[(arch, model)] = answers
+    return out
+
+
+def knowledge_pairs(params, table, records: dict | None) -> list:
+    """Paired differences on the held-out people from every evaluation's per-question records
+    (``flanmoe.report.paired``); none without records (the table says nothing then)."""
+    from flanmoe.report.findings import moe_dense_pairs
+    from flanmoe.report.paired import paired_rows
+
+    if records is None:
+        return []
+    return paired_rows(records, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,9 +265,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ReportInputError as e:
         fail(f"metrics: {e} (files under {METRICS}/)")
-    fs = findings(table)
+    records = prediction_records(params)
+    fs = findings(table, heldout_records(params, records))
     if table.knowledge is not None:
-        table.knowledge = dataclasses.replace(table.knowledge, paired=knowledge_pairs(params, table))
+        table.knowledge = dataclasses.replace(table.knowledge, paired=knowledge_pairs(params, table, records))
     seeds = params.base.seeds
     seed_text = (
         f"seed {seeds[0]} (one seed)"

@@ -9,7 +9,9 @@ task of ``finetune.tasks`` and scenario of ``finetune.scenarios`` (and the freez
 ``after_it-freeze_<option>``), metrics/evaluate/s<seed>/<arch>-<task>-<scenario>.json (scenarios 1
 and 3). Several seeds are aggregated (``flanmoe.report.seeds``: mean, CI over seeds and examples). For
 the figures: the training curves plots/<stage>/s<seed>/... (mean over seeds) and, for every MoE arch,
-evals/s<seed>/<arch>-instruct/routing.json of the first seed (expert load per layer per task). Writes
+evals/s<seed>/<arch>-instruct/routing.json of the first seed (expert load per layer per task). For the
+paired intervals of the findings and the knowledge section: evals/s<seed>/<arch>-<model>/predictions.jsonl
+(the per-question records; without them the intervals are MOVER's, labelled so). Writes
 <report.dir> (docs/report; the study preset: docs/study): report.md and report.html with the PNG
 figures in <report.dir>/figures/ (git-tracked, so
 the report is read where the code is; the HTML links the PNGs by file name) and metrics/report.json

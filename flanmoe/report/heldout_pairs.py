@@ -34,7 +34,7 @@ from flanmoe.grid import HELDOUT
 from flanmoe.report.power import (
     minimum_detectable_effect,
     paired_difference,
-    seed_interval,
+    paired_over_seeds,
     seeds_needed,
     std_error_of,
 )
@@ -181,12 +181,11 @@ def contrast(
         mean = statistics.fmean(_normalized_average(answers[m][i], m, mode, chance) for i in range(n))
         if abs(mean - expected[m]) > TOLERANCE:
             return None
+    est = paired_over_seeds([g for g, _ in per_seed], seed, [w for _, w in per_seed])
     if n == 1:
-        est = paired_difference(per_seed[0][0], seed=seed, weights=per_seed[0][1])
         return Paired(est, PAIRED, std_error_of(est))
-    diffs = [paired_difference(g, n_resamples=0, weights=w).value for g, w in per_seed]
-    sd = statistics.stdev(diffs)
-    return Paired(seed_interval(diffs), SEED_T, sd / math.sqrt(n), n, sd)
+    sd = statistics.stdev(paired_difference(g, n_resamples=0, weights=w).value for g, w in per_seed)
+    return Paired(est, SEED_T, sd / math.sqrt(n), n, sd)
 
 
 __all__ = [

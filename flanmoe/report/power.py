@@ -99,6 +99,23 @@ def seed_interval(differences: Sequence[float], confidence: float = 0.95) -> Est
     return Estimate(mean, mean - half, mean + half)
 
 
+def paired_over_seeds(
+    per_seed: Sequence[Mapping[str, Pair] | Pair],
+    seed: int = 0,
+    weights: Sequence[Mapping[str, float] | None] | None = None,
+) -> Estimate:
+    """The paired difference of one seed's questions (``paired_difference``, resampled with
+    ``seed``), or over several seeds the t-interval of each seed's paired point (``seed_interval``):
+    the seed-to-seed spread, not the question count, limits power there. ``weights``: per seed, as
+    ``paired_difference`` takes them."""
+    ws = list(weights) if weights is not None else [None] * len(per_seed)
+    if len(per_seed) == 1:
+        return paired_difference(per_seed[0], seed=seed, weights=ws[0])
+    return seed_interval(
+        [paired_difference(q, n_resamples=0, weights=w).value for q, w in zip(per_seed, ws, strict=True)]
+    )
+
+
 def minimum_detectable_effect(
     std_error: float, alpha: float = 0.05, power: float = 0.8, df: int | None = None
 ) -> float:
@@ -134,6 +151,7 @@ def seeds_needed(seed_sd: float, half_width: float, confidence: float = 0.95, ma
 __all__ = [
     "minimum_detectable_effect",
     "paired_difference",
+    "paired_over_seeds",
     "seed_interval",
     "seeds_needed",
     "std_error_of",

@@ -161,19 +161,18 @@ def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
     return panels
 
 
-def prediction_records(params) -> dict[str, list[list[dict]]] | None:
-    """Every held-out evaluation's per-question records, ``{f"{arch}-{model}": [rows of each seed of
-    base.seeds]}`` (evals/s<seed>/<arch>-<model>/predictions.jsonl); None when a file is missing (an
-    older run: the report then falls back to intervals from the metrics). A line that is not a JSON
-    object stops the stage (exit 2), naming the file and line."""
-    by_model = {}
+def prediction_files(params) -> dict[tuple[str, ...], list[Path]]:
+    """The per-question records of every evaluation, one file per seed of base.seeds, keyed (arch,
+    "pretrain" | "instruct") and, for fine-tuned models, (arch, task, scenario):
+    evals/s<seed>/<name>/predictions.jsonl."""
+    names: dict[tuple[str, ...], str] = {}
     for arch in params.archs.run:
-        for model in ("pretrain", "instruct"):
-            files = [EVALS / seed_dir(s) / f"{arch}-{model}" / "predictions.jsonl" for s in params.base.seeds]
-            if not all(f.is_file() for f in files):
-                return None
-            by_model[f"{arch}-{model}"] = [_jsonl(f) for f in files]
-    return by_model
+        names.update({(arch, m): f"{arch}-{m}" for m in ("pretrain", "instruct")})
+        names.update({(arch, t, s): f"{arch}-{t}-{s}" for t, s in _finetuned(params, arch)})
+    return {
+        key: [EVALS / seed_dir(s) / name / "predictions.jsonl" for s in params.base.seeds]
+        for key, name in names.items()
+    }
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -191,38 +190,44 @@ def _jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def heldout_records(params, records: dict | None) -> dict | None:
-    """Per (arch, model) the held-out suites' per-question results of every seed, for the findings'
-    paired intervals (``flanmoe.report.heldout_pairs``); None without records. A held-out row
-    lacking a key stops the stage (exit 2), naming the file."""
+def prediction_records(params) -> dict[tuple[str, ...], list[list[dict]]]:
+    """The rows of ``prediction_files`` of every evaluation that has them for every seed (an older
+    run has none: the report then falls back to intervals from the metrics). A line that is not a JSON
+    object stops the stage (exit 2), naming the file and line."""
+    return {
+        key: [_jsonl(f) for f in files]
+        for key, files in prediction_files(params).items()
+        if all(f.is_file() for f in files)
+    }
+
+
+def paired_answers(params, records: dict) -> dict:
+    """Per evaluation the held-out (or fine-tuned test) per-question results of every seed, for the
+    findings' paired intervals (``flanmoe.report.heldout_pairs``). A held-out row lacking a key stops
+    the stage (exit 2), naming the file."""
     from flanmoe.report.heldout_pairs import heldout_answers
 
-    if records is None:
-        return None
+    files = prediction_files(params)
     out = {}
-    for name, seeds in records.items():
-        arch, model = name.rsplit("-", 1)
-        answers = []
-        for seed, rows in zip(params.base.seeds, seeds, strict=True):
-            try:
-                answers.append(
-                    heldout_answers(rows, str(EVALS / seed_dir(seed) / name / "predictions.jsonl"))
-                )
-            except ValueError as e:
-                fail(str(e))
-        out[(arch, model)] = answers
+    for key, seeds in records.items():
+        try:
+            out[key] = [heldout_answers(rows, str(f)) for rows, f in zip(seeds, files[key], strict=True)]
+        except ValueError as e:
+            fail(str(e))
     return out
 
 
-def knowledge_pairs(params, table, records: dict | None) -> list:
+def knowledge_pairs(params, table, records: dict) -> list:
     """Paired differences on the held-out people from every evaluation's per-question records
-    (``flanmoe.report.paired``); none without records (the table says nothing then)."""
+    (``flanmoe.report.paired``); none when a record file is missing (the table says nothing then)."""
     from flanmoe.report.findings import moe_dense_pairs
     from flanmoe.report.paired import paired_rows
 
-    if records is None:
+    keys = [(arch, model) for arch in params.archs.run for model in ("pretrain", "instruct")]
+    if not all(k in records for k in keys):
         return []
-    return paired_rows(records, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
+    by_model = {f"{arch}-{model}": records[(arch, model)] for arch, model in keys}
+    return paired_rows(by_model, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     except ReportInputError as e:
         fail(f"metrics: {e} (files under {METRICS}/)")
     records = prediction_records(params)
-    fs = findings(table, heldout_records(params, records))
+    fs = findings(table, paired_answers(params, records))
     if table.knowledge is not None:
         table.knowledge = dataclasses.replace(table.knowledge, paired=knowledge_pairs(params, table, records))
     seeds = params.base.seeds

@@ -4,6 +4,7 @@ estimate must be the difference of the metrics' normalized averages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -14,7 +15,7 @@ import pytest
 from flanmoe.eval.suites import EvalSettings, SuiteResult, summarize
 from flanmoe.report import ArchResults, build_table, findings
 from flanmoe.report.findings import power_note
-from flanmoe.report.heldout_pairs import MOVER, PAIRED, SEED_T, contrast, heldout_answers
+from flanmoe.report.heldout_pairs import MOVER, PAIRED, SEED_T, contrast, heldout_answers, normalized_average
 from flanmoe.report.power import (
     minimum_detectable_effect,
     paired_difference,
@@ -222,12 +223,13 @@ def test_contrast_weights_by_hand():
     }
     models = {("a", "instruct"): [a], ("b", "instruct"): [b]}
     expected = {("a", "instruct"): norm["a"], ("b", "instruct"): norm["b"]}
-    got = contrast(models, {("a", "instruct"): 1.0, ("b", "instruct"): -1.0}, "zero_shot", chance, expected)
+    suites = normalized_average(chance)
+    got = contrast(models, {("a", "instruct"): 1.0, ("b", "instruct"): -1.0}, "zero_shot", suites, expected)
     assert got is not None and got.interval == PAIRED
     assert got.estimate.value == pytest.approx(norm["a"] - norm["b"])
     off = {**expected, ("b", "instruct"): norm["b"] + 0.01}  # metrics not these records: no pairing
     assert (
-        contrast(models, {("a", "instruct"): 1.0, ("b", "instruct"): -1.0}, "zero_shot", chance, off) is None
+        contrast(models, {("a", "instruct"): 1.0, ("b", "instruct"): -1.0}, "zero_shot", suites, off) is None
     )
 
 
@@ -294,3 +296,81 @@ def test_stage_pairs_the_findings_from_predictions_and_names_bad_records(tmp_pat
     assert (
         proc.returncode == 2 and "dense-instruct/predictions.jsonl: row 1 (mmlu) lacks correct" in proc.stderr
     )
+
+
+FT = {  # (arch, scenario): skill on the fine-tuning task's test split
+    ("dense", "direct"): 0.40,
+    ("dense", "after_it"): 0.45,
+    ("switch", "direct"): 0.40,
+    ("switch", "after_it"): 0.60,
+    ("switch", "after_it-freeze_gate"): 0.62,
+}
+
+
+def finetune_records(skill: float, seed: int) -> list[dict]:
+    shared, own = np.random.default_rng(100 + seed), np.random.default_rng(int(skill * 1000) + seed)
+    return [
+        {
+            "suite": "finetune",
+            "mode": "zero_shot",
+            "task": "fv",
+            "prompt": f"claim {i}",
+            "correct": bool(d + 0.05 * own.standard_normal() < skill),
+        }
+        for i, d in enumerate(shared.random(80))
+    ]
+
+
+def finetune_metrics_of(records: list[dict]) -> dict:
+    """The evaluate stage's metrics of a fine-tuned model (Evaluator.pairs' summary, _collect)."""
+    settings = EvalSettings(bootstrap=200)
+    correct = {"fv": [float(r["correct"]) for r in records]}
+    summary = summarize(
+        correct, {"fv": 0.5}, {"fv": 0.5}, {}, settings, average="examples", extra={"exact_match": correct}
+    )
+    return _collect([SuiteResult("finetune", "zero_shot", [], summary, correct["fv"])], settings)[0]
+
+
+def test_finetuning_findings_are_paired_on_the_test_split():
+    for seeds in ([1], [1, 2]):
+        _, answers, per_seed = run_of(seeds)
+        recs = {
+            (a, "fv", s): [finetune_records(k + 0.02 * i, x) for i, x in enumerate(seeds)]
+            for (a, s), k in FT.items()
+        }
+        metrics = {k: aggregate([finetune_metrics_of(r) for r in rs]) for k, rs in recs.items()}
+        archs = [
+            dataclasses.replace(r, finetune={(t, s): m for (a, t, s), m in metrics.items() if a == r.name})
+            for r in arch_results({k: aggregate(v) for k, v in per_seed.items()})
+        ]
+        ft_table = build_table(
+            archs, ["fv"], ["direct", "after_it", "after_it-freeze_gate"], seeds=len(seeds)
+        )
+        all_answers = {**answers, **{k: [heldout_answers(r) for r in rs] for k, rs in recs.items()}}
+        paired, independent = comparisons(findings(ft_table, all_answers)), comparisons(findings(ft_table))
+        score = {k: m["finetune"]["zero_shot"]["score"] for k, m in metrics.items()}
+        expected = {
+            ("finetune_moe_over_dense_after_it", "switch-dense/fv"): score[("switch", "fv", "after_it")]
+            - score[("dense", "fv", "after_it")],
+            ("finetune_moe_advantage_grows_with_it", "switch-dense/fv"): score[("switch", "fv", "after_it")]
+            - score[("dense", "fv", "after_it")]
+            - score[("switch", "fv", "direct")]
+            + score[("dense", "fv", "direct")],
+            ("freeze_gate", "switch/fv"): score[("switch", "fv", "after_it-freeze_gate")]
+            - score[("switch", "fv", "after_it")],
+        }
+        for key, value in expected.items():
+            c = paired[key]
+            assert c.power.interval == (PAIRED if len(seeds) == 1 else SEED_T)
+            assert independent[key].power.interval == MOVER
+            assert c.estimate.value == pytest.approx(value, abs=1e-6)
+            assert c.power.seeds_for_3pt is None and "seeds" not in power_note(
+                c, "score"
+            )  # scores, not points
+            assert (c.power.seed_sd is None) == (len(seeds) == 1)
+        if len(seeds) == 1:  # one seed: a bootstrap over the same test questions, narrower than MOVER
+            key = ("finetune_moe_over_dense_after_it", "switch-dense/fv")
+            assert (
+                paired[key].estimate.hi - paired[key].estimate.lo
+                < independent[key].estimate.hi - independent[key].estimate.lo
+            )

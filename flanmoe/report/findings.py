@@ -6,11 +6,11 @@ them (``stats.combine_verdicts``). Nothing here is written by hand about a parti
 metrics and the findings change with them. Claims that need runs the default pipeline does not make
 (several seeds, sizes, routers, ablations) are listed as not measured, with what would measure them.
 
-Differences of held-out normalized averages between models (MoE - dense, instruction-tuned -
-pretrained only, router and aux-loss pairs, and differences of IT gains) are paired question by
-question when the evaluations' per-question records are given (``flanmoe.report.heldout_pairs``);
-without them, and for the fine-tuning and freezing claims (whose models are scored apart, and whose
-records the report does not read), the interval is MOVER's (``stats.difference``), labelled so.
+Differences between models (of held-out normalized averages: MoE - dense, instruction-tuned -
+pretrained only, router and aux-loss pairs, differences of IT gains; of fine-tuned test scores: MoE -
+dense, after IT - direct, frozen - not) are paired question by question when the evaluations'
+per-question records are given (``flanmoe.report.heldout_pairs``: the models of one seed answer the
+same questions); without them the interval is MOVER's (``stats.difference``), labelled so.
 Every comparison carries its minimum detectable effect and, over seeds, the seeds a +-3-point
 interval would take (``heldout_pairs.Paired``).
 """
@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flanmoe.grid import HELDOUT, MODE_LABEL, MODES, freeze_scenario
-from flanmoe.report.heldout_pairs import Answers, Model, Paired, contrast, mover
+from flanmoe.report.heldout_pairs import FINETUNE, Answers, Model, Paired, contrast, mover, normalized_average
 from flanmoe.report.stats import NOT_MEASURED, VERDICT_CODE, Estimate, combine_verdicts, difference, verdict
 from flanmoe.report.table import AVERAGE, Table
 
-Records = Mapping[Model, Sequence[Answers]] | None  # per (arch, model): heldout_answers per seed
+# per (arch, "pretrain" | "instruct") and (arch, task, scenario): heldout_answers of every seed
+Records = Mapping[Model, Sequence[Answers]] | None
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,19 @@ def _paired(
         suites = [s for s in HELDOUT if all((s, mode) in c for c in cells)]
         chance = {s: cells[0][(s, mode)].chance for s in suites}
         expected = {m: c[(AVERAGE, mode)].normalized.value for m, c in zip(terms, cells, strict=True)}
-        paired = contrast(records, terms, mode, chance, expected)
+        paired = contrast(records, terms, mode, normalized_average(chance), expected)
+        if paired is not None:
+            return paired
+    return mover(fallback, table.seeds)
+
+
+def _finetune_paired(table: Table, records: Records, terms: dict[Model, float], fallback: Estimate) -> Paired:
+    """The contrast ``terms`` of fine-tuned models' test scores (``(arch, task, scenario)``), paired
+    from ``records`` where they allow it, else ``fallback`` (MOVER) labelled so."""
+    cells = [table.finetune.get(a, {}).get(t, {}).get(s) for a, t, s in terms]
+    if records and all(c is not None for c in cells):
+        expected = {m: c.score.value for m, c in zip(terms, cells, strict=True)}
+        paired = contrast(records, terms, "zero_shot", FINETUNE, expected, tolerance=1e-5, half_width=None)
         if paired is not None:
             return paired
     return mover(fallback, table.seeds)
@@ -184,7 +197,7 @@ def _finetune_diff(table: Table, moe: str, dense: str, task: str, scenario: str)
     return None if a is None or b is None else difference(a.score, b.score)
 
 
-def moe_beats_dense_after_it(table: Table) -> Finding:
+def moe_beats_dense_after_it(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "finetune_moe_over_dense_after_it",
         "After instruction tuning, MoE beats its dense twin in single-task fine-tuning.",
@@ -195,9 +208,9 @@ def moe_beats_dense_after_it(table: Table) -> Finding:
         for task in table.tasks:
             est = _finetune_diff(table, moe, dense, task, "after_it")
             if est is not None:
-                f.comparisons.append(
-                    _compare(f"{moe}-{dense}/{task}", f"{moe} vs {dense}, {task}", mover(est, table.seeds))
-                )
+                terms = {(moe, task, "after_it"): 1.0, (dense, task, "after_it"): -1.0}
+                p = _finetune_paired(table, records, terms, est)
+                f.comparisons.append(_compare(f"{moe}-{dense}/{task}", f"{moe} vs {dense}, {task}", p))
     if not f.comparisons:
         f.why_not_measured = (
             "needs scenario after_it in finetune.scenarios and an MoE arch with its dense twin"
@@ -205,7 +218,7 @@ def moe_beats_dense_after_it(table: Table) -> Finding:
     return f
 
 
-def it_helps_moe_finetuning_more(table: Table) -> Finding:
+def it_helps_moe_finetuning_more(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "finetune_moe_advantage_grows_with_it",
         "MoE's advantage over dense in single-task fine-tuning is larger after instruction tuning than"
@@ -218,7 +231,9 @@ def it_helps_moe_finetuning_more(table: Table) -> Finding:
             after = _finetune_diff(table, moe, dense, task, "after_it")
             direct = _finetune_diff(table, moe, dense, task, "direct")
             if after is not None and direct is not None:
-                est = mover(difference(after, direct), table.seeds)
+                terms = {(moe, task, "after_it"): 1.0, (dense, task, "after_it"): -1.0}
+                terms.update({(moe, task, "direct"): -1.0, (dense, task, "direct"): 1.0})
+                est = _finetune_paired(table, records, terms, difference(after, direct))
                 f.comparisons.append(_compare(f"{moe}-{dense}/{task}", f"{moe} vs {dense}, {task}", est))
     if not f.comparisons:
         f.why_not_measured = "needs both scenarios (direct, after_it) and an MoE arch with its dense twin"
@@ -300,7 +315,7 @@ def z_loss_helps(table: Table, records: Records = None) -> Finding:
     return f
 
 
-def _freeze_finding(table: Table, option: str, helps: bool) -> Finding:
+def _freeze_finding(table: Table, option: str, helps: bool, records: Records = None) -> Finding:
     scenario = freeze_scenario(option)
     if helps:
         f = Finding(
@@ -325,7 +340,10 @@ def _freeze_finding(table: Table, option: str, helps: bool) -> Finding:
             if scenario in cells and "after_it" in cells:
                 frozen, plain = cells[scenario].score, cells["after_it"].score
                 est = difference(frozen, plain) if helps else difference(plain, frozen)
-                f.comparisons.append(_compare(f"{arch}/{task}", f"{arch}, {task}", mover(est, table.seeds)))
+                sign = 1.0 if helps else -1.0
+                terms = {(arch, task, scenario): sign, (arch, task, "after_it"): -sign}
+                p = _finetune_paired(table, records, terms, est)
+                f.comparisons.append(_compare(f"{arch}/{task}", f"{arch}, {task}", p))
     if not f.comparisons:
         f.why_not_measured = f"freeze_ablation.freeze with {option} and an MoE arch in freeze_ablation.archs"
     return f
@@ -355,12 +373,12 @@ def findings(table: Table, records: Records = None) -> list[Finding]:
         it_improves_heldout(table, records),
         moe_beats_dense_heldout(table, records),
         it_gain_larger_for_moe(table, records),
-        moe_beats_dense_after_it(table),
-        it_helps_moe_finetuning_more(table),
+        moe_beats_dense_after_it(table, records),
+        it_helps_moe_finetuning_more(table, records),
         expert_choice_over_token_choice(table, records),
         z_loss_helps(table, records),
-        _freeze_finding(table, "gate", helps=True),
-        _freeze_finding(table, "experts", helps=False),
+        _freeze_finding(table, "gate", helps=True, records=records),
+        _freeze_finding(table, "experts", helps=False, records=records),
     ]
     out += [
         Finding(i, text, "", why_not_measured=why)

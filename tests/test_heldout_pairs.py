@@ -374,3 +374,15 @@ def test_finetuning_findings_are_paired_on_the_test_split():
                 paired[key].estimate.hi - paired[key].estimate.lo
                 < independent[key].estimate.hi - independent[key].estimate.lo
             )
+
+
+def test_a_seed_spread_too_wide_for_any_count_of_seeds_is_said_so():
+    from flanmoe.report.findings import Comparison
+    from flanmoe.report.heldout_pairs import Paired
+    from flanmoe.report.stats import Estimate
+
+    wide = Paired(Estimate(1.0, -500.0, 502.0), SEED_T, 250.0, 2, 350.0)
+    assert wide.seeds_for_3pt is None  # seeds_needed gives up beyond 10,000 seeds
+    c = Comparison("k", "a vs b", wide.estimate, "within noise", wide)
+    assert "seeds for a +-3-point CI: more than 10,000 (seed SD 350.0)" in power_note(c, "points")
+    assert "seeds_for_3pt" not in c.as_dict() and c.as_dict()["seed_sd"] == 350.0

@@ -45,7 +45,9 @@ class Comparison:
         out = {**self.estimate.as_dict(), "verdict": self.verdict, "verdict_code": VERDICT_CODE[self.verdict]}
         out.update(interval=p.interval, mde=round(p.mde, 4))
         if p.seed_sd is not None:
-            out.update(seed_sd=round(p.seed_sd, 4), seeds_for_3pt=p.seeds_for_3pt)
+            out["seed_sd"] = round(p.seed_sd, 4)
+        if p.seeds_for_3pt is not None:
+            out["seeds_for_3pt"] = p.seeds_for_3pt
         return out
 
 
@@ -83,8 +85,9 @@ def power_note(c: Comparison, unit: str) -> str:
     p = c.power
     parts = [p.interval, f"MDE {p.mde:.1f}" if unit == "points" else f"MDE {p.mde:.3f}"]
     if unit == "points":
-        if p.seeds_for_3pt is not None:
-            parts.append(f"seeds for a +-3-point CI: {p.seeds_for_3pt} (seed SD {p.seed_sd:.1f})")
+        if p.seed_sd is not None:
+            n = p.seeds_for_3pt if p.seeds_for_3pt is not None else "more than 10,000"
+            parts.append(f"seeds for a +-3-point CI: {n} (seed SD {p.seed_sd:.1f})")
         elif p.seeds < 2:
             parts.append("seeds for a +-3-point CI: needs >= 2 seeds")
         else:

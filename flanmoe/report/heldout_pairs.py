@@ -110,10 +110,14 @@ class Paired:
 
     @property
     def seeds_for_3pt(self) -> int | None:
-        """Seeds a 95% t-interval of +- ``half_width`` would take (None without a seed SD)."""
+        """Seeds a 95% t-interval of +- ``half_width`` would take (None without a seed SD, or when it
+        would take more than ``seeds_needed`` counts to)."""
         if self.seed_sd is None or self.half_width is None:
             return None
-        return seeds_needed(self.seed_sd, self.half_width)
+        try:
+            return seeds_needed(self.seed_sd, self.half_width)
+        except ValueError:  # more seeds than anyone would run
+            return None
 
 
 def mover(estimate: Estimate, seeds: int = 1) -> Paired:

@@ -9,7 +9,9 @@ task of ``finetune.tasks`` and scenario of ``finetune.scenarios`` (and the freez
 ``after_it-freeze_<option>``), metrics/evaluate/s<seed>/<arch>-<task>-<scenario>.json (scenarios 1
 and 3). Several seeds are aggregated (``flanmoe.report.seeds``: mean, CI over seeds and examples). For
 the figures: the training curves plots/<stage>/s<seed>/... (mean over seeds) and, for every MoE arch,
-evals/s<seed>/<arch>-instruct/routing.json of the first seed (expert load per layer per task). Writes
+evals/s<seed>/<arch>-instruct/routing.json of the first seed (expert load per layer per task). For the
+paired intervals of the findings and the knowledge section: evals/s<seed>/<arch>-<model>/predictions.jsonl
+(the per-question records; without them the intervals are MOVER's, labelled so). Writes
 <report.dir> (docs/report; the study preset: docs/study): report.md and report.html with the PNG
 figures in <report.dir>/figures/ (git-tracked, so
 the report is read where the code is; the HTML links the PNGs by file name) and metrics/report.json
@@ -159,21 +161,72 @@ def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
     return panels
 
 
-def knowledge_pairs(params, table) -> list:
+def prediction_files(params) -> dict[tuple[str, ...], list[Path]]:
+    """The per-question records of every evaluation, one file per seed of base.seeds, keyed (arch,
+    "pretrain" | "instruct") and, for fine-tuned models, (arch, task, scenario):
+    evals/s<seed>/<name>/predictions.jsonl."""
+    names: dict[tuple[str, ...], str] = {}
+    for arch in params.archs.run:
+        names.update({(arch, m): f"{arch}-{m}" for m in ("pretrain", "instruct")})
+        names.update({(arch, t, s): f"{arch}-{t}-{s}" for t, s in _finetuned(params, arch)})
+    return {
+        key: [EVALS / seed_dir(s) / name / "predictions.jsonl" for s in params.base.seeds]
+        for key, name in names.items()
+    }
+
+
+def _jsonl(path: Path) -> list[dict]:
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            fail(f"{path}: line {i} is not JSON ({e})")
+        if not isinstance(row, dict):
+            fail(f"{path}: line {i} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def prediction_records(params) -> dict[tuple[str, ...], list[list[dict]]]:
+    """The rows of ``prediction_files`` of every evaluation that has them for every seed (an older
+    run has none: the report then falls back to intervals from the metrics). A line that is not a JSON
+    object stops the stage (exit 2), naming the file and line."""
+    return {
+        key: [_jsonl(f) for f in files]
+        for key, files in prediction_files(params).items()
+        if all(f.is_file() for f in files)
+    }
+
+
+def paired_answers(params, records: dict) -> dict:
+    """Per evaluation the held-out (or fine-tuned test) per-question results of every seed, for the
+    findings' paired intervals (``flanmoe.report.heldout_pairs``). A held-out row lacking a key stops
+    the stage (exit 2), naming the file."""
+    from flanmoe.report.heldout_pairs import heldout_answers
+
+    files = prediction_files(params)
+    out = {}
+    for key, seeds in records.items():
+        try:
+            out[key] = [heldout_answers(rows, str(f)) for rows, f in zip(seeds, files[key], strict=True)]
+        except ValueError as e:
+            fail(str(e))
+    return out
+
+
+def knowledge_pairs(params, table, records: dict) -> list:
     """Paired differences on the held-out people from every evaluation's per-question records
     (``flanmoe.report.paired``); none when a record file is missing (the table says nothing then)."""
     from flanmoe.report.findings import moe_dense_pairs
     from flanmoe.report.paired import paired_rows
 
-    by_model = {}
-    for arch in params.archs.run:
-        for model in ("pretrain", "instruct"):
-            files = [EVALS / seed_dir(s) / f"{arch}-{model}" / "predictions.jsonl" for s in params.base.seeds]
-            if not all(f.is_file() for f in files):
-                return []
-            by_model[f"{arch}-{model}"] = [
-                [json.loads(line) for line in f.read_text().splitlines() if line] for f in files
-            ]
+    keys = [(arch, model) for arch in params.archs.run for model in ("pretrain", "instruct")]
+    if not all(k in records for k in keys):
+        return []
+    by_model = {f"{arch}-{model}": records[(arch, model)] for arch, model in keys}
     return paired_rows(by_model, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
 
 
@@ -219,9 +272,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ReportInputError as e:
         fail(f"metrics: {e} (files under {METRICS}/)")
-    fs = findings(table)
+    records = prediction_records(params)
+    fs = findings(table, paired_answers(params, records))
     if table.knowledge is not None:
-        table.knowledge = dataclasses.replace(table.knowledge, paired=knowledge_pairs(params, table))
+        table.knowledge = dataclasses.replace(table.knowledge, paired=knowledge_pairs(params, table, records))
     seeds = params.base.seeds
     seed_text = (
         f"seed {seeds[0]} (one seed)"

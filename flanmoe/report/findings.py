@@ -5,26 +5,50 @@ difference gets a verdict from its 95% interval (``stats.verdict``) and the clai
 them (``stats.combine_verdicts``). Nothing here is written by hand about a particular run: change the
 metrics and the findings change with them. Claims that need runs the default pipeline does not make
 (several seeds, sizes, routers, ablations) are listed as not measured, with what would measure them.
+
+Differences between models (of held-out normalized averages: MoE - dense, instruction-tuned -
+pretrained only, router and aux-loss pairs, differences of IT gains; of fine-tuned test scores: MoE -
+dense, after IT - direct, frozen - not) are paired question by question when the evaluations'
+per-question records are given (``flanmoe.report.heldout_pairs``: the models of one seed answer the
+same questions); without them the interval is MOVER's (``stats.difference``), labelled so.
+Every comparison carries its minimum detectable effect and, over seeds, the seeds a +-3-point
+interval would take (``heldout_pairs.Paired``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from flanmoe.grid import MODE_LABEL, MODES, freeze_scenario
+from flanmoe.grid import HELDOUT, MODE_LABEL, MODES, freeze_scenario
+from flanmoe.report.heldout_pairs import FINETUNE, Answers, Model, Paired, contrast, mover, normalized_average
 from flanmoe.report.stats import NOT_MEASURED, VERDICT_CODE, Estimate, combine_verdicts, difference, verdict
 from flanmoe.report.table import AVERAGE, Table
+
+# per (arch, "pretrain" | "instruct") and (arch, task, scenario): heldout_answers of every seed
+Records = Mapping[Model, Sequence[Answers]] | None
 
 
 @dataclass(frozen=True)
 class Comparison:
     """One difference behind a claim: ``label`` (e.g. ``switch vs dense, zero-shot``), its estimate
-    and verdict."""
+    and verdict; ``power``: how its interval was made, its MDE and seed figures."""
 
     key: str
     label: str
     estimate: Estimate
     verdict: str
+    power: Paired
+
+    def as_dict(self) -> dict:
+        p = self.power
+        out = {**self.estimate.as_dict(), "verdict": self.verdict, "verdict_code": VERDICT_CODE[self.verdict]}
+        out.update(interval=p.interval, mde=round(p.mde, 4))
+        if p.seed_sd is not None:
+            out["seed_sd"] = round(p.seed_sd, 4)
+        if p.seeds_for_3pt is not None:
+            out["seeds_for_3pt"] = p.seeds_for_3pt
+        return out
 
 
 @dataclass
@@ -51,15 +75,56 @@ class Finding:
             out["unit"] = self.unit
         if self.why_not_measured:
             out["why_not_measured"] = self.why_not_measured
-        out["comparisons"] = {
-            c.key: {**c.estimate.as_dict(), "verdict": c.verdict, "verdict_code": VERDICT_CODE[c.verdict]}
-            for c in self.comparisons
-        }
+        out["comparisons"] = {c.key: c.as_dict() for c in self.comparisons}
         return out
 
 
-def _compare(key: str, label: str, est: Estimate) -> Comparison:
-    return Comparison(key, label, est, verdict(est))
+def power_note(c: Comparison, unit: str) -> str:
+    """How the comparison's interval was made and its power figures, e.g. ``paired bootstrap; MDE
+    2.9; seeds for a +-3-point CI: needs >= 2 seeds`` (seeds only for normalized points)."""
+    p = c.power
+    parts = [p.interval, f"MDE {p.mde:.1f}" if unit == "points" else f"MDE {p.mde:.3f}"]
+    if unit == "points":
+        if p.seed_sd is not None:
+            n = p.seeds_for_3pt if p.seeds_for_3pt is not None else "more than 10,000"
+            parts.append(f"seeds for a +-3-point CI: {n} (seed SD {p.seed_sd:.1f})")
+        elif p.seeds < 2:
+            parts.append("seeds for a +-3-point CI: needs >= 2 seeds")
+        else:
+            parts.append("seeds for a +-3-point CI: needs per-question records")
+    return "; ".join(parts)
+
+
+def _compare(key: str, label: str, p: Paired) -> Comparison:
+    return Comparison(key, label, p.estimate, verdict(p.estimate), p)
+
+
+def _paired(
+    table: Table, records: Records, terms: dict[Model, float], mode: str, fallback: Estimate
+) -> Paired:
+    """The contrast ``terms`` of normalized averages in ``mode``, paired from ``records`` where they
+    allow it (``heldout_pairs.contrast``), else ``fallback`` (MOVER) labelled so."""
+    cells = [table.heldout.get(a, {}).get(m, {}) for a, m in terms]
+    if records and all((AVERAGE, mode) in c for c in cells):
+        suites = [s for s in HELDOUT if all((s, mode) in c for c in cells)]
+        chance = {s: cells[0][(s, mode)].chance for s in suites}
+        expected = {m: c[(AVERAGE, mode)].normalized.value for m, c in zip(terms, cells, strict=True)}
+        paired = contrast(records, terms, mode, normalized_average(chance), expected)
+        if paired is not None:
+            return paired
+    return mover(fallback, table.seeds)
+
+
+def _finetune_paired(table: Table, records: Records, terms: dict[Model, float], fallback: Estimate) -> Paired:
+    """The contrast ``terms`` of fine-tuned models' test scores (``(arch, task, scenario)``), paired
+    from ``records`` where they allow it, else ``fallback`` (MOVER) labelled so."""
+    cells = [table.finetune.get(a, {}).get(t, {}).get(s) for a, t, s in terms]
+    if records and all(c is not None for c in cells):
+        expected = {m: c.score.value for m, c in zip(terms, cells, strict=True)}
+        paired = contrast(records, terms, "zero_shot", FINETUNE, expected, tolerance=1e-5, half_width=None)
+        if paired is not None:
+            return paired
+    return mover(fallback, table.seeds)
 
 
 def moe_dense_pairs(table: Table) -> list[tuple[str, str]]:
@@ -72,7 +137,7 @@ def moe_dense_pairs(table: Table) -> list[tuple[str, str]]:
     ]
 
 
-def it_improves_heldout(table: Table) -> Finding:
+def it_improves_heldout(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "it_improves_heldout",
         "Instruction tuning raises the held-out normalized average of every arch, zero- and few-shot.",
@@ -81,15 +146,31 @@ def it_improves_heldout(table: Table) -> Finding:
     for arch, gains in table.it_gain.items():
         for mode in MODES:
             if (AVERAGE, mode) in gains:
-                f.comparisons.append(
-                    _compare(f"{arch}/{mode}", f"{arch}, {MODE_LABEL[mode]}", gains[(AVERAGE, mode)])
-                )
+                terms = {(arch, "instruct"): 1.0, (arch, "pretrain"): -1.0}
+                p = _paired(table, records, terms, mode, gains[(AVERAGE, mode)])
+                f.comparisons.append(_compare(f"{arch}/{mode}", f"{arch}, {MODE_LABEL[mode]}", p))
     if not f.comparisons:
         f.why_not_measured = "no arch has the normalized average of both its pretrained and instructed model"
     return f
 
 
-def it_gain_larger_for_moe(table: Table) -> Finding:
+def moe_beats_dense_heldout(table: Table, records: Records = None) -> Finding:
+    f = Finding(
+        "moe_over_dense_heldout",
+        "After instruction tuning, MoE beats its FLOPs-matched dense twin on the held-out normalized"
+        " average, zero- and few-shot (the paper's headline).",
+        "per MoE/dense pair and mode: instruction-tuned normalized average of MoE - of dense; holds if every"
+        " CI is above 0",
+    )
+    f.comparisons = _it_average_differences(table, moe_dense_pairs(table), records)
+    if not f.comparisons:
+        f.why_not_measured = (
+            "archs.run has no MoE arch together with its dense twin (archs.variants dense_twin_of)"
+        )
+    return f
+
+
+def it_gain_larger_for_moe(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "it_gain_moe_over_dense",
         "Instruction tuning helps MoE more than its FLOPs-matched dense twin (held-out normalized average).",
@@ -100,8 +181,11 @@ def it_gain_larger_for_moe(table: Table) -> Finding:
             col = (AVERAGE, mode)
             if col in table.it_gain.get(moe, {}) and col in table.it_gain.get(dense, {}):
                 est = difference(table.it_gain[moe][col], table.it_gain[dense][col])
+                terms = {(moe, "instruct"): 1.0, (moe, "pretrain"): -1.0}
+                terms.update({(dense, "instruct"): -1.0, (dense, "pretrain"): 1.0})
+                p = _paired(table, records, terms, mode, est)
                 f.comparisons.append(
-                    _compare(f"{moe}-{dense}/{mode}", f"{moe} vs {dense}, {MODE_LABEL[mode]}", est)
+                    _compare(f"{moe}-{dense}/{mode}", f"{moe} vs {dense}, {MODE_LABEL[mode]}", p)
                 )
     if not f.comparisons:
         f.why_not_measured = (
@@ -116,7 +200,7 @@ def _finetune_diff(table: Table, moe: str, dense: str, task: str, scenario: str)
     return None if a is None or b is None else difference(a.score, b.score)
 
 
-def moe_beats_dense_after_it(table: Table) -> Finding:
+def moe_beats_dense_after_it(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "finetune_moe_over_dense_after_it",
         "After instruction tuning, MoE beats its dense twin in single-task fine-tuning.",
@@ -127,7 +211,9 @@ def moe_beats_dense_after_it(table: Table) -> Finding:
         for task in table.tasks:
             est = _finetune_diff(table, moe, dense, task, "after_it")
             if est is not None:
-                f.comparisons.append(_compare(f"{moe}-{dense}/{task}", f"{moe} vs {dense}, {task}", est))
+                terms = {(moe, task, "after_it"): 1.0, (dense, task, "after_it"): -1.0}
+                p = _finetune_paired(table, records, terms, est)
+                f.comparisons.append(_compare(f"{moe}-{dense}/{task}", f"{moe} vs {dense}, {task}", p))
     if not f.comparisons:
         f.why_not_measured = (
             "needs scenario after_it in finetune.scenarios and an MoE arch with its dense twin"
@@ -135,7 +221,7 @@ def moe_beats_dense_after_it(table: Table) -> Finding:
     return f
 
 
-def it_helps_moe_finetuning_more(table: Table) -> Finding:
+def it_helps_moe_finetuning_more(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "finetune_moe_advantage_grows_with_it",
         "MoE's advantage over dense in single-task fine-tuning is larger after instruction tuning than"
@@ -148,9 +234,10 @@ def it_helps_moe_finetuning_more(table: Table) -> Finding:
             after = _finetune_diff(table, moe, dense, task, "after_it")
             direct = _finetune_diff(table, moe, dense, task, "direct")
             if after is not None and direct is not None:
-                f.comparisons.append(
-                    _compare(f"{moe}-{dense}/{task}", f"{moe} vs {dense}, {task}", difference(after, direct))
-                )
+                terms = {(moe, task, "after_it"): 1.0, (dense, task, "after_it"): -1.0}
+                terms.update({(moe, task, "direct"): -1.0, (dense, task, "direct"): 1.0})
+                est = _finetune_paired(table, records, terms, difference(after, direct))
+                f.comparisons.append(_compare(f"{moe}-{dense}/{task}", f"{moe} vs {dense}, {task}", est))
     if not f.comparisons:
         f.why_not_measured = "needs both scenarios (direct, after_it) and an MoE arch with its dense twin"
     return f
@@ -161,14 +248,18 @@ def _it_average(table: Table, arch: str, mode: str) -> Estimate | None:
     return None if cell is None else cell.normalized
 
 
-def _it_average_differences(table: Table, pairs: list[tuple[str, str]]) -> list[Comparison]:
+def _it_average_differences(
+    table: Table, pairs: list[tuple[str, str]], records: Records = None
+) -> list[Comparison]:
     """Per (a, b) and mode: instruction-tuned normalized average of a - of b (where both exist)."""
     out = []
     for a, b in pairs:
         for mode in MODES:
             ea, eb = _it_average(table, a, mode), _it_average(table, b, mode)
             if ea is not None and eb is not None:
-                out.append(_compare(f"{a}-{b}/{mode}", f"{a} vs {b}, {MODE_LABEL[mode]}", difference(ea, eb)))
+                terms = {(a, "instruct"): 1.0, (b, "instruct"): -1.0}
+                p = _paired(table, records, terms, mode, difference(ea, eb))
+                out.append(_compare(f"{a}-{b}/{mode}", f"{a} vs {b}, {MODE_LABEL[mode]}", p))
     return out
 
 
@@ -176,7 +267,7 @@ def _routing(table: Table) -> dict[str, dict]:
     return {m.arch: dict(m.routing) for m in table.models if m.moe and m.routing}
 
 
-def expert_choice_over_token_choice(table: Table) -> Finding:
+def expert_choice_over_token_choice(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "routers",
         "Expert-choice routing (FLAN-EC) beats token-choice routing (top-1 Switch, top-2 GShard / ST-MoE)"
@@ -188,7 +279,7 @@ def expert_choice_over_token_choice(table: Table) -> Finding:
     ec = [a for a, r in routing.items() if r.get("router") == "expert_choice"]
     tc = [a for a, r in routing.items() if r.get("router") != "expert_choice"]
     pairs = [(a, b) for a in ec for b in tc if routing[a].get("num_experts") == routing[b].get("num_experts")]
-    f.comparisons = _it_average_differences(table, pairs)
+    f.comparisons = _it_average_differences(table, pairs, records)
     if not f.comparisons:
         f.why_not_measured = (
             "archs.run with expert_choice and a token-choice MoE arch (switch, gshard, st_moe)"
@@ -196,7 +287,7 @@ def expert_choice_over_token_choice(table: Table) -> Finding:
     return f
 
 
-def z_loss_helps(table: Table) -> Finding:
+def z_loss_helps(table: Table, records: Records = None) -> Finding:
     f = Finding(
         "aux_losses",
         "Adding the router z-loss to the load-balancing loss (ST-MoE vs GShard) improves the instruction-tuned"
@@ -219,7 +310,7 @@ def z_loss_helps(table: Table) -> Finding:
         for b, rb in routing.items()
         if ra.get("z_loss_coef", 0) > 0 and rb.get("z_loss_coef", 0) == 0 and alike(ra, rb)
     ]
-    f.comparisons = _it_average_differences(table, pairs)
+    f.comparisons = _it_average_differences(table, pairs, records)
     if not f.comparisons:
         f.why_not_measured = (
             "two MoE archs alike but for the router z-loss (e.g. st_moe and gshard) in archs.run"
@@ -227,7 +318,7 @@ def z_loss_helps(table: Table) -> Finding:
     return f
 
 
-def _freeze_finding(table: Table, option: str, helps: bool) -> Finding:
+def _freeze_finding(table: Table, option: str, helps: bool, records: Records = None) -> Finding:
     scenario = freeze_scenario(option)
     if helps:
         f = Finding(
@@ -252,7 +343,10 @@ def _freeze_finding(table: Table, option: str, helps: bool) -> Finding:
             if scenario in cells and "after_it" in cells:
                 frozen, plain = cells[scenario].score, cells["after_it"].score
                 est = difference(frozen, plain) if helps else difference(plain, frozen)
-                f.comparisons.append(_compare(f"{arch}/{task}", f"{arch}, {task}", est))
+                sign = 1.0 if helps else -1.0
+                terms = {(arch, task, scenario): sign, (arch, task, "after_it"): -sign}
+                p = _finetune_paired(table, records, terms, est)
+                f.comparisons.append(_compare(f"{arch}/{task}", f"{arch}, {task}", p))
     if not f.comparisons:
         f.why_not_measured = f"freeze_ablation.freeze with {option} and an MoE arch in freeze_ablation.archs"
     return f
@@ -273,18 +367,21 @@ NOT_MEASURED_CLAIMS = [
 ]
 
 
-def findings(table: Table) -> list[Finding]:
+def findings(table: Table, records: Records = None) -> list[Finding]:
     """The measurable claims, judged on ``table``, followed by the claims this run does not measure
-    (a measurable claim without the runs it needs is listed there too)."""
+    (a measurable claim without the runs it needs is listed there too). ``records``: per (arch,
+    model) the held-out per-question results of every seed (``heldout_pairs.heldout_answers``), for
+    paired intervals; None: every interval MOVER's."""
     out = [
-        it_improves_heldout(table),
-        it_gain_larger_for_moe(table),
-        moe_beats_dense_after_it(table),
-        it_helps_moe_finetuning_more(table),
-        expert_choice_over_token_choice(table),
-        z_loss_helps(table),
-        _freeze_finding(table, "gate", helps=True),
-        _freeze_finding(table, "experts", helps=False),
+        it_improves_heldout(table, records),
+        moe_beats_dense_heldout(table, records),
+        it_gain_larger_for_moe(table, records),
+        moe_beats_dense_after_it(table, records),
+        it_helps_moe_finetuning_more(table, records),
+        expert_choice_over_token_choice(table, records),
+        z_loss_helps(table, records),
+        _freeze_finding(table, "gate", helps=True, records=records),
+        _freeze_finding(table, "experts", helps=False, records=records),
     ]
     out += [
         Finding(i, text, "", why_not_measured=why)

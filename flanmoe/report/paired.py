@@ -8,7 +8,7 @@ Comparisons, per stratum ``people_x<N>`` and measure (``knowledge.MEASURES``):
   pretraining (``cloze``, ``qa``), extraction in the instruction format after IT (``mmlu``).
 
 With one seed, a paired bootstrap over the questions (``power.paired_difference``); with several, the
-t-interval of the per-seed paired differences (``power.seed_interval``): the seed-to-seed spread, not
+t-interval of the per-seed paired differences (``power.paired_over_seeds``): the seed-to-seed spread, not
 the question count, limits power there. Input: the evaluate stages' per-question records
 (``evals/s<seed>/<arch>-<model>/predictions.jsonl``: ``suite``, ``mode``, ``task``, ``prompt``,
 ``correct``).
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flanmoe.report.knowledge import MEASURES, STRATUM
-from flanmoe.report.power import paired_difference, seed_interval
+from flanmoe.report.power import paired_over_seeds
 from flanmoe.report.stats import Estimate
 
 # (measure, model stage) compared between a MoE arch and its dense twin
@@ -63,9 +63,7 @@ def _difference(
         if not common:
             return None
         per_seed.append((np.array([qa[q] for q in common]), np.array([qb[q] for q in common])))
-    if len(per_seed) == 1:
-        return paired_difference(per_seed[0], seed=seed)
-    return seed_interval([float((x - y).mean()) for x, y in per_seed])
+    return paired_over_seeds(per_seed, seed=seed)
 
 
 def paired_rows(

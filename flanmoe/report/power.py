@@ -36,28 +36,47 @@ def _pairs(questions: Mapping[str, Pair] | Pair) -> list[np.ndarray]:
 
 
 def paired_difference(
-    questions: Mapping[str, Pair] | Pair, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+    questions: Mapping[str, Pair] | Pair,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    weights: Mapping[str, float] | None = None,
 ) -> Estimate:
     """Mean score of model a minus model b on the same questions, with a percentile interval from
     resampling questions jointly for both models.
 
     ``questions``: ``(a_scores, b_scores)`` per question in the same order, or ``{task: (a, b)}`` (the
     mean over tasks of each task's mean difference; each task resampled within itself, as
-    ``flanmoe.eval.metrics.bootstrap_ci`` averages a benchmark's tasks).
+    ``flanmoe.eval.metrics.bootstrap_ci`` averages a benchmark's tasks). ``weights`` (``{task: w}``,
+    the mapping form only): the sum over tasks of ``w`` x the task's mean difference instead of the
+    plain mean (the normalized average of ``flanmoe.report.heldout_pairs``); the resampling is the same.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: {confidence} must be in (0, 1)")
+    if weights is not None:
+        if not isinstance(questions, Mapping) or set(weights) != set(questions):
+            raise ValueError("paired_difference: weights need {task: (a, b)} and one weight per task")
+        questions = {k: v for k, v in questions.items() if len(v[0])}
+        w = np.asarray([weights[k] for k in questions], dtype=np.float64)
     diffs = [arr[0] - arr[1] for arr in _pairs(questions)]
     if not diffs:
         raise ValueError("paired_difference: no questions")
-    point = float(np.mean([d.mean() for d in diffs]))
+    if weights is None:
+        w = np.full(len(diffs), 1.0 / len(diffs))
+    point = (
+        float(np.mean([d.mean() for d in diffs]))
+        if weights is None
+        else float(sum(wi * d.mean() for wi, d in zip(w, diffs, strict=True)))
+    )
     if n_resamples <= 0:
         return Estimate(point, point, point)
     rng = np.random.default_rng(seed)
     stats = np.zeros(n_resamples)
-    for d in diffs:
-        stats += d[rng.integers(0, d.size, size=(n_resamples, d.size))].mean(axis=1)
-    stats /= len(diffs)
+    for wi, d in zip(w, diffs, strict=True):
+        resampled = d[rng.integers(0, d.size, size=(n_resamples, d.size))].mean(axis=1)
+        stats += resampled if weights is None else wi * resampled
+    if weights is None:
+        stats /= len(diffs)  # as before weights existed: the same floating-point operations
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return Estimate(point, min(float(lo), point), max(float(hi), point))
@@ -80,9 +99,31 @@ def seed_interval(differences: Sequence[float], confidence: float = 0.95) -> Est
     return Estimate(mean, mean - half, mean + half)
 
 
-def minimum_detectable_effect(std_error: float, alpha: float = 0.05, power: float = 0.8) -> float:
+def paired_over_seeds(
+    per_seed: Sequence[Mapping[str, Pair] | Pair],
+    seed: int = 0,
+    weights: Sequence[Mapping[str, float] | None] | None = None,
+) -> Estimate:
+    """The paired difference of one seed's questions (``paired_difference``, resampled with
+    ``seed``), or over several seeds the t-interval of each seed's paired point (``seed_interval``):
+    the seed-to-seed spread, not the question count, limits power there. ``weights``: per seed, as
+    ``paired_difference`` takes them."""
+    ws = list(weights) if weights is not None else [None] * len(per_seed)
+    if len(per_seed) == 1:
+        return paired_difference(per_seed[0], seed=seed, weights=ws[0])
+    return seed_interval(
+        [paired_difference(q, n_resamples=0, weights=w).value for q, w in zip(per_seed, ws, strict=True)]
+    )
+
+
+def minimum_detectable_effect(
+    std_error: float, alpha: float = 0.05, power: float = 0.8, df: int | None = None
+) -> float:
     """The smallest true difference a two-sided test at ``alpha`` detects with probability ``power``,
-    for an estimate with standard error ``std_error`` (normal approximation: (z_(1-alpha/2) + z_power) se)."""
+    for an estimate with standard error ``std_error``: (z_(1-alpha/2) + z_power) se, or with ``df``
+    (a t-interval over seeds, ``n - 1``) Student's t quantiles in place of the normal ones."""
+    if df is not None:
+        return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * std_error
     from statistics import NormalDist
 
     z = NormalDist().inv_cdf
@@ -110,6 +151,7 @@ def seeds_needed(seed_sd: float, half_width: float, confidence: float = 0.95, ma
 __all__ = [
     "minimum_detectable_effect",
     "paired_difference",
+    "paired_over_seeds",
     "seed_interval",
     "seeds_needed",
     "std_error_of",

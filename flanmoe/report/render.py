@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flanmoe.grid import scenario_label
-from flanmoe.report.findings import Finding
+from flanmoe.report.findings import Finding, power_note
+from flanmoe.report.heldout_pairs import POWER_METHOD
 from flanmoe.report.knowledge import MEASURE_LABEL, RELATIONS, exposure
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
 from flanmoe.report.table import AVERAGE, Table
@@ -40,7 +41,7 @@ SEEDS_METHOD = (
 def method(table: Table) -> str:
     """The Method paragraph: how the CIs were made (one seed, or aggregated over ``table.seeds``)."""
     if table.seeds <= 1:
-        return METHOD
+        return f"{METHOD} {POWER_METHOD}"
     return (
         SEEDS_METHOD.format(n=table.seeds)
         + " "
@@ -49,6 +50,8 @@ def method(table: Table) -> str:
             " one seed). ",
             "",
         )
+        + " "
+        + POWER_METHOD
     )
 
 
@@ -287,7 +290,10 @@ def to_markdown(
     for i, f in enumerate(measured, 1):
         out.append(f"{i}. **{f.verdict}** — {f.text}")
         out.append(f"   Rule: {f.rule}.")
-        out += [f"   - {c.label}: {_fmt_diff(f, c.estimate)} — {c.verdict}" for c in f.comparisons]
+        out += [
+            f"   - {c.label}: {_fmt_diff(f, c.estimate)} — {c.verdict} ({power_note(c, f.unit)})"
+            for c in f.comparisons
+        ]
     out += ["", "### Not measured in this run", ""]
     out += [f"- {f.text} Needs: {f.why_not_measured}." for f in unmeasured]
     out += ["", "## Method", "", method(t), ""]
@@ -391,7 +397,7 @@ def to_html(
         items = "".join(
             f'<li>{e(c.label)}: <span class="num">'
             f"{e(_fmt_diff(f, c.estimate))}</span> "
-            f"{_verdict_html(c.verdict)}</li>"
+            f'{_verdict_html(c.verdict)} <span class="rule">{e(power_note(c, f.unit))}</span></li>'
             for c in f.comparisons
         )
         out.append(

@@ -85,6 +85,8 @@ def write_params(workdir: Path, **sections) -> dict:
         # what a real corpus needs (presets/gpu.yaml): no salient spans to mask, no knowledge probe
         if "salient_fraction" not in sections.get("tokenize", {}):
             params["tokenize"]["salient_fraction"] = 0.0
+        if "packing" not in sections.get("tokenize", {}):
+            params["tokenize"]["packing"] = "stream"
         if "suites" not in sections.get("evaluate", {}):
             params["evaluate"]["suites"] = [s for s in params["evaluate"]["suites"] if s != "probe"]
     complete(params)

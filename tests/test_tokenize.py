@@ -340,3 +340,42 @@ def test_salient_fraction_needs_salient_spans(prepared_dir: Path, tmp_path: Path
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
     with pytest.raises(ValidationError, match="salient_fraction"):
         _cfg(salient_fraction=1.5)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.0])
+def test_document_packing_puts_one_document_in_a_chunk(
+    salient_prepared: Path, salient_runs: dict, tmp_path: Path, fraction: float
+) -> None:
+    """packing: document: chunk k of a document is its tokens [k raw, (k + 1) raw), never another
+    document's; the padding of its last chunk reaches neither inputs nor targets."""
+    stats = _salient_run(
+        salient_prepared, tmp_path / "doc", fraction, salient_runs["tokenizer"], packing="document"
+    )["pretrain"]
+    rows = datasets.load_from_disk(str(tmp_path / "doc" / "pretrain")).with_format("numpy")[:]
+    tok = load_tokenizer(salient_runs["tokenizer"], 20)
+    raw = stats["raw_chunk_length"]
+    expected = [
+        ids[k : k + raw]
+        for ids in (e.ids for e in tok.encode_batch(_salient_docs(300)[0]))
+        for k in range(0, len(ids), raw)
+    ]
+    assert stats["packing"] == "document" and stats["examples"] == len(expected) > 300
+    assert stats["dropped_tokens"] == 0 and stats["tokens"] == sum(map(len, expected))
+    trimmed = 0
+    for x, y, want in zip(rows["input_ids"], rows["labels"], expected, strict=True):
+        for seq in (x, y):  # padding only at the end
+            assert (seq[: np.count_nonzero(seq)] != 0).all()
+        chunk = span_uncorrupt(x, y, range(3, 23))
+        assert chunk == want[: len(chunk)]  # a salient row may cut its tail to fit the inputs
+        trimmed += len(want) - len(chunk)
+        if fraction == 0.0:
+            assert chunk == want
+    if fraction == 1.0:
+        assert 0.9 < stats["salient_rows"] and trimmed == stats["salient_tail_dropped_tokens"]
+    # stream packing (the default) of the same corpus fills chunks across documents: fewer of them
+    assert salient_runs[fraction][1]["examples"] < 0.8 * stats["examples"]
+
+
+def test_packing_must_be_stream_or_document() -> None:
+    with pytest.raises(ValidationError, match="packing"):
+        _cfg(packing="documents")

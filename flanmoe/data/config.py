@@ -108,6 +108,9 @@ class TokenizeConfig(StrictModel):
     seed: int = Field(default=1234, ge=0)  # noise masks; output is independent of num_proc/batch_size
     # share of raw chunks whose salient spans (prepared `salient_spans`) are masked instead of random ones
     salient_fraction: float = Field(default=0.0, ge=0, le=1)
+    # stream: T5's packing (documents end to end, cut into chunks); document: every document starts a
+    # chunk, its last chunk padded (no chunk holds two documents)
+    packing: Literal["stream", "document"] = "stream"
 
     @model_validator(mode="after")
     def _check(self) -> TokenizeConfig:

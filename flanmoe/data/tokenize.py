@@ -11,6 +11,8 @@ with ``flanmoe.data.prepared.save``, byte-deterministic):
   becomes ``<extra_id_k>`` at whatever id the tokenizer gives it: 3 + k for ours, 32099 - k for HF T5's).
   With ``salient_fraction`` > 0 (the corpus needs a ``salient_spans`` column), a chunk chosen with that
   probability masks its salient tokens instead (``flanmoe.data.salient``; tail cut to fit the inputs).
+  ``packing: document``: every document starts a chunk and its last chunk is padded, so no chunk
+  holds two documents; a row's padding is dropped from its inputs and targets after corruption.
 - ``flan``: Dataset, ``input_ids``, ``labels`` (variable length, truncated, each ending with eos),
   ``task_source``, ``task_name``, ``template_type``; the raw text is dropped.
 - ``finetune/<task>``: DatasetDict (train/validation/test), ``input_ids``, ``labels`` plus all the
@@ -40,6 +42,7 @@ from tokenizers import Tokenizer
 from flanmoe.atomic import atomic_dir
 from flanmoe.data import prepared
 from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
+from flanmoe.data.packing import drop_pad, write_stream
 from flanmoe.data.salient import check_salient, encode_salient, salient_corrupt, salient_noise_mask
 from flanmoe.data.span_corruption import (
     corrupted_lengths,
@@ -57,9 +60,12 @@ def _fingerprint(*parts: str) -> str:
 
 
 def _cfg_key(cfg: TokenizeConfig, without_salient: bool = True) -> str:
-    """The config as fingerprinted (saved in state.json): as it was before ``salient_fraction`` where
-    that changes nothing, so outputs stay byte-identical."""
-    return cfg.model_dump_json(exclude={"salient_fraction"} if without_salient else None)
+    """The config as fingerprinted (saved in state.json): as it was before ``salient_fraction`` and
+    ``packing`` where they change nothing, so outputs stay byte-identical."""
+    exclude = ({"salient_fraction"} if without_salient else set()) | (
+        {"packing"} if cfg.packing == "stream" else set()
+    )
+    return cfg.model_dump_json(exclude=exclude or None)
 
 
 def _encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
@@ -154,7 +160,10 @@ def _corrupt_blocks(
             )
             extra["_salient"].append(used)
             extra["_salient_tokens"].append(smask.sum(axis=1))
-            extra["_tail_dropped"].append(np.where(used, raw - keep, 0))
+            kept_text = np.count_nonzero(tokens != PAD_ID, axis=1)  # document packing pads the rows
+            extra["_tail_dropped"].append(np.where(used, np.maximum(kept_text - keep, 0), 0))
+        if cfg.packing == "document":  # a row's padding, masked or not, leaves inputs and targets
+            x, y = drop_pad(x), drop_pad(y)
         inputs.append(x)
         labels.append(y)
     out = {"input_ids": np.concatenate(inputs), "labels": np.concatenate(labels)}
@@ -195,14 +204,16 @@ def tokenize_pretrain(
     )
     # the whole corpus as one flat stream; each document already ends with eos
     n_tokens = sum(len(c.flatten()) for c in encoded.data.table.column("ids").chunks)
-    stream_path = _write_stream(encoded, "ids", np.int32, n_tokens, work_dir / "stream.npy")
+    raw, _ = cfg.raw_and_target_lengths()
+    row = raw if cfg.packing == "document" else None
+    stream_path = write_stream(encoded, "ids", np.int32, work_dir / "stream.npy", row)
     salient_path = None
     if cfg.salient_fraction > 0:  # one flag per token of the stream
-        salient_path = _write_stream(encoded, "salient", np.int8, n_tokens, work_dir / "salient.npy")
+        salient_path = write_stream(encoded, "salient", np.int8, work_dir / "salient.npy", row)
     t_encode = time.perf_counter() - t0
 
-    raw, _ = cfg.raw_and_target_lengths()
-    n_chunks = n_tokens // raw
+    stream_length = len(np.load(stream_path, mmap_mode="r"))  # with document packing: padded
+    n_chunks = stream_length // raw
     if n_chunks == 0:
         raise ValueError(f"pretrain: {n_tokens} tokens is less than one {raw}-token chunk")
     n_blocks = -(-n_chunks // BLOCK)
@@ -254,7 +265,8 @@ def tokenize_pretrain(
         "target_length": cfg.target_length,
         "corrupted_input_length": in_len,
         "corrupted_target_length": tg_len,
-        "dropped_tokens": n_tokens - n_chunks * raw,  # the tail after the last full chunk
+        "dropped_tokens": stream_length - n_chunks * raw,  # the tail after the last full chunk
+        "packing": cfg.packing,
         "input_efficiency": input_nonpad / (n * cfg.input_length),
         "target_efficiency": label_nonpad / (n * cfg.target_length),
         "packing_efficiency": (input_nonpad + label_nonpad) / (n * (cfg.input_length + cfg.target_length)),
@@ -270,19 +282,6 @@ _SALIENT_FEATURES = {
     "_salient_tokens": datasets.Value("int32"),
     "_tail_dropped": datasets.Value("int32"),
 }
-
-
-def _write_stream(encoded: datasets.Dataset, column: str, dtype: type, n_tokens: int, path: Path) -> Path:
-    """The list column ``column`` of ``encoded``, flattened into the ``.npy`` file ``path``."""
-    stream = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_tokens,))
-    pos = 0
-    for chunk in encoded.data.table.column(column).chunks:
-        flat = chunk.flatten().to_numpy()
-        stream[pos : pos + len(flat)] = flat
-        pos += len(flat)
-    stream.flush()
-    del stream
-    return path
 
 
 def _count_nonpad(ds: datasets.Dataset, column: str) -> int:

@@ -61,7 +61,13 @@ def test_hf_t5_tokenizer_directory_with_sentinels_at_the_top(tmp_path):
     from tests.hf_fixtures import t5_style_tokenizer
     from tests.stage_helpers import TINY_EMBEDDED
 
-    micro = {"num_sentinels": 20, "input_length": 64, "target_length": 16, "salient_fraction": 0.0}
+    micro = {
+        "num_sentinels": 20,
+        "input_length": 64,
+        "target_length": 16,
+        "salient_fraction": 0.0,
+        "packing": "stream",  # chunks are raw-length slices of the stream
+    }
     write_params(tmp_path, prepare={"embedded": TINY_EMBEDDED}, tokenize=micro)
     run_stage("prepare", tmp_path)
     texts = datasets.load_from_disk(str(tmp_path / "data" / "prepared" / "pretrain"))["text"]

@@ -61,7 +61,7 @@ def probe_accuracy(
         b = torch.zeros(len(classes), requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
 
-        def closure():
+        def closure(opt=opt, xt=xt, train=train, w=w, b=b):
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(xt[train] @ w + b, t[train]) + l2 * (w**2).sum()
             loss.backward()
@@ -108,7 +108,7 @@ def main() -> None:
     for rel in PERSON_RELATIONS:
         y = np.array([p.attrs[rel.attr] for p in people])
         q = [rel.questions[0].format(s=p.name) for p in people]
-        qspan = [(t.index(p.name), t.index(p.name) + len(p.name)) for t, p in zip(q, people)]
+        qspan = [(t.index(p.name), t.index(p.name) + len(p.name)) for t, p in zip(q, people, strict=True)]
         cloze = []
         for p in people:
             sentence, (a, b) = state_span(rel, p, rng)

@@ -20,31 +20,31 @@ from flanmoe.data.tokenizer import PAD_ID
 
 def write_stream(
     encoded: datasets.Dataset, column: str, dtype: type, path: Path, row_length: int | None = None
-) -> Path:
+) -> int:
     """The list column ``column`` of ``encoded``, flattened into the ``.npy`` file ``path``; with
-    ``row_length`` every document starts at a multiple of it, the gaps filled with 0 (pad, no flag)."""
+    ``row_length`` every document starts at a multiple of it, the gaps left 0 (pad, no flag). Returns
+    the stream's length (with ``row_length``: padded)."""
     col = encoded.data.table.column(column)
     lengths = np.concatenate([np.diff(c.offsets.to_numpy()) for c in col.chunks]) if col.num_chunks else []
     lengths = np.asarray(lengths, np.int64)
     slots = -(-lengths // row_length) * row_length if row_length else lengths
-    stream = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(int(slots.sum()),))
-    if row_length:
-        stream[:] = 0
+    length = int(slots.sum())
+    stream = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))  # a new file: zeros
     starts = np.cumsum(slots) - slots
     doc = 0
     for chunk in col.chunks:
         flat = chunk.flatten().to_numpy()
         n = len(chunk)
         if row_length:  # each document's tokens from its own start on
-            length = lengths[doc : doc + n]
-            shift = np.repeat(starts[doc : doc + n] - (np.cumsum(length) - length), length)
+            sizes = lengths[doc : doc + n]
+            shift = np.repeat(starts[doc : doc + n] - (np.cumsum(sizes) - sizes), sizes)
             stream[np.arange(len(flat)) + shift] = flat
         else:
             stream[starts[doc] : starts[doc] + len(flat)] = flat
         doc += n
     stream.flush()
     del stream
-    return path
+    return length
 
 
 def drop_pad(rows: np.ndarray) -> np.ndarray:

@@ -206,13 +206,14 @@ def tokenize_pretrain(
     n_tokens = sum(len(c.flatten()) for c in encoded.data.table.column("ids").chunks)
     raw, _ = cfg.raw_and_target_lengths()
     row = raw if cfg.packing == "document" else None
-    stream_path = write_stream(encoded, "ids", np.int32, work_dir / "stream.npy", row)
+    stream_path = work_dir / "stream.npy"
+    stream_length = write_stream(encoded, "ids", np.int32, stream_path, row)  # document packing: padded
     salient_path = None
     if cfg.salient_fraction > 0:  # one flag per token of the stream
-        salient_path = write_stream(encoded, "salient", np.int8, work_dir / "salient.npy", row)
+        salient_path = work_dir / "salient.npy"
+        write_stream(encoded, "salient", np.int8, salient_path, row)
     t_encode = time.perf_counter() - t0
 
-    stream_length = len(np.load(stream_path, mmap_mode="r"))  # with document packing: padded
     n_chunks = stream_length // raw
     if n_chunks == 0:
         raise ValueError(f"pretrain: {n_tokens} tokens is less than one {raw}-token chunk")

@@ -33,15 +33,27 @@ class BaseParams(StrictModel):
         default=1234, ge=0
     )  # data sampling (prepare); the seed of a stage run outside a replicate
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[1234], min_length=1)  # replicates (dvc matrix)
+    # more replicates of extra_archs only, for pretrain, instruct and their evaluation (the headline)
+    extra_seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    extra_archs: list[str] = Field(default_factory=lambda: ["dense", "switch"])  # archs of archs.run
     experiment: str = Field(default="flan-moe", min_length=1)  # MLflow experiment name
 
-    @field_validator("seeds")
+    @field_validator("seeds", "extra_seeds", "extra_archs")
     @classmethod
-    def _unique(cls, v: list[int]) -> list[int]:
+    def _unique(cls, v: list, info) -> list:
         dup = sorted({s for s in v if v.count(s) > 1})
         if dup:
-            raise ValueError(f"seeds must be distinct; repeated: {dup}")
+            raise ValueError(f"{info.field_name} must be distinct; repeated: {dup}")
         return v
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> BaseParams:
+        both = sorted(set(self.seeds) & set(self.extra_seeds))
+        if both:
+            raise ValueError(
+                f"extra_seeds: {both} already in base.seeds {self.seeds} (extra seeds are more replicates)"
+            )
+        return self
 
 
 class PrepareParams(StrictModel):
@@ -149,6 +161,10 @@ class Params(StrictModel):
                     f"freeze_ablation: compares with the unfrozen fine-tune; finetune.freeze is "
                     f"{self.finetune.freeze!r} (set it to none)"
                 )
+        if self.base.extra_seeds:  # without extra seeds the list is inert: archs.run may leave its archs out
+            for name in self.base.extra_archs:
+                if name not in self.archs.run:
+                    raise ValueError(f"base.extra_archs: {name!r} is not in archs.run {self.archs.run}")
         for name in self.archs.run:
             if name not in self.archs.variants:
                 raise ValueError(f"archs.run: unknown arch {name!r}; defined: {sorted(self.archs.variants)}")
@@ -212,6 +228,12 @@ class Params(StrictModel):
         except ValidationError as e:
             raise ValueError(format_validation_error(e, f"{key}.moe")[0]) from None
         return self.model.model_copy(update={"moe": moe})
+
+    def seeds_of(self, arch: str) -> list[int]:
+        """The replicates of ``arch``'s pretrain, instruct and their evaluation: ``base.seeds``, then
+        ``base.extra_seeds`` for an arch of ``base.extra_archs`` (fine-tuning runs ``base.seeds`` only)."""
+        extra = self.base.extra_seeds if arch in self.base.extra_archs else []
+        return [*self.base.seeds, *extra]
 
     def for_seed(self, seed: int) -> Params:
         """These params as one replicate of ``base.seeds`` sees them: ``base.seed`` is the replicate's

@@ -89,6 +89,8 @@ def missing_params(repo: str | Path = ".") -> list[str]:
     data = yaml.safe_load((root / "params.yaml").read_text()) if (root / "params.yaml").is_file() else {}
     out = []
     for name, spec in stages.items():
+        if name.endswith("_extra") and name.removesuffix("_extra") in stages:
+            continue  # base.extra_seeds' stages merge their base stage's params: named once, there
         for key in (spec or {}).get("params", []):
             if not isinstance(key, str) or "${" in key:
                 continue

@@ -70,6 +70,8 @@ KEYS: dict[str, str | tuple[str, ...]] = {
     "load_balance_coef": "model.moe.load_balance_coef",
     "z_loss_coef": "model.moe.z_loss_coef",
     "seeds": "base.seeds",
+    "extra_seeds": "base.extra_seeds",
+    "extra_archs": "base.extra_archs",
     "pretrain_steps": "pretrain.steps",
     "pretrain_lr": "pretrain.lr",
     "instruct_steps": "instruct.steps",
@@ -120,6 +122,14 @@ class RunSettings(BaseModel):
         None,
         min_length=1,
         description="base.seeds: replicates; every training and evaluation stage runs once per seed",
+    )
+    extra_seeds: list[int] | None = Field(
+        None,
+        description="base.extra_seeds: more replicates of extra_archs only (pretrain, instruct and their "
+        "evaluation: the headline's power); not in base.seeds",
+    )
+    extra_archs: list[Arch] | None = Field(
+        None, description="base.extra_archs: the archs (of archs.run) that run extra_seeds"
     )
     pretrain_steps: int | None = Field(None, ge=1, description="pretrain.steps")
     pretrain_lr: float | None = Field(None, gt=0, description="pretrain.lr: peak learning rate")

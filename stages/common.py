@@ -146,16 +146,30 @@ def load_params() -> Params:
     return load_params_or_exit()
 
 
-def for_seed(params: Params, seed: int | None) -> Params:
+def for_seed(params: Params, seed: int | None, arch: str | None = None, extra: bool = True) -> Params:
     """``params`` as replicate ``seed`` of ``base.seeds`` sees them (``Params.for_seed``); ``None`` is
-    allowed when ``base.seeds`` has one seed. Exit 2 for a seed not in ``base.seeds``."""
+    allowed when ``base.seeds`` has one seed. A seed of ``base.extra_seeds`` is allowed for a stage with
+    extra replicates (``extra``: pretrain, instruct, evaluate) and an arch of ``base.extra_archs``
+    (``arch`` None: the evaluate stage, whose model directory names the arch). Exit 2 for another seed."""
     seeds = params.base.seeds
+    extra_seeds = params.base.extra_seeds
     if seed is None:
         if len(seeds) > 1:
             fail(f"--seed: base.seeds has {len(seeds)} seeds {seeds}; pass one of them")
         seed = seeds[0]
-    elif seed not in seeds:
-        fail(f"--seed: {seed} is not one of base.seeds {seeds}")
+    elif seed in extra_seeds and not extra:
+        fail(
+            f"--seed: {seed} is one of base.extra_seeds, which only pretrain, instruct and their evaluation"
+            f" run; this stage runs base.seeds {seeds}"
+        )
+    elif seed in extra_seeds and arch is not None and arch not in params.base.extra_archs:
+        fail(
+            f"--seed: {seed} is one of base.extra_seeds, which only base.extra_archs "
+            f"{params.base.extra_archs} run; {arch} runs base.seeds {seeds}"
+        )
+    elif seed not in seeds and seed not in extra_seeds:
+        more = f" or base.extra_seeds {extra_seeds}" if extra_seeds else ""
+        fail(f"--seed: {seed} is not one of base.seeds {seeds}{more}")
     return params.for_seed(seed)
 
 

@@ -1,6 +1,7 @@
 """Stage `instruct`: instruction tuning of one arch's pretrained model -> models/instruct/s<seed>/<arch>/.
 
-    python -m stages.instruct <arch> [--seed N]   # dvc.yaml: matrix archs.run x base.seeds
+    python -m stages.instruct <arch> [--seed N]   # dvc.yaml: matrix archs.run x base.seeds;
+                                                  # instruct_extra: base.extra_archs x base.extra_seeds
 
 Starts from models/pretrain/s<seed>/<arch>/, trains on data/tokenized/flan (a seeded held-out slice is the
 validation set) mixed as FLAN does (examples-proportional with a per-task cap and a temperature:

@@ -1,6 +1,6 @@
 """The pipeline's file layout: where every stage reads and writes (dvc.yaml declares the same paths).
 
-Replicate ``seed`` of ``base.seeds`` writes under ``s<seed>/`` of each stage's folder
+Replicate ``seed`` of ``base.seeds`` (or of ``base.extra_seeds``) writes under ``s<seed>/`` of each stage's folder
 (``models/pretrain/s1234/dense``); the ``flanmoe`` library knows none of this.
 """
 

@@ -1,6 +1,7 @@
 """Stage `pretrain`: span-corruption pretraining of one arch -> models/pretrain/s<seed>/<arch>/.
 
-    python -m stages.pretrain <arch> [--seed N]   # dvc.yaml: matrix archs.run x base.seeds
+    python -m stages.pretrain <arch> [--seed N]   # dvc.yaml: matrix archs.run x base.seeds;
+                                                  # pretrain_extra: base.extra_archs x base.extra_seeds
 
 Reads data/tokenized/pretrain (a seeded held-out slice of it is the validation set), trains from a
 seeded init (or, with `archs.variants.<arch>.init: hf:<dir or hub id>`, from that Hugging Face T5 /

@@ -2,7 +2,8 @@
 
     python -m stages.report
 
-Reads, for every seed ``s<seed>`` of ``base.seeds`` and arch of ``archs.run``:
+Reads, for every seed ``s<seed>`` of ``base.seeds`` and arch of ``archs.run`` (and of
+``base.extra_seeds`` for an arch of ``base.extra_archs``, its pretrain and evaluate files only):
 metrics/pretrain/s<seed>/<arch>.json (params, active params, FLOPs/token),
 metrics/evaluate/s<seed>/<arch>-<pretrain|instruct>.json (held-out suites, scenario 2) and, for every
 task of ``finetune.tasks`` and scenario of ``finetune.scenarios`` (and the freezing ablation's
@@ -52,15 +53,26 @@ def _finetuned(params, arch: str) -> list[tuple[str, str]]:
     return [(r.task, r.report_scenario) for r in runs]
 
 
+def all_seeds(params) -> list[int]:
+    """``base.seeds``, then ``base.extra_seeds`` (which only the archs of ``base.extra_archs`` ran)."""
+    return [*params.base.seeds, *params.base.extra_seeds]
+
+
 def needed_files(params) -> dict[str, Path]:
-    """Every metrics file the report reads, keyed ``s<seed>/pretrain/<arch>``, ``s<seed>/<arch>-<model>``,
-    ``s<seed>/<arch>-<task>-<scenario>``, for every seed of ``base.seeds``."""
+    """Every metrics file the report reads, keyed ``s<seed>/pretrain/<arch>``, ``s<seed>/<arch>-<model>``
+    (every seed of the arch, ``Params.seeds_of``), ``s<seed>/<arch>-<task>-<scenario>`` (every seed of
+    ``base.seeds``)."""
     files: dict[str, Path] = {}
-    for seed in map(seed_dir, params.base.seeds):
+    for s in all_seeds(params):
+        seed = seed_dir(s)
         for arch in params.archs.run:
+            if s not in params.seeds_of(arch):
+                continue
             files[f"{seed}/pretrain/{arch}"] = METRICS / "pretrain" / seed / f"{arch}.json"
             for model in ("pretrain", "instruct"):
                 files[f"{seed}/{arch}-{model}"] = METRICS / "evaluate" / seed / f"{arch}-{model}.json"
+            if s not in params.base.seeds:
+                continue
             for task, scenario in _finetuned(params, arch):
                 name = f"{arch}-{task}-{scenario}"
                 files[f"{seed}/{name}"] = METRICS / "evaluate" / seed / f"{name}.json"
@@ -110,12 +122,16 @@ def load_metrics(files: dict[str, Path]) -> dict[str, dict | list]:
 
 
 def over_seeds(params, metrics: dict) -> dict[str, dict]:
-    """The metrics of every seed as one (``flanmoe.report.seeds.aggregate``), keyed without the seed."""
+    """The metrics of every seed that has them as one (``flanmoe.report.seeds.aggregate``), keyed
+    without the seed: an arch's pretrained and instruction-tuned models over its own seeds."""
     from flanmoe.report.seeds import aggregate
 
-    seeds = [seed_dir(s) for s in params.base.seeds]
-    keys = [k.split("/", 1)[1] for k in metrics if k.startswith(f"{seeds[0]}/")]
-    return {k: aggregate([metrics[f"{s}/{k}"] for s in seeds]) for k in keys}
+    per_key: dict[str, list] = {}
+    for seed in map(seed_dir, all_seeds(params)):
+        for k, v in metrics.items():
+            if k.startswith(f"{seed}/"):
+                per_key.setdefault(k.split("/", 1)[1], []).append(v)
+    return {k: aggregate(v) for k, v in per_key.items()}
 
 
 def routing_info(params, arch: str) -> dict | None:
@@ -161,18 +177,22 @@ def curve_panels(params, inputs: dict) -> dict[str, dict[str, list]]:
     return panels
 
 
-def prediction_files(params) -> dict[tuple[str, ...], list[Path]]:
-    """The per-question records of every evaluation, one file per seed of base.seeds, keyed (arch,
-    "pretrain" | "instruct") and, for fine-tuned models, (arch, task, scenario):
-    evals/s<seed>/<name>/predictions.jsonl."""
-    names: dict[tuple[str, ...], str] = {}
+def prediction_files(params) -> dict[tuple[str, ...], dict[int, Path]]:
+    """The per-question records of every evaluation, ``{seed: file}``, keyed (arch, "pretrain" |
+    "instruct": every seed of the arch) and, for fine-tuned models, (arch, task, scenario: every seed
+    of base.seeds): evals/s<seed>/<name>/predictions.jsonl."""
+    files: dict[tuple[str, ...], dict[int, Path]] = {}
     for arch in params.archs.run:
-        names.update({(arch, m): f"{arch}-{m}" for m in ("pretrain", "instruct")})
-        names.update({(arch, t, s): f"{arch}-{t}-{s}" for t, s in _finetuned(params, arch)})
-    return {
-        key: [EVALS / seed_dir(s) / name / "predictions.jsonl" for s in params.base.seeds]
-        for key, name in names.items()
-    }
+        for m in ("pretrain", "instruct"):
+            files[(arch, m)] = {
+                s: EVALS / seed_dir(s) / f"{arch}-{m}" / "predictions.jsonl" for s in params.seeds_of(arch)
+            }
+        for t, sc in _finetuned(params, arch):
+            name = f"{arch}-{t}-{sc}"
+            files[(arch, t, sc)] = {
+                s: EVALS / seed_dir(s) / name / "predictions.jsonl" for s in params.base.seeds
+            }
+    return files
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -190,14 +210,14 @@ def _jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def prediction_records(params) -> dict[tuple[str, ...], list[list[dict]]]:
-    """The rows of ``prediction_files`` of every evaluation that has them for every seed (an older
-    run has none: the report then falls back to intervals from the metrics). A line that is not a JSON
-    object stops the stage (exit 2), naming the file and line."""
+def prediction_records(params) -> dict[tuple[str, ...], dict[int, list[dict]]]:
+    """The rows of ``prediction_files`` of every evaluation that has them for every seed, ``{seed:
+    rows}`` (an older run has none: the report then falls back to intervals from the metrics). A line
+    that is not a JSON object stops the stage (exit 2), naming the file and line."""
     return {
-        key: [_jsonl(f) for f in files]
+        key: {s: _jsonl(f) for s, f in files.items()}
         for key, files in prediction_files(params).items()
-        if all(f.is_file() for f in files)
+        if all(f.is_file() for f in files.values())
     }
 
 
@@ -211,7 +231,7 @@ def paired_answers(params, records: dict) -> dict:
     out = {}
     for key, seeds in records.items():
         try:
-            out[key] = [heldout_answers(rows, str(f)) for rows, f in zip(seeds, files[key], strict=True)]
+            out[key] = {s: heldout_answers(rows, str(files[key][s])) for s, rows in seeds.items()}
         except ValueError as e:
             fail(str(e))
     return out
@@ -269,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             scenarios(params),
             params.evaluate.fewshot_k,
             seeds=len(params.base.seeds),
+            arch_seeds={arch: len(params.seeds_of(arch)) for arch in params.archs.run},
         )
     except ReportInputError as e:
         fail(f"metrics: {e} (files under {METRICS}/)")
@@ -283,6 +304,12 @@ def main(argv: list[str] | None = None) -> None:
         else f"seeds {', '.join(map(str, seeds))} (mean over {len(seeds)} seeds; the expert-load figures:"
         f" seed {seeds[0]})"
     )
+    extra = [a for a in params.archs.run if a in params.base.extra_archs] if params.base.extra_seeds else []
+    if extra:
+        seed_text += (
+            f"; {', '.join(extra)} also seeds {', '.join(map(str, params.base.extra_seeds))}"
+            " (base.extra_seeds: pretrained and instruction-tuned models)"
+        )
     source = (
         f"Archs {', '.join(params.archs.run)}; fine-tuned tasks {', '.join(params.finetune.tasks) or 'none'}; "
         f"{seed_text}. From metrics/pretrain/ and metrics/evaluate/ of this pipeline run."

@@ -37,6 +37,7 @@ from stages.common import (
 )
 from stages.paths import CHECKPOINTS, METRICS, MODELS, PLOTS, TOKENIZER, seed_dir
 
+EXTRA_STAGES = ("pretrain", "instruct")  # the training stages base.extra_seeds also runs (dvc.yaml *_extra)
 # settings that change neither the math nor the data order: a checkpoint stays valid across them
 _LAYOUT_KEYS = {"parallel", "grad_accum", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
 
@@ -86,7 +87,8 @@ def parse_call(
         raise SystemExit(2 if e.code else 0) from None
     if args.seed is not None and not args.seed.isdigit():
         fail(f"--seed: expected a seed of base.seeds {params.base.seeds}, got {args.seed!r}")
-    params = for_seed(params, None if args.seed is None else int(args.seed))
+    seed = None if args.seed is None else int(args.seed)
+    params = for_seed(params, seed, args.arch, extra=stage in EXTRA_STAGES)
     if args.arch not in params.archs.variants:
         fail(f"arch: unknown arch {args.arch!r}; archs.variants defines {sorted(params.archs.variants)}")
     return TrainingCall(stage, params, args.arch, args, argv)

@@ -50,6 +50,15 @@ def _with(repo_root, dotted: str, value) -> dict:
         ("base.seeds", [], "base.seeds: List should have at least 1 item"),
         ("base.seeds", [1, 2, 1], "base.seeds: seeds must be distinct; repeated: [1]"),
         ("base.seeds", [1, -2], "base.seeds.1: Input should be greater than or equal to 0"),
+        # extra replicates: new seeds, for archs that run
+        ("base.extra_seeds", [5, 1234], "base.extra_seeds: [1234] already in base.seeds [1234]"),
+        ("base.extra_seeds", [5, 6, 5], "base.extra_seeds: extra_seeds must be distinct; repeated: [5]"),
+        ("base.extra_seeds", [-1], "base.extra_seeds.0: Input should be greater than or equal to 0"),
+        (
+            "base",
+            {"seeds": [1], "extra_seeds": [2], "extra_archs": ["dense", "gshard"]},
+            "base.extra_archs: 'gshard' is not in archs.run ['dense', 'switch']",
+        ),
         # the freezing ablation: MoE archs that run, an after-IT baseline with nothing frozen
         (
             "freeze_ablation",
@@ -114,6 +123,15 @@ def test_bad_params_name_the_dotted_key(repo_root, dotted, value, expected):
     lines = _error(_with(repo_root, dotted, value))
     assert len(lines) == 1, lines
     assert lines[0].startswith(expected), lines
+
+
+def test_seeds_of_adds_extra_seeds_to_extra_archs_only(repo_root):
+    params = parse_params(_with(repo_root, "base", {"seeds": [1, 2], "extra_seeds": [9, 8]}))
+    assert params.seeds_of("dense") == params.seeds_of("switch") == [1, 2, 9, 8]
+    assert params.seeds_of("gshard") == [1, 2]
+    # without extra seeds extra_archs is inert: archs.run may leave its archs out
+    data = _with(repo_root, "archs.run", ["gshard"])
+    assert parse_params(data).seeds_of("gshard") == [1234] == parse_params(data).seeds_of("dense")
 
 
 def test_section_models_report_their_own_keys(repo_root):

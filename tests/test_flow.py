@@ -419,6 +419,8 @@ def test_form_renders_dropdowns_and_every_field_is_a_params_key():
         "pretrain.steps": 5,
         "finetune.freeze": "none",
     }
+    form = RunSettings(extra_seeds=[7, 8], extra_archs=["dense", "switch"])
+    assert form.overrides() == {"base.extra_seeds": [7, 8], "base.extra_archs": ["dense", "switch"]}
 
 
 @pytest.mark.parametrize(
@@ -429,6 +431,9 @@ def test_form_renders_dropdowns_and_every_field_is_a_params_key():
         ({"preset": "tiny", "num_experts": 1, "archs": ["gshard"]}, "num_experts"),  # top-2 needs 2 experts
         ({"num_experts": 6, "nproc": 4, "expert_parallel": 4}, "parallel.ep"),  # 4 does not divide 6 experts
         ({"nproc": 4, "expert_parallel": 2}, None),
+        ({"seeds": [1, 2], "extra_seeds": [3, 4]}, None),  # dense and switch 4 seeds
+        ({"seeds": [1, 2], "extra_seeds": [2, 3]}, "base.extra_seeds"),  # 2 twice
+        ({"archs": ["dense", "gshard"], "extra_seeds": [3]}, "base.extra_archs"),  # switch does not run
     ],
 )
 def test_form_combinations_are_validated_like_params_yaml(form, key):

@@ -57,3 +57,21 @@ def test_several_seeds_give_the_t_interval_of_per_seed_differences_and_moe_minus
     diffs = [np.mean(a) - np.mean(b) for a, b in zip(seeds_moe, seeds_dense, strict=True)]
     assert rows[0].cells == {"people_x4": seed_interval(diffs)}  # no records for people_x9: no cell
     assert rows[0].cells["people_x4"].value == pytest.approx((0.25 + 0.25 + 0.5) / 3)
+
+
+def test_models_with_different_seeds_are_paired_over_the_seeds_both_have():
+    """base.extra_seeds: dense has seeds 1, 2, 7, 8, switch 1, 2 only; their difference pairs seeds 1
+    and 2, dense's own IT - PT all four; a list per model is the same seeds by position."""
+    per_seed = {1: [1, 0, 0, 1], 2: [0, 0, 0, 1], 7: [1, 1, 1, 1], 8: [0, 0, 0, 0]}
+    by_model = {
+        "d-pretrain": {s: records({"people_x4": c}) for s, c in per_seed.items()},
+        "d-instruct": {s: records({"people_x4": [1, 1, 0, 1]}) for s in per_seed},
+        "s-pretrain": {s: records({"people_x4": [1, 1, 1, 1]}) for s in (2, 1)},
+    }
+    rows = {(r.a, r.b): r for r in paired_rows(by_model, ["d"], [("s", "d")], ["people_x4"])}
+    moe = rows[("s-pretrain", "d-pretrain")].cells["people_x4"]
+    assert moe == seed_interval([1 - 0.5, 1 - 0.25])  # seeds 2, 1 in the first model's order
+    it = rows[("d-instruct", "d-pretrain")].cells["people_x4"]
+    assert it == seed_interval([0.75 - np.mean(c) for c in per_seed.values()])
+    assert paired_rows({**by_model, "s-pretrain": {9: records({"people_x4": [1]})}}, [], [("s", "d")],
+                       ["people_x4"]) == []  # fmt: skip

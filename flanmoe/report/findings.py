@@ -26,7 +26,8 @@ from flanmoe.report.stats import NOT_MEASURED, VERDICT_CODE, Estimate, combine_v
 from flanmoe.report.table import AVERAGE, Table
 
 # per (arch, "pretrain" | "instruct") and (arch, task, scenario): heldout_answers of every seed
-Records = Mapping[Model, Sequence[Answers]] | None
+# ({seed: answers}, or a list: every model the same seeds; heldout_pairs.contrast)
+Records = Mapping[Model, Mapping[int, Answers] | Sequence[Answers]] | None
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _paired(
         paired = contrast(records, terms, mode, normalized_average(chance), expected)
         if paired is not None:
             return paired
-    return mover(fallback, table.seeds)
+    return mover(fallback, min(table.seeds_of(a) for a, _ in terms))  # the seeds both models have
 
 
 def _finetune_paired(table: Table, records: Records, terms: dict[Model, float], fallback: Estimate) -> Paired:

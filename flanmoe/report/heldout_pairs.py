@@ -15,7 +15,9 @@ very same questions, so a difference is measured question by question (``contras
 - one seed: a bootstrap that resamples the questions within each task, jointly for every model
   (``power.paired_difference`` with weights), labelled ``paired bootstrap``;
 - several seeds: the t-interval of the per-seed paired differences (``power.seed_interval``),
-  labelled ``seed t``: the seed-to-seed spread, not the question count, limits power there.
+  labelled ``seed t``: the seed-to-seed spread, not the question count, limits power there. Two
+  models are paired over the seeds both have (an arch of ``base.extra_archs`` has more than the
+  others: dense vs switch pairs all of theirs, gshard vs st_moe ``base.seeds``).
 
 The fine-tuning findings compare fine-tuned models (``(arch, task, scenario)``) on their raw test score
 (suite ``finetune``, the mean over the test examples; value ``FINETUNE``) in the same way: the models
@@ -43,6 +45,7 @@ from flanmoe.report.power import (
     seeds_needed,
     std_error_of,
 )
+from flanmoe.report.seeds import by_seed, shared_seeds
 from flanmoe.report.stats import Estimate
 
 PAIRED, SEED_T, MOVER = "paired bootstrap", "seed t", "independent (MOVER)"
@@ -169,7 +172,7 @@ def _seed_groups(
 
 
 def contrast(
-    answers: Mapping[Model, Sequence[Answers]],
+    answers: Mapping[Model, Mapping[int, Answers] | Sequence[Answers]],
     terms: Mapping[Model, float],
     mode: str,
     suites: Suites,
@@ -181,31 +184,38 @@ def contrast(
     """``sum(coef x value of model)`` over ``terms`` (coefficients summing to 0, e.g.
     ``{(moe, "instruct"): 1, (dense, "instruct"): -1}``), paired question by question (module doc).
 
-    ``answers[model]``: one ``heldout_answers`` per seed (same seed order for every model); ``suites``:
-    what a model's value is (``normalized_average(chance)``, or ``FINETUNE``); ``expected``: each
-    model's value in the metrics (mean over seeds); ``half_width``: for ``Paired.seeds_for_3pt``.
-    None (the caller falls back to MOVER) when a model has no records, the models did not answer the
-    same questions, or a model's value from its records differs from ``expected`` by more than
+    ``answers[model]``: one ``heldout_answers`` per seed, ``{seed: answers}`` (the contrast runs over
+    the seeds every model of ``terms`` has: an arch of ``base.extra_archs`` has more) or a list (every
+    model the same seeds in the same order); ``suites``: what a model's value is
+    (``normalized_average(chance)``, or ``FINETUNE``); ``expected``: each model's value in the metrics
+    (mean over its own seeds); ``half_width``: for ``Paired.seeds_for_3pt``. None (the caller falls
+    back to MOVER) when a model has no records, the models share no seed or did not answer the same
+    questions, or a model's value from its records differs from ``expected`` by more than
     ``tolerance``."""
     if not suites or not terms or any(m not in answers for m in terms):
         return None
-    n = len(answers[next(iter(terms))])
-    if n == 0 or any(len(answers[m]) != n for m in terms):
+    per_model = {m: by_seed(answers[m]) for m in terms}
+    positional = any(not isinstance(answers[m], Mapping) for m in terms)
+    if positional and len({len(a) for a in per_model.values()}) > 1:
+        return None  # a list per model: the same seeds for every model
+    shared = shared_seeds(*per_model.values())
+    n = len(shared)
+    if n == 0:
         return None
     per_seed = []
-    for i in range(n):
-        seeds = {m: answers[m][i] for m in terms}
+    for i in shared:
+        seeds = {m: per_model[m][i] for m in terms}
         if any((s, mode) not in seeds[m] for m in terms for s in suites):
             return None
         built = _seed_groups(seeds, terms, mode, suites)
         if built is None:
             return None
         per_seed.append(built)
-    for m in terms:  # the records must be the metrics' own questions and results
-        if (
-            abs(statistics.fmean(_value(answers[m][i], mode, suites) for i in range(n)) - expected[m])
-            > tolerance
-        ):
+    for m in terms:  # the records must be the metrics' own questions and results, over the model's seeds
+        own = list(per_model[m].values())
+        if any((s, mode) not in a for a in own for s in suites):
+            return None
+        if abs(statistics.fmean(_value(a, mode, suites) for a in own) - expected[m]) > tolerance:
             return None
     est = paired_over_seeds([g for g, _ in per_seed], seed, [w for _, w in per_seed])
     if n == 1:

@@ -9,7 +9,7 @@ Comparisons, per stratum ``people_x<N>`` and measure (``knowledge.MEASURES``):
 
 With one seed, a paired bootstrap over the questions (``power.paired_difference``); with several, the
 t-interval of the per-seed paired differences (``power.paired_over_seeds``): the seed-to-seed spread, not
-the question count, limits power there. Input: the evaluate stages' per-question records
+the question count, limits power there. Two models are paired over the seeds both have. Input: the evaluate stages' per-question records
 (``evals/s<seed>/<arch>-<model>/predictions.jsonl``: ``suite``, ``mode``, ``task``, ``prompt``,
 ``correct``).
 """
@@ -23,6 +23,7 @@ import numpy as np
 
 from flanmoe.report.knowledge import MEASURES, STRATUM
 from flanmoe.report.power import paired_over_seeds
+from flanmoe.report.seeds import by_seed, shared_seeds
 from flanmoe.report.stats import Estimate
 
 # (measure, model stage) compared between a MoE arch and its dense twin
@@ -53,29 +54,31 @@ def answers(records: Records) -> Answers:
 
 
 def _difference(
-    a: Sequence[Answers], b: Sequence[Answers], key: tuple[str, str], seed: int
+    a: Mapping[int, Answers], b: Mapping[int, Answers], key: tuple[str, str], seed: int
 ) -> Estimate | None:
-    """a - b on ``key`` over the questions both answered, per seed; None when a seed has none."""
+    """a - b on ``key`` over the questions both answered, per seed both have; None when a seed has
+    none (or they share no seed)."""
     per_seed = []
-    for sa, sb in zip(a, b, strict=True):
-        qa, qb = sa.get(key, {}), sb.get(key, {})
+    for s in shared_seeds(a, b):
+        qa, qb = a[s].get(key, {}), b[s].get(key, {})
         common = sorted(set(qa) & set(qb))
         if not common:
             return None
         per_seed.append((np.array([qa[q] for q in common]), np.array([qb[q] for q in common])))
-    return paired_over_seeds(per_seed, seed=seed)
+    return paired_over_seeds(per_seed, seed=seed) if per_seed else None
 
 
 def paired_rows(
-    by_model: Mapping[str, Sequence[Records]],
+    by_model: Mapping[str, Mapping[int, Records] | Sequence[Records]],
     archs: Sequence[str],
     pairs: Sequence[tuple[str, str]],
     strata: Sequence[str],
     seed: int = 0,
 ) -> list[PairedRow]:
-    """``by_model[f"{arch}-{model}"]``: that model's records, one list per seed (same seed order for
-    every model). Rows: IT - PT per arch and measure, then MoE - dense per pair (``MOE_DENSE``)."""
-    ans = {name: [answers(r) for r in seeds] for name, seeds in by_model.items()}
+    """``by_model[f"{arch}-{model}"]``: that model's records per seed, ``{seed: records}`` (two models
+    are paired over the seeds both have) or a list (every model the same seeds in the same order).
+    Rows: IT - PT per arch and measure, then MoE - dense per pair (``MOE_DENSE``)."""
+    ans = {name: {s: answers(r) for s, r in by_seed(seeds).items()} for name, seeds in by_model.items()}
     wanted = [(f"{a}-instruct", f"{a}-pretrain", m) for a in archs for m, _, _ in MEASURES]
     wanted += [(f"{moe}-{model}", f"{dense}-{model}", m) for moe, dense in pairs for m, model in MOE_DENSE]
     rows = []

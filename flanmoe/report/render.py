@@ -31,19 +31,40 @@ METHOD = (
     " each case holds and does not hold when any case does not."
 )
 SEEDS_METHOD = (
-    "Every score is the mean over {n} training seeds (base.seeds), each model scored on the same test"
+    "Every score is the mean over {n}, each model scored on the same test"
     " examples. Its 95% CI adds, in quadrature on each side, the test-sample error (the mean of the seeds'"
     " bootstrap half-widths: the seeds share the questions, so this error does not average away) and the"
     " training-randomness error (t(n-1) x sd / sqrt(n) of the seeds' values)."
 )
 
 
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def seed_counts(table: Table) -> str:
+    """``3 training seeds (base.seeds)``, with the archs that have more named: ``...; dense and
+    switch 8 with base.extra_seeds, ...``."""
+    text = f"{table.seeds} training seed{'s' if table.seeds != 1 else ''} (base.seeds"
+    by_count: dict[int, list[str]] = {}
+    for arch, n in table.arch_seeds.items():
+        by_count.setdefault(n, []).append(arch)
+    if by_count:
+        more = "; ".join(f"{_and(archs)} {n}" for n, archs in by_count.items())
+        text += (
+            f"; {more} with base.extra_seeds, in their pretrained and instruction-tuned scores; a difference"
+            " between two models pairs the seeds both have"
+        )
+    return text + ")"
+
+
 def method(table: Table) -> str:
-    """The Method paragraph: how the CIs were made (one seed, or aggregated over ``table.seeds``)."""
-    if table.seeds <= 1:
+    """The Method paragraph: how the CIs were made (one seed, or aggregated over ``table.seeds`` and,
+    for an arch with extra seeds, ``table.arch_seeds``)."""
+    if table.seeds <= 1 and not table.arch_seeds:
         return f"{METHOD} {POWER_METHOD}"
     return (
-        SEEDS_METHOD.format(n=table.seeds)
+        SEEDS_METHOD.format(n=seed_counts(table))
         + " "
         + METHOD.replace(
             "Every score is a point estimate with its 95% percentile-bootstrap CI over the test examples (one model,"

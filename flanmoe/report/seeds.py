@@ -87,6 +87,19 @@ def aggregate(dicts: Sequence[Mapping]) -> dict:
     return out
 
 
+def by_seed(per_seed: Mapping[int, object] | Sequence[object]) -> dict:
+    """One model's per-seed values as ``{seed: value}``: a mapping as it is (the pipeline's, keyed by
+    seed; an arch of ``base.extra_archs`` has more seeds than the others), a list by position (every
+    model the same seeds in the same order)."""
+    return dict(per_seed) if isinstance(per_seed, Mapping) else dict(enumerate(per_seed))
+
+
+def shared_seeds(*models: Mapping[int, object]) -> list:
+    """The seeds every one of ``models`` (``by_seed`` dicts) has, in the first one's order: what a
+    paired comparison of them runs over."""
+    return [s for s in models[0] if all(s in m for m in models[1:])] if models else []
+
+
 def mean_curve(runs: Sequence[Sequence[Mapping]]) -> list[dict]:
     """Training-curve rows (``plots/<stage>/s<seed>/<name>.json``) of several seeds as one: a row per
     step that every seed logged, each number the mean over the seeds with the seeds' range beside it

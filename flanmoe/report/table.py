@@ -87,6 +87,12 @@ class Table:
     fewshot_k: int | None = None
     seeds: int = 1  # replicates aggregated in every cell (flanmoe.report.seeds)
     knowledge: Knowledge | None = None  # knowledge by exposure (None: no probe section in any metrics)
+    # archs whose pretrained and instruction-tuned cells aggregate more seeds (base.extra_seeds)
+    arch_seeds: dict[str, int] = field(default_factory=dict)
+
+    def seeds_of(self, arch: str) -> int:
+        """The replicates aggregated in ``arch``'s held-out cells (its fine-tuned ones: ``seeds``)."""
+        return self.arch_seeds.get(arch, self.seeds)
 
 
 def _require(d: Mapping, keys: tuple[str, ...], where: str):
@@ -136,9 +142,11 @@ def build_table(
     scenarios: list[str],
     fewshot_k: int | None = None,
     seeds: int = 1,
+    arch_seeds: Mapping[str, int] | None = None,
 ) -> Table:
-    """The report's table from the archs' metrics (in the order given). Raises ``ReportInputError``
-    when a dict lacks a key the table needs."""
+    """The report's table from the archs' metrics (in the order given); ``seeds``: the replicates of
+    every cell, ``arch_seeds``: more for an arch's held-out cells (``base.extra_seeds``). Raises
+    ``ReportInputError`` when a dict lacks a key the table needs."""
     models = []
     for a in archs:
         where = f"pretrain metrics of {a.name}"
@@ -212,4 +220,5 @@ def build_table(
         fewshot_k,
         seeds,
         knowledge,
+        {a: n for a, n in (arch_seeds or {}).items() if n != seeds},
     )

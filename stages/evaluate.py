@@ -17,7 +17,9 @@ With ``--task`` (scenarios ``direct`` and ``after_it``): the fine-tuned model on
 ``evaluate.max_labels`` distinct targets, else exact match.
 
 Every score has its 95% bootstrap CI, its chance level (the embedded suite's ``CHANCE``; for real
-data 1/len(choices) for multiple choice and 0 for exact match) and a best-constant baseline.
+data 1/len(choices) for multiple choice, and for BBH the task's answer space: 1/k for k options listed
+in the input, else 1/labels for at most ``evaluate.max_labels`` distinct targets, else 0; its basis is
+in summary.json as ``chance_basis``) and a best-constant baseline.
 ``s<seed>`` is the replicate of ``base.seeds`` (``--seed``; it seeds exemplar draws and the bootstrap,
 and picks the instruct stage's validation split of that replicate). ``evals/s<seed>/<name>/`` holds ``predictions.jsonl`` (prompt, target, prediction, correct per example),
 ``routing.json`` (MoE: expert load per layer per task) and ``summary.json`` (every figure).
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         confidence=cfg.confidence,
         seed=seed,
         max_examples=cfg.max_examples,
+        max_labels=cfg.max_labels,
     )
     ev = Evaluator(model, tok, settings)
     tags = describe(model_dir, args.task)

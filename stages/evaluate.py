@@ -46,6 +46,8 @@ from stages.common import (
     for_seed,
     load_params,
     require,
+    require_device,
+    require_model,
     run_stage,
     tracked_run,
 )
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     params = for_seed(load_params(), args.seed)
     out_metrics, evals = OUT_METRICS / seed_dir(params.base.seed), EVALS / seed_dir(params.base.seed)
     cfg = params.evaluate
+    require_device("evaluate.device", cfg.device)
     model_dir: Path = args.model_dir
     if not (model_dir / "config.json").is_file():
         fail(f"model_dir: {model_dir} is not an exported model directory (no config.json)")
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         model_cfg = load_config(model_dir)
     except (ValueError, FileNotFoundError) as e:
         fail(f"model_dir: {e}")
+    layout = _layout(model_dir)
+    writer = f"the {layout[0]} stage" if layout else "the stage"
+    require_model(model_dir, hint=f"rerun {writer} that writes it (dvc repro), or restore it (dvc checkout)")
     if args.task is not None:
         splits = load_from_disk(TOKENIZED / "finetune" / args.task)
         if "test" not in splits or len(splits["test"]) == 0:

@@ -130,6 +130,19 @@ def test_truncated_input_model_exits_2_naming_the_file(tmp_path, stage, args, mo
     ]
 
 
+def test_truncated_hf_checkpoint_exits_2_naming_the_file(tmp_path):
+    from tests.hf_fixtures import tiny_hf_switch
+    from tests.test_hf_init import _fails, _workspace
+
+    ckpt = tiny_hf_switch(tmp_path / "ckpt", vocab_size=320)
+    _truncate(ckpt / "model.safetensors")
+    err = _fails(_workspace(tmp_path, f"hf:{ckpt}"))
+    assert (
+        f"archs.variants.switch.init (hf:{ckpt}): {ckpt / 'model.safetensors'}: truncated or corrupt" in err
+    )
+    assert "download the checkpoint again" in err and "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------- device
 @pytest.mark.parametrize(
     ("stage", "args", "sections", "key"),

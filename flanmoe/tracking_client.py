@@ -228,6 +228,29 @@ def pipeline_helper() -> Iterator[dict[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def unreachable_server(uri: str | None = None, timeout: float = 2.0) -> str | None:
+    """Why the MLflow tracking server of ``uri`` (default ``$MLFLOW_TRACKING_URI``) cannot be reached
+    (one TCP connect, at most ``timeout`` seconds: not mlflow's retries), or None when it answers or
+    ``uri`` is no http(s) server (a file or SQLite store needs none)."""
+    from urllib.parse import urlsplit
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") if uri is None else uri
+    parts = urlsplit(uri or "")
+    if parts.scheme not in ("http", "https"):
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except (OSError, ValueError) as e:  # refused, timed out, unknown host, a bad port
+        why = f"{type(e).__name__}: {e}"
+    return (
+        f"MLFLOW_TRACKING_URI: no MLflow tracking server answers at {uri} ({why}); start it, or run "
+        "without it: unset MLFLOW_TRACKING_URI and the stage logs to the local store (mlruns.db in "
+        "the working directory)"
+    )
+
+
 _PRESTARTED: BackgroundRun | None = None
 
 

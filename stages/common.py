@@ -62,6 +62,33 @@ def require(*paths: Path, hint: str) -> None:
             fail(f"{path} not found: {hint}")
 
 
+def require_model(model_dir: Path, hint: str) -> None:
+    """Exit 2 unless ``model_dir`` is an exported model whose config parses and whose
+    ``model.safetensors`` is whole (a truncated or corrupt file is named, with ``hint``: which stage
+    writes it), before the stage does any work."""
+    from flanmoe.model.pretrained import check_weights, load_config
+
+    try:
+        load_config(model_dir)
+        check_weights(model_dir)
+    except (ValueError, FileNotFoundError) as e:
+        fail(f"{e}; {hint}")
+
+
+def require_device(key: str, device: str) -> None:
+    """Exit 2 naming params ``key`` when it asks for ``cuda`` and no GPU is visible (``auto`` and
+    ``cpu`` need nothing; torch is imported only to check ``cuda``)."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        fail(
+            f"{key}: {device}, but no GPU is visible here (torch.cuda.is_available() is False); "
+            "set it to auto or cpu"
+        )
+
+
 def fail(message: str, code: int = 2) -> None:
     """Stop the stage with one clear error line (exit status 2: bad input, nothing written)."""
     print(f"error: {message}", file=sys.stderr)
@@ -139,9 +166,14 @@ def without_timings(obj):
 
 
 def load_params() -> Params:
-    """Validate the whole params.yaml (exit 2 with dotted keys on any error). First starts the stage's
+    """Validate the whole params.yaml (exit 2 with dotted keys on any error). First checks that the
+    tracking server of ``MLFLOW_TRACKING_URI``, if it is one, answers (exit 2 naming it: a server down
+    at the start is a setup error; one that dies mid-run only costs a warning), then starts the stage's
     MLflow helper (``tracking_client.prestart``): it imports mlflow while the stage starts up (a stage
     that stops before its run starts leaves the helper nothing to write)."""
+    problem = tracking_client.unreachable_server()
+    if problem is not None:
+        fail(problem)
     tracking_client.prestart()
     return load_params_or_exit()
 

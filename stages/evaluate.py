@@ -17,7 +17,9 @@ With ``--task`` (scenarios ``direct`` and ``after_it``): the fine-tuned model on
 ``evaluate.max_labels`` distinct targets, else exact match.
 
 Every score has its 95% bootstrap CI, its chance level (the embedded suite's ``CHANCE``; for real
-data 1/len(choices) for multiple choice and 0 for exact match) and a best-constant baseline.
+data 1/len(choices) for multiple choice, and for BBH the task's answer space: 1/k for k options listed
+in the input, else 1/labels for at most ``evaluate.max_labels`` distinct targets, else 0; its basis is
+in summary.json as ``chance_basis``) and a best-constant baseline.
 ``s<seed>`` is the replicate of ``base.seeds`` (``--seed``; it seeds exemplar draws and the bootstrap,
 and picks the instruct stage's validation split of that replicate). ``evals/s<seed>/<name>/`` holds ``predictions.jsonl`` (prompt, target, prediction, correct per example),
 ``routing.json`` (MoE: expert load per layer per task) and ``summary.json`` (every figure).
@@ -44,6 +46,8 @@ from stages.common import (
     for_seed,
     load_params,
     require,
+    require_device,
+    require_model,
     run_stage,
     tracked_run,
 )
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     params = for_seed(load_params(), args.seed)
     out_metrics, evals = OUT_METRICS / seed_dir(params.base.seed), EVALS / seed_dir(params.base.seed)
     cfg = params.evaluate
+    require_device("evaluate.device", cfg.device)
     model_dir: Path = args.model_dir
     if not (model_dir / "config.json").is_file():
         fail(f"model_dir: {model_dir} is not an exported model directory (no config.json)")
@@ -166,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         model_cfg = load_config(model_dir)
     except (ValueError, FileNotFoundError) as e:
         fail(f"model_dir: {e}")
+    layout = _layout(model_dir)
+    writer = f"the {layout[0]} stage" if layout else "the stage"
+    require_model(model_dir, hint=f"rerun {writer} that writes it (dvc repro), or restore it (dvc checkout)")
     if args.task is not None:
         splits = load_from_disk(TOKENIZED / "finetune" / args.task)
         if "test" not in splits or len(splits["test"]) == 0:
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         confidence=cfg.confidence,
         seed=seed,
         max_examples=cfg.max_examples,
+        max_labels=cfg.max_labels,
     )
     ev = Evaluator(model, tok, settings)
     tags = describe(model_dir, args.task)

@@ -14,7 +14,7 @@ non-MoE parameter (the paper's ablation; a dense arch accepts only `none`); `dro
 from __future__ import annotations
 
 from flanmoe.grid import FREEZE_OPTIONS, INIT_STAGE, FinetuneRun
-from stages.common import dvc_md5, fail, require, run_stage
+from stages.common import dvc_md5, fail, require, require_model, run_stage
 from stages.paths import MODELS, TOKENIZED, TOKENIZER, seed_dir
 from stages.training import StageData, parse_call, run_training
 
@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"task: {task!r} is not in {TOKENIZED / 'finetune'} (tasks: {have}); check finetune.tasks")
     init_dir = MODELS / INIT_STAGE[scenario] / seed_dir(params.base.seed) / arch
     require(TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
-    require(
-        init_dir,
-        hint=f"run the {INIT_STAGE[scenario]} stage first (dvc repro {INIT_STAGE[scenario]}@{arch}-{params.base.seed})",
-    )
+    init_stage = INIT_STAGE[scenario]
+    redo = f"dvc repro {init_stage}@{arch}-{params.base.seed}"
+    require(init_dir, hint=f"run the {init_stage} stage first ({redo})")
+    require_model(init_dir, hint=f"rerun the {init_stage} stage that writes it ({redo})")
     if freeze != "none" and params.arch_config(arch).moe is None:
         fail(f"finetune.freeze: {freeze!r} needs an MoE arch; {arch!r} is dense (only 'none')")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.common import dvc_md5, fail, require, run_stage
+from stages.common import dvc_md5, fail, require, require_model, run_stage
 from stages.paths import MODELS, TOKENIZED, TOKENIZER, seed_dir
 from stages.training import StageData, parse_call, run_training
 
@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     params, arch, cfg = call.params, call.arch, call.cfg
     init_dir = MODELS / "pretrain" / seed_dir(params.base.seed) / arch
     require(DATA_DIR, TOKENIZER, hint="run the tokenize stage first (dvc repro tokenize)")
-    require(init_dir, hint=f"run the pretrain stage first (dvc repro pretrain@{arch}-{params.base.seed})")
+    redo = f"dvc repro pretrain@{arch}-{params.base.seed}"
+    require(init_dir, hint=f"run the pretrain stage first ({redo})")
+    require_model(init_dir, hint=f"rerun the pretrain stage that writes it ({redo})")
 
     import datasets
 

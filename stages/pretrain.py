@@ -40,6 +40,13 @@ def resolve_hf_init(arch: str, params) -> Path | None:
         fail(f"{key}: {e}")
     if not any(path.glob(f"{SAFETENSORS_FILE}*")) and not any(path.glob("pytorch_model.bin*")):
         fail(f"{key}: {path} has no model.safetensors or pytorch_model.bin")
+    from flanmoe.model.pretrained import check_safetensors
+
+    for file in sorted(path.glob("*.safetensors")):  # the file or its shards: whole, before any work
+        try:
+            check_safetensors(file)
+        except ValueError as e:
+            fail(f"{key}: {e}; download the checkpoint again")
     moe = params.arch_config(arch).moe is not None
     if (cfg.moe is not None) != moe:
         kind = "a Switch (MoE)" if cfg.moe is not None else "a dense T5"

@@ -32,6 +32,7 @@ from stages.common import (
     fail,
     for_seed,
     load_params,
+    require_device,
     stage_deps,
     tracked_run,
 )
@@ -70,7 +71,8 @@ def parse_call(
 ) -> TrainingCall:
     """The prelude of every training stage: validate params.yaml (exit 2 naming the key), then parse
     ``python -m stages.<stage> <arch> [POSITIONALS...] [--seed N] [--freeze OPTION]`` (exit 2 with
-    the usage line) and check the arch and the seed against params."""
+    the usage line) and check the arch and the seed against params, and the device against the
+    machine (``cuda`` without a GPU)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     params = load_params()
     names = " ".join(f"<{p}>" for p in ("arch", *positionals))
@@ -91,6 +93,7 @@ def parse_call(
     params = for_seed(params, seed, args.arch, extra=stage in EXTRA_STAGES)
     if args.arch not in params.archs.variants:
         fail(f"arch: unknown arch {args.arch!r}; archs.variants defines {sorted(params.archs.variants)}")
+    require_device(f"{stage}.parallel.device", getattr(params, stage).parallel.device)
     return TrainingCall(stage, params, args.arch, args, argv)
 
 

@@ -771,14 +771,14 @@ def test_bbh_exact_match_against_the_models_own_generation(tok, moe_model) -> No
         first_line = tok.decode(gen).strip().split("\n")[0].strip()
         targets[task] = [first_line] + ["never generated zzz"] * (len(rows) - 1)
     ev = Evaluator(moe_model, tok, settings(max_new_tokens=new))
-    res = ev.bbh(bbh_tasks(targets), shots=0)
+    res = ev.bbh(bbh_tasks(targets), shots=0, chance={})
     assert res.mode == "zero_shot"
     for task, rows in BBH_TASKS.items():
         recs = [r for r in res.records if r["task"] == task]
         assert [r["prompt"] for r in recs] == [i for i, _ in rows]
         assert [r["correct"] for r in recs] == [True] + [False] * (len(rows) - 1)
         assert res.summary["tasks"][task]["score"] == pytest.approx(1 / len(rows), abs=1e-6)
-        assert res.summary["tasks"][task]["chance"] == 0.0  # no chance given
+        assert res.summary["tasks"][task]["chance"] == 0.0  # a chance table without the task
     assert res.summary["score"] == pytest.approx(np.mean([1 / len(r) for r in BBH_TASKS.values()]), abs=1e-6)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from flanmoe.grid import PROBE_MODES
 from tests.stage_helpers import (
+    FIXTURES,
     TINY_EMBEDDED,
     artifact_paths,
     local_sources,
@@ -71,6 +72,14 @@ def test_heldout_suites_scores_cis_outputs_and_mlflow(tmp_path, tokenized):  # n
             )
             assert s["tasks"]
     assert m["mmlu"]["zero_shot"]["chance"] == pytest.approx(0.25)
+    from flanmoe.data.embedded import CHANCE
+
+    # the embedded suite brings its own chance table: used as is, no answer space inferred
+    summary = json.loads((work / "evals" / "s1234" / "switch-instruct" / "summary.json").read_text())
+    for mode in ("zero_shot", "few_shot"):
+        tasks = summary["bbh"][mode]["tasks"]
+        assert {t: v["chance"] for t, v in tasks.items()} == {t: round(CHANCE["bbh"][t], 6) for t in tasks}
+        assert not any("chance_basis" in v for v in tasks.values())
     # the normalized average is the mean of the two suites' normalized scores
     for mode in ("zero_shot", "few_shot"):
         avg = m["normalized_average"][mode]
@@ -170,10 +179,19 @@ def test_finetuned_task_scored_on_its_test_split(tmp_path, tokenized):  # noqa: 
 
 def test_real_schema_sources_score_through_the_same_code(tmp_path):
     """BBH in the BIG-Bench-Hard JSON layout and MMLU in the cais/mmlu layout, prepared from local
-    files: chance is 1/len(choices) for multiple choice and 0 for exact match."""
+    files: chance is 1/len(choices) for multiple choice; for BBH it comes from each task's answer space
+    (options in the input, a label set, or free-form: 0), with its basis in summary.json."""
+    from tests.test_answer_space import SPACES
+
+    bbh = {
+        "kind": "local",
+        "path": str(FIXTURES / "bbh_answer_space") + "/{config}.json",
+        "field": "examples",
+        "configs": sorted(SPACES),
+    }
     write_params(
         tmp_path,
-        prepare={**local_sources(), "embedded": TINY_EMBEDDED},
+        prepare={**local_sources(), "bbh": bbh, "embedded": TINY_EMBEDDED},
         tokenize=MICRO_TOKENIZE,
         model=MICRO_MODEL,
         evaluate={**MICRO_EVAL, "suites": ["mmlu", "bbh"]},
@@ -183,11 +201,16 @@ def test_real_schema_sources_score_through_the_same_code(tmp_path):
     _save_random_model(tmp_path, "dense", "models/pretrain/s1234/dense")
     run_stage("evaluate", tmp_path, args=("models/pretrain/s1234/dense",))
     m = json.loads((tmp_path / "metrics" / "evaluate" / "s1234" / "dense-pretrain.json").read_text())
+    summary = json.loads((tmp_path / "evals" / "s1234" / "dense-pretrain" / "summary.json").read_text())
     import datasets
 
-    bbh = datasets.load_from_disk(str(tmp_path / "data" / "tokenized" / "bbh"))
-    assert set(m["bbh"]["zero_shot"]["tasks"]) == set(bbh)
-    assert all(t["chance"] == 0 for t in m["bbh"]["zero_shot"]["tasks"].values())
+    tokenized_bbh = datasets.load_from_disk(str(tmp_path / "data" / "tokenized" / "bbh"))
+    assert set(m["bbh"]["zero_shot"]["tasks"]) == set(tokenized_bbh) == set(SPACES)
+    for mode in ("zero_shot", "few_shot"):
+        for task, (space, basis) in SPACES.items():
+            chance = sum(1 / len(c) if c else 0.0 for c in space) / len(space)
+            assert m["bbh"][mode]["tasks"][task]["chance"] == pytest.approx(chance, abs=1e-6), task
+            assert summary["bbh"][mode]["tasks"][task]["chance_basis"] == basis
     mmlu = datasets.load_from_disk(str(tmp_path / "data" / "tokenized" / "mmlu"))["test"]
     assert m["mmlu"]["zero_shot"]["n"] == len(mmlu)
     expected_chance = sum(1 / len(c) for c in mmlu["choices"]) / len(mmlu)

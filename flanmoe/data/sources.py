@@ -10,6 +10,7 @@ repository ships (``bbh/boolean_expressions.json``).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import datasets
@@ -82,6 +83,8 @@ def _load_split(
     except FileNotFoundError as e:
         raise SourceError(f"source '{role}': not found: {path} ({e})") from e
     except Exception as e:  # the hub offline, a corrupt file: name what failed
+        if builder == "json" and spec.field and (why := _field_problem(Path(path), spec.field)):
+            raise SourceError(f"source '{role}': {path}: {why} (prepare.{role}.field)") from e
         hint = (
             (
                 " (the project runs offline: HF_HUB_OFFLINE=0 to reach the hub, or point `path` at a "
@@ -93,6 +96,22 @@ def _load_split(
         raise SourceError(
             f"source '{role}' ({path}, config {name!r}, split {split!r}): {type(e).__name__}: {e}{hint}"
         ) from e
+
+
+def _field_problem(path: Path, field: str) -> str | None:
+    """Why the JSON file ``path`` holds no list of records under ``field`` (None if it does, or if it
+    is no single JSON document: then the loader's own error says more)."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(obj, dict):
+        return f"is a JSON {type(obj).__name__}, not an object with the field {field!r}"
+    if field not in obj:
+        return f"has no field {field!r} (its keys: {', '.join(map(repr, obj))})"
+    if not isinstance(obj[field], list):
+        return f"field {field!r} holds a {type(obj[field]).__name__}, not a list of records"
+    return None
 
 
 def check_columns(ds: datasets.Dataset, role: str, where: str) -> None:

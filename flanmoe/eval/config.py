@@ -29,7 +29,8 @@ class EvaluateConfig(StrictModel):
     batch_size: int = Field(32, ge=1)  # prompts per batch (MC: all their options together)
     heldin_examples: int = Field(256, ge=1)  # held-in instruction pairs (from instruct's validation split)
     max_labels: int = Field(16, ge=2)  # a fine-tuning task with at most this many distinct targets is
-    # scored as classification (rank the labels by log-likelihood: accuracy); else exact match
+    # scored as classification (rank the labels by log-likelihood: accuracy); else exact match. A real
+    # BBH task without options in its inputs and with this many at most: chance 1/labels, else 0
     dropless: bool = True  # route every token (no capacity): scores independent of batch composition
     bootstrap: int = Field(1000, ge=0)  # bootstrap resamples for the confidence intervals (0: none)
     confidence: float = Field(0.95, gt=0, lt=1)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from flanmoe.eval.answer_space import task_chance
 from flanmoe.eval.metrics import best_constant, bootstrap_ci, exact_match, normalize_answer, normalized_score
 from flanmoe.eval.prompts import Encoded, MCFormat, encode_prompts, exemplar, mc_candidates, mc_prompt
 from flanmoe.eval.scoring import generate, score_candidates
@@ -39,6 +40,7 @@ class EvalSettings:
     confidence: float = 0.95
     seed: int = 0
     max_examples: int | None = None  # per task (quick looks); None = all
+    max_labels: int = 16  # BBH without a chance table: this many distinct targets at most form a label set
 
 
 @dataclass
@@ -294,10 +296,15 @@ class Evaluator:
         suite: str = "bbh",
     ) -> SuiteResult:
         """Greedy generation, BBH exact match; ``shots`` exemplars from the same task (never the
-        evaluated example itself), drawn with a seeded RNG per (task, example)."""
+        evaluated example itself), drawn with a seeded RNG per (task, example).
+
+        ``chance``: each task's chance level (a task it lacks: 0), e.g. the embedded suite's table;
+        None infers it from each task's answer space (``flanmoe.eval.answer_space``: options listed in
+        the input, a small label set, or free-form), written beside it as ``chance_basis``."""
         s = self.s
         mode = "few_shot" if shots else "zero_shot"
         result = SuiteResult(suite, mode)
+        inferred: dict[str, tuple[float, str]] = {}
         correct: dict[str, list[float]] = {}
         truncated: dict[str, int] = {}
         baselines: dict[str, float] = {}
@@ -323,6 +330,8 @@ class Evaluator:
             correct[task] = [float(exact_match(p, t)) for p, t in zip(preds, targets[:n], strict=True)]
             truncated[task] = sum(e.truncated for e in enc)
             baselines[task] = best_constant(targets[:n])[1]
+            if chance is None:  # the options of the scored examples; the labels of the whole task
+                inferred[task] = task_chance(inputs[:n], targets, s.max_labels)
             for e, p, t, ok in zip(enc, preds, targets[:n], correct[task], strict=True):
                 result.records.append(
                     {
@@ -338,8 +347,13 @@ class Evaluator:
                         "truncated": e.truncated,
                     }
                 )
-        ch = {t: (chance or {}).get(t, 0.0) for t in correct}
+        if chance is None:
+            ch = {t: c for t, (c, _) in inferred.items()}
+        else:
+            ch = {t: chance.get(t, 0.0) for t in correct}
         result.summary = summarize(correct, ch, baselines, truncated, s, average="tasks")
+        for task, (_, basis) in inferred.items():
+            result.summary["tasks"][task]["chance_basis"] = basis
         result.values = correct
         return result
 

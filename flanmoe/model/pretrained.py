@@ -118,15 +118,35 @@ def load_pretrained(
     if moe_overrides and cfg.moe is not None:
         moe = MoEConfig.model_validate({**cfg.moe.model_dump(), **moe_overrides})
         cfg = cfg.model_copy(update={"moe": moe})
-    file = _model_dir(path) / WEIGHTS_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: missing")
+    file = check_weights(path)  # a truncated file: ValueError naming it, not safetensors' own error
     tensors = load_file(str(file), device="cpu")
     _check_keys(tensors, cfg, cfg.vocab_size, str(file))
     with torch.device("meta"):  # no random init: the loaded tensors become the parameters
         model = FlanMoEModel(cfg, cfg.vocab_size)
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.to(device=device, dtype=dtype)
+
+
+def check_weights(path: str | Path) -> Path:
+    """``model.safetensors`` of the exported directory ``path``, checked whole without loading it (its
+    header parses and its tensors cover the file exactly: a truncated or overwritten file fails).
+    Raises FileNotFoundError when it is missing, ValueError naming the file when it is unreadable."""
+    file = _model_dir(path) / WEIGHTS_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing")
+    check_safetensors(file)
+    return file
+
+
+def check_safetensors(file: str | Path) -> None:
+    """Raise ValueError naming ``file`` unless it is a whole safetensors file (any, e.g. an HF shard)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="numpy"):  # memory-maps and validates the header only
+            pass
+    except Exception as err:  # noqa: BLE001 - SafetensorError is not importable by a stable name
+        raise ValueError(f"{file}: truncated or corrupt, not a readable safetensors file ({err})") from None
 
 
 def _model_dir(path: str | Path) -> Path:

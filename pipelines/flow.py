@@ -87,6 +87,11 @@ def plan_run(settings, overrides, name, preset, targets, repo: str) -> Plan:
     graph = select_stages(stage_graph(root), targets)
     if experiment:
         check_experiment_name(root, name)
+    from flanmoe.tracking_client import unreachable_server
+
+    problem = unreachable_server()  # the parent run and every stage log there: fail before any work
+    if problem is not None:
+        raise ValueError(problem)
     with cwd(root):  # the workspace's commit, as every stage tags its run
         tags = {"pipeline": "prefect flow", "prefect_flow_run_id": flow_run_id, "git_commit": git_commit()}
     tags |= {"dvc_exp": name if experiment else None, "targets": " ".join(targets) or None,

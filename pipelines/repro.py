@@ -22,6 +22,12 @@ def _dvc(*args: str, env: dict | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     params = load_params_or_exit()
+    from flanmoe.tracking_client import unreachable_server
+
+    problem = unreachable_server()  # the parent run and every stage log there: fail before any work
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from pipelines.graph import missing_params
 
     missing = missing_params()

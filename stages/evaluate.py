@@ -128,7 +128,9 @@ def _heldin_rows(params, decode) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    params = for_seed(load_params(), args.seed)
+    layout = _layout(args.model_dir)  # the arch (and whether it is fine-tuned) for base.extra_seeds
+    arch = layout[1].split("-")[0] if layout else None
+    params = for_seed(load_params(), args.seed, arch=arch, extra=not (layout and layout[0] == "finetune"))
     out_metrics, evals = OUT_METRICS / seed_dir(params.base.seed), EVALS / seed_dir(params.base.seed)
     cfg = params.evaluate
     require_device("evaluate.device", cfg.device)

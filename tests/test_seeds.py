@@ -129,6 +129,18 @@ def test_extra_stages_are_their_base_stages_on_other_seeds(tmp_path):
             ("switch", "--seed", "9"),
             "--seed: 9 is not one of base.seeds [1234] or base.extra_seeds [7]",
         ),
+        (  # evaluate reads the arch from the model directory
+            "evaluate",
+            ("models/instruct/s7/gshard", "--seed", "7"),
+            "--seed: 7 is one of base.extra_seeds, which only base.extra_archs ['dense', 'switch'] run;"
+            " gshard runs base.seeds [1234]",
+        ),
+        (
+            "evaluate",
+            ("models/finetune/s7/switch-list_sum-after_it", "--task", "list_sum", "--seed", "7"),
+            "--seed: 7 is one of base.extra_seeds, which only pretrain, instruct and their evaluation run;"
+            " this stage runs base.seeds [1234]",
+        ),
     ],
 )
 def test_a_stage_refuses_an_extra_seed_it_does_not_run(tmp_path, stage, args, message):

@@ -63,6 +63,29 @@ def test_tracking_server_down_at_the_start_exits_2_before_any_work(tmp_path):
     assert _listing(tmp_path) == ["params.yaml"]
 
 
+def test_pipeline_entry_points_check_the_server_before_their_parent_run(tmp_path, monkeypatch):
+    """`make run` (pipelines.repro) and the Prefect flow open a parent run first: same check, same error."""
+    import subprocess
+    import sys
+
+    from pipelines.flow import plan_run
+    from tests.stage_helpers import REPO
+
+    write_params(tmp_path, prepare={"embedded": TINY_EMBEDDED})
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.repro"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: MLFLOW_TRACKING_URI: no MLflow tracking server answers at {uri}" in proc.stderr
+    assert "Traceback" not in proc.stderr and _listing(tmp_path) == ["params.yaml"]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(ValueError, match=f"no MLflow tracking server answers at {uri}"):
+        plan_run(None, None, None, None, None, str(REPO))
+
+
 # ----------------------------------------------------------------------------- input models
 def _export(work, dest: str) -> None:
     """A small model exported where a training stage puts it (a stand-in tokenizer.json beside it)."""

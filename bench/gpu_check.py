@@ -32,9 +32,10 @@ import sys
 from pathlib import Path
 
 # Run as `python3 bench/x.py`: the repo root, not bench/, first on the path (bench/tokenize.py would
-# shadow the stdlib module of that name).
+# shadow the stdlib module of that name). Imported (tests), the path is left alone.
 REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)
+if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
 
 import argparse
 import datetime

@@ -72,24 +72,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def unpack_wheels(wheels: Path) -> Path:
+    """Unpack every ``wheels/*.whl`` into ``wheels/site`` (once per set of wheels) and return that folder:
+    a wheel is a zip of its installed files, so no pip or registry is needed."""
+    site = wheels / "site"
+    names = "\n".join(w.name for w in sorted(wheels.glob("*.whl"))) + "\n"
+    marker = site / ".unpacked"
+    if names.strip() and not (marker.is_file() and marker.read_text() == names):
+        site.mkdir(parents=True, exist_ok=True)
+        for whl in sorted(wheels.glob("*.whl")):
+            with zipfile.ZipFile(whl) as z:
+                z.extractall(site)
+        marker.write_text(names)
+    return site
+
+
 def ensure_pydantic() -> None:
-    """Import pydantic, unpacking ``bench/wheels/*.whl`` into ``bench/wheels/site`` first if it is
-    not installed (a wheel is a zip of its installed files: no pip or registry needed)."""
+    """Import pydantic; where it is not installed, from the wheels in ``bench/wheels/``."""
     try:
         import pydantic  # noqa: F401
 
         return
     except ImportError:
         pass
-    site = WHEELS / "site"
-    wheels = sorted(WHEELS.glob("*.whl"))
-    if wheels and not (site / ".unpacked").exists():
-        site.mkdir(parents=True, exist_ok=True)
-        for whl in wheels:
-            with zipfile.ZipFile(whl) as z:
-                z.extractall(site)
-        (site / ".unpacked").write_text("\n".join(w.name for w in wheels) + "\n")
-    sys.path.insert(1, str(site))
+    sys.path.insert(1, str(unpack_wheels(WHEELS)))
     try:
         import pydantic  # noqa: F401
     except ImportError as e:

@@ -163,3 +163,25 @@ def test_bad_time_limit_is_refused(tmp_path):
         "--device", "cpu", "--quick", "--time-limit", "-1", "--out", str(tmp_path / "x.json"), timeout=60
     )
     assert proc.returncode == 2 and "--time-limit: -1.0 must be > 0" in proc.stderr
+
+
+def test_wheels_are_unpacked_once_into_an_importable_folder(tmp_path):
+    import zipfile
+
+    sys.path.insert(0, str(REPO))
+    from bench.gpu_check import unpack_wheels
+
+    whl = tmp_path / "wheelpkg_probe-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr("wheelpkg_probe/__init__.py", "VALUE = 42\n")
+    site = unpack_wheels(tmp_path)
+    assert (site / "wheelpkg_probe" / "__init__.py").is_file()
+    (site / "wheelpkg_probe" / "__init__.py").write_text("VALUE = 43\n")
+    assert unpack_wheels(tmp_path) == site  # the same wheels: not unpacked again
+    code = (
+        f"import sys; sys.path.insert(1, {str(site)!r}); import wheelpkg_probe; print(wheelpkg_probe.VALUE)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "43"
+    assert unpack_wheels(tmp_path / "empty") == tmp_path / "empty" / "site"  # no wheels: nothing made
+    assert not (tmp_path / "empty").exists()

@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             res = {"status": "error", "error": f"{type(e).__name__}: {e}"[:300]}
             failed = True
         res["wall_s"] = round(time.perf_counter() - t0, 2)
+        res["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         res["budget_s"] = budget.seconds
         results["parts"][part] = res
         save_results(out, results)

@@ -185,3 +185,24 @@ def test_wheels_are_unpacked_once_into_an_importable_folder(tmp_path):
     assert out.strip() == "43"
     assert unpack_wheels(tmp_path / "empty") == tmp_path / "empty" / "site"  # no wheels: nothing made
     assert not (tmp_path / "empty").exists()
+
+
+def test_the_gpu_plan_is_the_issues_and_fits_an_h100():
+    """The full (GPU) plan, built without a GPU: the sizes the issue asks for, and base with 64 experts
+    trains in 78 GiB: params, grads, AdamW's two moments and foreach AdamW's sqrt temporary, 4 bytes each."""
+    sys.path.insert(0, str(REPO))
+    from bench.gpu_check_parts import Plan, model_cfg
+    from flanmoe.model.flops import accounting
+
+    plan = Plan.make(torch.device("cuda"), quick=False)
+    assert plan.dtype == "bfloat16" and plan.train_size == "small" and plan.train_steps >= 200
+    assert (
+        plan.tp_sizes == ["base", "small"]
+        and plan.tp_experts == 64
+        and plan.tp_modes == ["eager", "compiled"]
+    )
+    assert plan.layer_d_model == 768 and plan.layer_experts == [8, 64]
+    assert plan.step_sizes == ["small", "base"] and plan.step_experts == 8
+    params = accounting(model_cfg("base", "switch", plan.tp_experts), plan.vocab).params
+    assert 3.5e9 < params < 4e9
+    assert params * 4 * 5 < 78 * 2**30

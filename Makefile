@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 # DVC stages call `python`: make it the venv's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run study test lint arch bench ui mlflow-ui clean
+.PHONY: setup run study test lint arch bench gpu-check ui mlflow-ui clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/eval_throughput.py --quick
 	$(BIN)/python bench/mlflow_writers.py
 	$(BIN)/python bench/stage_overhead.py --baseline HEAD --repeats 1
+
+# The GPU path measured in one command (bench/gpu_check.py; bench/README.md says how to run it on a
+# rented GPU): the machine's own python3, no venv setup (a bare GPU box has no package registry; pydantic
+# comes from bench/wheels/). Results: bench/results/gpu-check-<device>.json. On CPU, at micro size:
+# make gpu-check ARGS="--device cpu --quick"
+gpu-check:
+	$(PYTHON) bench/gpu_check.py $(ARGS)
 
 # The Prefect UI (the pipeline served as deployment flan-moe/pipeline: its form starts runs) and the
 # MLflow UI on the project's store, both on 127.0.0.1; Ctrl-C stops all of it (pipelines/ui.py).

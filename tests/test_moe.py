@@ -79,6 +79,24 @@ def test_grouped_mm_backend_matches_bmm(ffn: str) -> None:
         torch.testing.assert_close(getattr(gm, name).grad, getattr(bm, name).grad)
 
 
+def test_grouped_mm_runs_in_the_autocast_dtype() -> None:
+    """Autocast casts bmm but not ``_grouped_mm``: the experts cast for it, so a bf16 run computes
+    them in bf16 (as the bmm path does), gradients reach the float32 weights."""
+    torch.manual_seed(2)
+    gm = GroupedExperts(4, 16, 24, backend="grouped_mm")
+    bm = GroupedExperts(4, 16, 24, backend="bmm")
+    bm.load_state_dict(gm.state_dict())
+    counts = torch.tensor([3, 0, 5, 2])
+    x = torch.randn(10, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = gm(x, counts), bm(x, counts)
+    assert y1.dtype == y2.dtype == torch.bfloat16
+    torch.testing.assert_close(y1, y2, atol=2e-2, rtol=2e-2)
+    y1.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in gm.parameters())
+    assert gm(x, counts).dtype == torch.float32  # no autocast: float32 as before
+
+
 @pytest.mark.parametrize("k,normalize", [(1, True), (2, True), (2, False)])
 def test_top_k_invariants(k: int, normalize: bool) -> None:
     torch.manual_seed(2)

@@ -172,6 +172,9 @@ class GroupedExperts(nn.Module):
             self.backend == "auto" and _grouped_mm_ok(x, self.d_model, self.d_ff)
         )
         if use_gmm:
+            if torch.is_autocast_enabled(x.device.type):  # autocast does not cover _grouped_mm (bmm it does)
+                dt = torch.get_autocast_dtype(x.device.type)
+                x, w_in, w_out = x.to(dt), tuple(w.to(dt) for w in w_in), w_out.to(dt)
             return grouped_mm_experts(x, tokens_per_expert, w_in, w_out, self.activation, p, training)
         return bmm_experts(x, tokens_per_expert, w_in, w_out, self.activation, p, training, capacity)
 

@@ -29,16 +29,8 @@ from flanmoe.model.config import MoEConfig, model_config_for_arch
 from flanmoe.model.flops import accounting, forward_flops
 from flanmoe.model.transformer import EOS_ID, build_model
 from flanmoe.train.data import Batch
+from flanmoe.train.meter import peak_flops
 
-# Datasheet dense bf16 tensor-core peaks (no sparsity), matched in order against the device name;
-# an unknown device gets MFU only against the matmul measured in the same run.
-DATASHEET_BF16 = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),  # SXM ("NVIDIA H100 80GB HBM3")
-    ("H200", 989e12),  # same tensor cores as the H100 SXM
-    ("A100", 312e12),
-)
 # a compiled configuration starts only with this much of its part's budget left (a cold compile of
 # base's blocks, forward and backward; an unfinished one cannot be stopped)
 COMPILE_NEEDS_S = 45.0
@@ -395,10 +387,8 @@ def run_train(plan: Plan, budget: Budget) -> dict[str, Any]:
 
 
 def datasheet_peak(plan: Plan) -> float | None:
-    if plan.device.type != "cuda" or plan.dtype != "bfloat16":
-        return None
-    name = torch.cuda.get_device_name(plan.device)
-    return next((v for k, v in DATASHEET_BF16 if k in name), None)
+    """The card's datasheet bf16 peak (flanmoe.train.meter.PEAK_FLOPS, as the trainer's MFU uses)."""
+    return peak_flops(plan.device, plan.dtype)
 
 
 def matmul_peak(plan: Plan, budget: Budget) -> dict[str, Any]:

@@ -790,10 +790,10 @@ def main() -> None:
 def run(args, device: torch.device) -> None:
     torch.set_num_threads(args.threads)
     if device.type == "cuda":
-        from flanmoe.train.trainer import PEAK_FLOPS
+        from flanmoe.train.meter import datasheet_peak
 
         name = torch.cuda.get_device_name(device)
-        args.gpu_peak = args.gpu_peak or next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+        args.gpu_peak = args.gpu_peak or datasheet_peak(name)
     info = machine_info(args.threads, device)
     t_start = time.perf_counter()
     probe = PeakProbe(args.threads) if device.type == "cpu" else None

@@ -283,3 +283,14 @@ def test_checkpoint_policy_resumes_every_part(tmp_path):
     torch.manual_seed(123)
     assert r.resume() == 2 and r.sampler.position == 17
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_datasheet_peak_tells_h100_variants_apart():
+    from flanmoe.train.meter import datasheet_peak
+
+    assert datasheet_peak("NVIDIA H100 80GB HBM3") == 989e12  # SXM
+    assert datasheet_peak("NVIDIA H100 PCIe") == 756e12
+    assert datasheet_peak("NVIDIA H100 NVL") == 835e12
+    assert datasheet_peak("NVIDIA H200") == 989e12
+    assert datasheet_peak("NVIDIA A100-SXM4-80GB") == 312e12 and datasheet_peak("NVIDIA A10") == 125e12
+    assert datasheet_peak("Tesla T4") is None

@@ -30,7 +30,16 @@ if TYPE_CHECKING:
     from flanmoe.train.trainer import BatchLike
 
 # dense bf16 peak FLOP/s of the GPUs we know (MFU is reported only for these)
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+# datasheet dense bf16 tensor-core peaks (no sparsity), matched in this order against the device name
+PEAK_FLOPS = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,  # SXM ("NVIDIA H100 80GB HBM3")
+    "H200": 989e12,  # the H100 SXM's tensor cores
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10": 125e12,
+}
 
 # router statistics kept in the curve (plots/<stage>/...json) of an MoE model: load balance, drop rate,
 # router entropy (flanmoe.model.stats)
@@ -41,7 +50,11 @@ def peak_flops(device: torch.device, dtype: str) -> float | None:
     """Peak FLOP/s of ``device`` for MFU: known GPUs in bfloat16 only, else None."""
     if device.type != "cuda" or dtype != "bfloat16":
         return None
-    name = torch.cuda.get_device_name(device)
+    return datasheet_peak(torch.cuda.get_device_name(device))
+
+
+def datasheet_peak(name: str) -> float | None:
+    """The bf16 datasheet peak of the GPU called ``name`` (``PEAK_FLOPS``, first match), else None."""
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 

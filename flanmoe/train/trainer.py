@@ -28,7 +28,7 @@ from flanmoe.model.transformer import shift_right
 from flanmoe.train.checkpointing import CheckpointPolicy
 from flanmoe.train.config import TrainConfig
 from flanmoe.train.early_stopping import EarlyStopping
-from flanmoe.train.meter import PEAK_FLOPS, IntervalMeter, LogPoint, peak_flops
+from flanmoe.train.meter import IntervalMeter, LogPoint, peak_flops
 from flanmoe.train.optim import build_optimizer, build_scheduler
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -341,7 +341,6 @@ def state_dict_for_export(model: nn.Module) -> dict[str, Tensor]:
 
 
 __all__ = [
-    "PEAK_FLOPS",  # flanmoe.train.meter's, for bench/train_throughput.py
     "Dist",
     "Trainer",
     "TrainResult",

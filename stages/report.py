@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         to_html,
         to_markdown,
     )
+    from flanmoe.report.findings import pair_it_gains
 
     archs = [
         ArchResults(
@@ -294,7 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     except ReportInputError as e:
         fail(f"metrics: {e} (files under {METRICS}/)")
     records = prediction_records(params)
-    fs = findings(table, paired_answers(params, records))
+    answers = paired_answers(params, records)
+    fs = findings(table, answers)
+    pair_it_gains(table, answers)  # after the findings, whose MOVER fallbacks use the unpaired cells
     if table.knowledge is not None:
         table.knowledge = dataclasses.replace(table.knowledge, paired=knowledge_pairs(params, table, records))
     seeds = params.base.seeds

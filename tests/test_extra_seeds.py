@@ -151,8 +151,9 @@ def test_each_arch_over_its_own_seeds_and_pairs_over_shared_seeds(tmp_path):
 
 def test_without_extra_seeds_the_report_is_the_one_before_them(tmp_path):
     """The same tree (the extra seeds' files present, unread) with ``base.extra_seeds: []`` gives the
-    report the code before extra seeds wrote from it (REFRESH_EXTRA_SEEDS_GOLDEN=<dir of that code>
-    rewrites the fixture: its stage runs on PYTHONPATH=<dir>)."""
+    report of a tree without the key (the fixture was first written by the code before extra seeds,
+    then refreshed when the IT-gain cells became paired; REFRESH_EXTRA_SEEDS_GOLDEN=<dir of a code>
+    rewrites it: its stage runs on PYTHONPATH=<dir>, without the key)."""
     old = os.environ.get("REFRESH_EXTRA_SEEDS_GOLDEN")
     if old:
         write_tree(tmp_path, None)

@@ -284,6 +284,13 @@ def test_stage_pairs_the_findings_from_predictions_and_names_bad_records(tmp_pat
     assert ft["interval"] == MOVER and ft["mde"] > 0
     md = (tmp_path / "docs" / "report" / "report.md").read_text()
     assert "(paired bootstrap; MDE " in md and "seeds for a +-3-point CI: needs >= 2 seeds" in md
+    # the held-out table's IT-gain cells: the same paired intervals as the finding's
+    report = json.loads((tmp_path / "metrics" / "report.json").read_text())
+    assert report["it_gain_interval"] == PAIRED and "[95% CI: paired bootstrap]" in md
+    for arch in ("dense", "switch"):
+        cell = report["it_gain"][arch]["zero_shot"]["normalized_average"]
+        finding = rep["it_improves_heldout"]["comparisons"][f"{arch}/zero_shot"]
+        assert [cell[k] for k in ("value", "lo", "hi")] == [finding[k] for k in ("value", "lo", "hi")]
     path = tmp_path / "evals" / "s1234" / "dense-instruct" / "predictions.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join([*lines[:2], "{not json", *lines[3:]]) + "\n")

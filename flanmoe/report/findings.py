@@ -101,15 +101,21 @@ def _compare(key: str, label: str, p: Paired) -> Comparison:
 
 
 def _paired(
-    table: Table, records: Records, terms: dict[Model, float], mode: str, fallback: Estimate
+    table: Table,
+    records: Records,
+    terms: dict[Model, float],
+    mode: str,
+    fallback: Estimate,
+    suite: str = AVERAGE,
 ) -> Paired:
-    """The contrast ``terms`` of normalized averages in ``mode``, paired from ``records`` where they
-    allow it (``heldout_pairs.contrast``), else ``fallback`` (MOVER) labelled so."""
+    """The contrast ``terms`` of normalized averages (or of one suite's normalized scores) in ``mode``,
+    paired from ``records`` where they allow it (``heldout_pairs.contrast``), else ``fallback``
+    (MOVER) labelled so."""
     cells = [table.heldout.get(a, {}).get(m, {}) for a, m in terms]
-    if records and all((AVERAGE, mode) in c for c in cells):
-        suites = [s for s in HELDOUT if all((s, mode) in c for c in cells)]
+    if records and all((suite, mode) in c for c in cells):
+        suites = [s for s in HELDOUT if all((s, mode) in c for c in cells)] if suite == AVERAGE else [suite]
         chance = {s: cells[0][(s, mode)].chance for s in suites}
-        expected = {m: c[(AVERAGE, mode)].normalized.value for m, c in zip(terms, cells, strict=True)}
+        expected = {m: c[(suite, mode)].normalized.value for m, c in zip(terms, cells, strict=True)}
         paired = contrast(records, terms, mode, normalized_average(chance), expected)
         if paired is not None:
             return paired
@@ -136,6 +142,18 @@ def moe_dense_pairs(table: Table) -> list[tuple[str, str]]:
         for m in table.models
         if not m.moe and m.twin_of in names and any(x.arch == m.twin_of and x.moe for x in table.models)
     ]
+
+
+def pair_it_gains(table: Table, records: Records) -> None:
+    """The held-out table's IT-gain cells (instruct - pretrain, per suite and the average) paired
+    question by question where ``records`` allow it, in place; ``table.it_gain_intervals`` names how
+    each cell's interval was made (``heldout_pairs``: paired bootstrap, seed t, or MOVER)."""
+    for arch, gains in table.it_gain.items():
+        terms = {(arch, "instruct"): 1.0, (arch, "pretrain"): -1.0}
+        for suite, mode in list(gains):
+            p = _paired(table, records, terms, mode, gains[(suite, mode)], suite)
+            gains[(suite, mode)] = p.estimate
+            table.it_gain_intervals.add(p.interval)
 
 
 def it_improves_heldout(table: Table, records: Records = None) -> Finding:

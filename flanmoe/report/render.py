@@ -270,7 +270,9 @@ def to_markdown(
         "## Held-out evaluation (scenario 2: instruction tuning, then zero- and few-shot)",
         "",
         "Each suite: normalized score [95% CI] (chance 0, perfect 100) · raw score (acc) · chance level."
-        " IT gain = instruction-tuned - pretrained only, in normalized points [95% CI].",
+        " IT gain = instruction-tuned - pretrained only, in normalized points [95% CI"
+        + (f": {', '.join(sorted(t.it_gain_intervals))}" if t.it_gain_intervals else "")
+        + "].",
         "",
         md_table(*heldout_rows(t)),
         "",
@@ -382,7 +384,9 @@ def to_html(
     out += [
         "<h2>Held-out evaluation (scenario 2: instruction tuning, then zero- and few-shot)</h2>",
         "<p>Each suite: normalized score [95% CI] (chance 0, perfect 100), below it the raw score and the"
-        " chance level. IT gain = instruction-tuned − pretrained only, in normalized points [95% CI].</p>",
+        " chance level. IT gain = instruction-tuned − pretrained only, in normalized points [95% CI"
+        + (f": {e(', '.join(sorted(t.it_gain_intervals)))}" if t.it_gain_intervals else "")
+        + "].</p>",
         _html_table(*heldout_rows(t), gain_label="IT gain"),
         *_html_figures(figures, "heldout"),
     ]

@@ -89,6 +89,8 @@ class Table:
     knowledge: Knowledge | None = None  # knowledge by exposure (None: no probe section in any metrics)
     # archs whose pretrained and instruction-tuned cells aggregate more seeds (base.extra_seeds)
     arch_seeds: dict[str, int] = field(default_factory=dict)
+    # how the IT-gain intervals were made (findings.pair_it_gains); empty: MOVER of the two cells
+    it_gain_intervals: set[str] = field(default_factory=set)
 
     def seeds_of(self, arch: str) -> int:
         """The replicates aggregated in ``arch``'s held-out cells (its fine-tuned ones: ``seeds``)."""

@@ -103,6 +103,31 @@ def hub_datasets(params) -> list:
     return refs
 
 
+def _column_chunks(ds, column: str):
+    """The Arrow chunks of one column, batch by batch (an indices mapping applied): never the whole
+    column in memory at once."""
+    for batch in ds.select_columns([column]).with_format("arrow").iter(batch_size=10_000):
+        yield batch.column(column)
+
+
+def corpus_metrics(pretrain, flan) -> dict:
+    """``pretrain.text_mb`` (UTF-8 bytes), ``pretrain.salient_values`` (embedded corpus only) and
+    ``flan.tasks``, read column chunk by column chunk."""
+    import pyarrow.compute as pc
+
+    text_bytes = sum(pc.sum(pc.binary_length(c)).as_py() or 0 for c in _column_chunks(pretrain, "text"))
+    out = {"pretrain.text_mb": round(text_bytes / 1e6, 3)}
+    if "salient_spans" in pretrain.column_names:  # [start, end] pairs: one salient value each
+        spans = _column_chunks(pretrain, "salient_spans")
+        lengths = (pc.list_value_length(c).fill_null(0).to_numpy() for c in spans)
+        out = {"pretrain.salient_values": int(sum((n // 2).sum() for n in lengths)), **out}
+    tasks = set()
+    for c in _column_chunks(flan, "task_name"):
+        tasks.update(pc.unique(c).to_pylist())
+    out["flan.tasks"] = len(tasks)
+    return out
+
+
 def main() -> None:
     params = load_params()
     warn_untracked_paths(params)
@@ -119,10 +144,7 @@ def main() -> None:
     metrics = {"load_seconds": round(load_s, 3)}
     for rows in summary.values():
         metrics.update(rows)
-    if "salient_spans" in data["pretrain"].column_names:
-        metrics["pretrain.salient_values"] = sum(len(s) // 2 for s in data["pretrain"]["salient_spans"])
-    metrics["pretrain.text_mb"] = round(sum(len(t.encode()) for t in data["pretrain"]["text"]) / 1e6, 3)
-    metrics["flan.tasks"] = len(set(data["flan"]["task_name"]))
+    metrics.update(corpus_metrics(data["pretrain"], data["flan"]))
     write_json(METRICS / "prepare.json", without_timings(metrics))
     kinds = {role: getattr(params.prepare, role).kind for role in prepared.ROLES}
     with tracked_run(

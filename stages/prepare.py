@@ -14,7 +14,7 @@ from pathlib import Path
 from flanmoe.atomic import atomic_dir, write_json
 from flanmoe.data import prepared
 from flanmoe.data.sources import SourceError, checked, load_source
-from stages.common import fail, load_params, run_stage, tracked_run, without_timings
+from stages.common import disk_mb, fail, load_params, run_stage, tracked_run, without_timings
 from stages.paths import METRICS, PREPARED, RAW
 
 OUT = PREPARED
@@ -140,6 +140,8 @@ def main() -> None:
     with atomic_dir(OUT) as tmp:
         for role, obj in data.items():
             prepared.save(obj, tmp / role)
+        written_mb = disk_mb(tmp)
+    work_s = time.perf_counter() - t0
     summary = {role: prepared.summarize(obj, role) for role, obj in data.items()}
     metrics = {"load_seconds": round(load_s, 3)}
     for rows in summary.values():
@@ -156,9 +158,11 @@ def main() -> None:
         outputs=[METRICS / "prepare.json"],
     ) as run:
         run.log_datasets(hub_datasets(params))
-        run.log_metrics(metrics)
+        # throughput: to MLflow only (metrics/prepare.json holds no timings)
+        run.log_metrics({**metrics, "work_seconds": work_s, "mb_per_s": written_mb / work_s})
         run.log_dict({"outputs": summary}, "prepare_summary.json")
     print(f"prepare: wrote {OUT} ({', '.join(f'{k}={v}' for k, v in metrics.items() if k.endswith('rows'))})")
+    print(f"prepare: {written_mb:.1f} MB of Arrow in {work_s:.1f} s ({written_mb / work_s:.2f} MB/s)")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ def test_local_sources_layout_metrics_and_mlflow(tmp_path):
     assert sorted(read) == sorted(roots)
     assert all(d["digest"] == dvc_md5(Path(name)) and d["context"] == "source" for name, d in read.items())
     assert "metrics/prepare.json" in artifact_paths(tmp_path, run["run_id"])
+    # throughput: printed and in the MLflow run, never in the DVC metrics file (no timings there)
+    assert run["metrics"]["mb_per_s"] > 0 and run["metrics"]["work_seconds"] > 0
+    assert "MB/s" in proc.stdout and not any(k.endswith(("per_s", "seconds")) for k in metrics)
 
 
 def test_same_params_same_bytes(tmp_path):

@@ -371,7 +371,12 @@ def test_in_place_columns_give_the_batches_of_copied_columns(tmp_path, monkeypat
             resumed.load_state_dict(state)
             out += [b for _ in range(3) for b in resumed.next(2)]
         out += eval_batches(packed, batch_size=16) + eval_batches(train, max_tokens=300)
-        return out
+        in_memory = pairs_ds(120)  # one chunk, and with an indices mapping
+        return (
+            out
+            + eval_batches(in_memory, max_tokens=300)
+            + eval_batches(in_memory.select(range(5, 99, 2)), 7, 300)
+        )
 
     new = run()
     monkeypatch.setattr(data, "_columns", _copied_columns)

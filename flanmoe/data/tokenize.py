@@ -213,6 +213,7 @@ def tokenize_pretrain(
     if cfg.salient_fraction > 0:  # one flag per token of the stream
         salient_path = work_dir / "salient.npy"
         write_stream(encoded, "salient", np.int8, salient_path, row)
+    del encoded  # its memory map closed: span corruption reads the stream
     t_encode = time.perf_counter() - t0
 
     n_chunks = stream_length // raw
@@ -406,11 +407,13 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
         docs = datasets.load_from_disk(str(prepared_dir / "pretrain"))
         pre, stats["pretrain"] = tokenize_pretrain(docs, tok, cfg, work / "pretrain")
         prepared.save(pre, tmp / "pretrain")
+        del docs, pre  # each part's memory maps closed once it is written: their pages leave the RSS
 
         if (prepared_dir / "flan").is_dir():
             flan = datasets.load_from_disk(str(prepared_dir / "flan"))
             flan_tok, stats["flan"] = tokenize_pairs(flan, tok, cfg, work / "flan.arrow", keep_text=False)
             prepared.save(flan_tok, tmp / "flan")
+            del flan, flan_tok
 
         if (prepared_dir / "finetune").is_dir():
             stats["finetune"] = {}
@@ -434,7 +437,6 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
                 "No knowledge probe: only the embedded pretraining corpus has one (its people).\n"
             )
 
-        del docs, pre
         shutil.rmtree(work, ignore_errors=True)
         stats["seconds"] = time.perf_counter() - t0
     return stats

@@ -110,21 +110,23 @@ def _column_chunks(ds, column: str):
         yield batch.column(column)
 
 
-def corpus_metrics(pretrain, flan) -> dict:
-    """``pretrain.text_mb`` (UTF-8 bytes), ``pretrain.salient_values`` (embedded corpus only) and
-    ``flan.tasks``, read column chunk by column chunk."""
+def corpus_metrics(role: str, ds) -> dict:
+    """pretrain: ``pretrain.text_mb`` (UTF-8 bytes), ``pretrain.salient_values`` (embedded corpus
+    only); flan: ``flan.tasks``. Read column chunk by column chunk."""
     import pyarrow.compute as pc
 
-    text_bytes = sum(pc.sum(pc.binary_length(c)).as_py() or 0 for c in _column_chunks(pretrain, "text"))
+    if role == "flan":
+        tasks = set()
+        for c in _column_chunks(ds, "task_name"):
+            tasks.update(pc.unique(c).to_pylist())
+        return {"flan.tasks": len(tasks)}
+    text_bytes = sum(pc.sum(pc.binary_length(c)).as_py() or 0 for c in _column_chunks(ds, "text"))
     out = {"pretrain.text_mb": round(text_bytes / 1e6, 3)}
-    if "salient_spans" in pretrain.column_names:  # [start, end] pairs: one salient value each
-        spans = _column_chunks(pretrain, "salient_spans")
-        lengths = (pc.list_value_length(c).fill_null(0).to_numpy() for c in spans)
-        out = {"pretrain.salient_values": int(sum((n // 2).sum() for n in lengths)), **out}
-    tasks = set()
-    for c in _column_chunks(flan, "task_name"):
-        tasks.update(pc.unique(c).to_pylist())
-    out["flan.tasks"] = len(tasks)
+    if "salient_spans" in ds.column_names:  # [start, end] pairs: one salient value each
+        lengths = (
+            pc.list_value_length(c).fill_null(0).to_numpy() for c in _column_chunks(ds, "salient_spans")
+        )
+        out["pretrain.salient_values"] = int(sum((n // 2).sum() for n in lengths))
     return out
 
 
@@ -137,16 +139,21 @@ def main() -> None:
     except SourceError as e:
         fail(str(e))
     load_s = time.perf_counter() - t0
+    summary, corpus = {}, {}
     with atomic_dir(OUT) as tmp:
-        for role, obj in data.items():
+        for role in list(data):  # one role at a time, its memory maps closed once it is written
+            obj = data.pop(role)
             prepared.save(obj, tmp / role)
+            summary[role] = prepared.summarize(obj, role)
+            if role in ("pretrain", "flan"):
+                corpus.update(corpus_metrics(role, obj))
+            del obj
         written_mb = disk_mb(tmp)
     work_s = time.perf_counter() - t0
-    summary = {role: prepared.summarize(obj, role) for role, obj in data.items()}
     metrics = {"load_seconds": round(load_s, 3)}
     for rows in summary.values():
         metrics.update(rows)
-    metrics.update(corpus_metrics(data["pretrain"], data["flan"]))
+    metrics.update(corpus)
     write_json(METRICS / "prepare.json", without_timings(metrics))
     kinds = {role: getattr(params.prepare, role).kind for role in prepared.ROLES}
     with tracked_run(

@@ -118,6 +118,11 @@ def dvc_md5(path: Path) -> str:
     return hashlib.md5(blob).hexdigest() + ".dir"
 
 
+def disk_mb(path: Path) -> float:
+    """MB (1e6 bytes) of the files under ``path`` (a stage's throughput: MB/s of the data it wrote or read)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6
+
+
 def stage_deps(stage: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
     """The ``deps`` dvc.yaml declares for ``stage`` (``foreach`` stages: pass ``name@key``)."""
     if not dvc_yaml.is_file():

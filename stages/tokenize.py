@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flanmoe.atomic import write_json
 from flanmoe.config import flatten
-from stages.common import fail, load_params, run_stage, tracked_run, without_timings
+from stages.common import disk_mb, fail, load_params, run_stage, tracked_run, without_timings
 from stages.paths import METRICS, PREPARED, TOKENIZED
 
 OUT = TOKENIZED
@@ -41,6 +41,9 @@ def main() -> None:
     metrics = {
         k: v for k, v in flatten(stats).items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
+    # throughput: to MLflow and the log only (metrics/tokenize.json holds no timings)
+    read_mb, tokens = disk_mb(PREPARED), total_tokens(stats)
+    metrics |= {"mb_per_s": read_mb / stats["seconds"], "tokens_per_s": tokens / stats["seconds"]}
     write_json(METRICS / "tokenize.json", without_timings(stats))
     with tracked_run(
         "tokenize",
@@ -56,6 +59,16 @@ def main() -> None:
         f"tokenize: wrote {OUT} (pretrain packing efficiency "
         f"{pre.get('packing_efficiency', float('nan')):.3f}, {stats.get('seconds', 0):.1f} s)"
     )
+    print(
+        f"tokenize: {read_mb:.1f} MB prepared, {tokens:,} tokens in {stats['seconds']:.1f} s "
+        f"({metrics['mb_per_s']:.2f} MB/s, {metrics['tokens_per_s']:,.0f} tokens/s)"
+    )
+
+
+def total_tokens(stats: dict) -> int:
+    """Tokens written: the pretraining stream, the instruction pairs and every fine-tuning split."""
+    splits = [s for task in stats.get("finetune", {}).values() for s in task.values()]
+    return sum(part.get("tokens", 0) for part in [stats["pretrain"], stats.get("flan", {}), *splits])
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ def test_local_sources_layout_metrics_and_mlflow(tmp_path):
     assert sorted(read) == sorted(roots)
     assert all(d["digest"] == dvc_md5(Path(name)) and d["context"] == "source" for name, d in read.items())
     assert "metrics/prepare.json" in artifact_paths(tmp_path, run["run_id"])
+    # throughput: printed and in the MLflow run, never in the DVC metrics file (no timings there)
+    assert run["metrics"]["mb_per_s"] > 0 and run["metrics"]["work_seconds"] > 0
+    assert "MB/s" in proc.stdout and not any(k.endswith(("per_s", "seconds")) for k in metrics)
 
 
 def test_same_params_same_bytes(tmp_path):
@@ -113,3 +116,42 @@ def test_local_sources_under_data_raw_need_no_warning(tmp_path, fixtures):
     proc = run_stage("prepare", tmp_path)
     assert "warning" not in proc.stderr
     assert prepared.load(tmp_path / "data" / "prepared", "mmlu")["test"].num_rows == 3
+
+
+def _chunked(n: int) -> datasets.Dataset:
+    """``n`` rows held in several Arrow record batches (as ``map`` writes them)."""
+    ds = datasets.Dataset.from_dict({"i": list(range(n)), "text": [f"row {i} " * (i % 7) for i in range(n)]})
+    return ds.map(lambda b: {"ids": [[i, i + 1] for i in b["i"]]}, batched=True, batch_size=64)
+
+
+def test_content_hash_streams_and_keeps_the_hash_of_small_tables(monkeypatch):
+    ds = _chunked(1000)
+    assert ds.data.table.column("i").num_chunks > 1
+    # under HASH_BATCH_BYTES: the hash of the whole table in one record batch, as before (the
+    # embedded suite's state.json files, and so DVC's hashes, do not change)
+    for d in (ds, ds.select(range(3, 900, 7)), ds.select([])):
+        assert prepared.content_hash(d) == prepared.content_hash_in_memory(d)
+    # over it: batches of at most that size (one source batch may be alone over it), never the table
+    monkeypatch.setattr(prepared, "HASH_BATCH_BYTES", 2000)
+    batches = list(prepared._hash_batches(ds.data.table))
+    assert len(batches) > 2 and sum(b.num_rows for b in batches) == len(ds)
+    assert all(b.nbytes <= 2000 or b.num_rows <= 64 for b in batches)
+    streamed = prepared.content_hash(ds)
+    assert streamed == prepared.content_hash(_chunked(1000))  # same data, same hash
+    changed = ds.map(lambda r: {"text": r["text"] + ("!" if r["i"] == 999 else "")})
+    assert prepared.content_hash(changed) != streamed  # the last row counts too
+
+
+def test_corpus_metrics_read_columns_in_chunks():
+    from stages.prepare import corpus_metrics
+
+    docs = datasets.Dataset.from_dict(
+        {"text": ["héllo", "", "wörld " * 300] * 5000, "salient_spans": [[0, 2], [], [1, 3, 5, 8, 9]] * 5000}
+    ).select(range(14_999, -1, -2))  # an indices mapping, over several batches of 10,000
+    flan = datasets.Dataset.from_dict({"task_name": [f"t{i % 13}" for i in range(25_000)]})
+    assert corpus_metrics("pretrain", docs) == {
+        "pretrain.text_mb": round(sum(len(t.encode()) for t in docs["text"]) / 1e6, 3),
+        "pretrain.salient_values": sum(len(s) // 2 for s in docs["salient_spans"]),
+    }
+    assert corpus_metrics("flan", flan) == {"flan.tasks": 13}
+    assert "pretrain.salient_values" not in corpus_metrics("pretrain", docs.remove_columns("salient_spans"))

@@ -379,3 +379,20 @@ def test_document_packing_puts_one_document_in_a_chunk(
 def test_packing_must_be_stream_or_document() -> None:
     with pytest.raises(ValidationError, match="packing"):
         _cfg(packing="documents")
+
+
+@pytest.mark.parametrize("row_length", [None, 16, 7])
+def test_write_stream_chunk_by_chunk_matches_the_documents(tmp_path: Path, row_length: int | None) -> None:
+    from flanmoe.data.packing import write_stream
+
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(1, 100, rng.integers(0, 40)).astype(np.int32) for _ in range(500)]
+    ds = datasets.Dataset.from_dict({"ids": docs}).map(lambda b: b, batched=True, batch_size=37)
+    assert ds.data.table.column("ids").num_chunks > 10
+    length = write_stream(ds, "ids", np.int32, tmp_path / "s.npy", row_length)
+    # the reference: each document end to end, or from a multiple of row_length on (gaps 0)
+    want = []
+    for d in docs:
+        want += d.tolist() + [0] * ((-len(d) % row_length) if row_length else 0)
+    got = np.load(tmp_path / "s.npy")
+    assert length == len(want) and got.dtype == np.int32 and got.tolist() == want

@@ -78,7 +78,7 @@ def test_hf_t5_tokenizer_directory_with_sentinels_at_the_top(tmp_path):
     write_params(
         tmp_path, prepare={"embedded": TINY_EMBEDDED}, tokenize={**micro, "tokenizer_path": str(hf_dir)}
     )
-    run_stage("tokenize", tmp_path)
+    proc = run_stage("tokenize", tmp_path)
 
     top = tok.get_vocab_size() - 1
     assert tok.token_to_id("<extra_id_0>") == top
@@ -95,6 +95,20 @@ def test_hf_t5_tokenizer_directory_with_sentinels_at_the_top(tmp_path):
     assert metrics["tokenizer"]["source"] == str(hf_dir) and metrics["tokenizer"]["vocab_size"] == top + 1
     assert Tokenizer.from_file(str(out / "tokenizer.json")).token_to_id("<extra_id_0>") == top
     assert "flan" in metrics and "finetune" in metrics
+    # throughput: printed and in the MLflow run, never in the DVC metrics file (no timings there)
+    from flanmoe import tracking
+    from flanmoe.config import flatten
+    from stages.tokenize import total_tokens
+
+    assert "MB/s" in proc.stdout and "tokens/s" in proc.stdout
+    assert not any(k.endswith("per_s") for k in flatten(metrics))
+    (run,) = tracking.search_runs(
+        "flan-moe", "tags.stage = 'tokenize'", uri=f"sqlite:///{tmp_path / 'mlruns.db'}"
+    )
+    tokens = total_tokens(metrics)
+    assert tokens > metrics["pretrain"]["tokens"] + metrics["flan"]["tokens"]  # the fine-tuning sets count
+    assert run["metrics"]["tokens_per_s"] == pytest.approx(tokens / run["metrics"]["seconds"])
+    assert run["metrics"]["mb_per_s"] > 0
 
 
 def test_salient_fraction_without_salient_spans_names_the_key(tmp_path):

@@ -309,3 +309,78 @@ def test_eval_batches_pairs_all_once_under_budget():
     assert sum(b.num_target_tokens for b in batches) == sum(len(y) for y in ds["labels"])
     with pytest.raises(ValueError, match="max_tokens"):
         eval_batches(ds, batch_size=8)
+
+
+class _CopiedColumn:
+    """The column as the samplers held it before they read Arrow in place: a copy in RAM, flat."""
+
+    def __init__(self, col):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.fixed = pa.types.is_fixed_size_list(col.type)
+        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        self.values = arr.flatten().to_numpy(zero_copy_only=False).copy()
+        self.lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def pad(self, rows: np.ndarray) -> np.ndarray:
+        lengths = self.lengths[rows]
+        pos = np.arange(int(lengths.max(initial=0)))
+        if not len(self.values):
+            return np.zeros((len(rows), len(pos)), np.int32)
+        idx = np.minimum(self.starts[rows, None] + pos, len(self.values) - 1)
+        return np.where(pos < lengths[:, None], self.values[idx], 0).astype(np.int32, copy=False)
+
+
+def _copied_columns(ds):
+    table = ds.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
+    return _CopiedColumn(table.column("input_ids")), _CopiedColumn(table.column("labels"))
+
+
+def _saved(ds: datasets.Dataset, path) -> datasets.Dataset:
+    """``ds`` as the training stages read it, memory-mapped from disk, in record batches of 7 rows
+    (``save_to_disk`` writes 1,000: a map writes one record batch per batch)."""
+    ds.save_to_disk(str(path))
+    loaded = datasets.load_from_disk(str(path))
+    return loaded.map(lambda b: b, batched=True, batch_size=7, cache_file_name=str(path) + ".arrow")
+
+
+def test_in_place_columns_give_the_batches_of_copied_columns(tmp_path, monkeypatch):
+    import flanmoe.train.data as data
+
+    packed = _saved(packed_ds(60), tmp_path / "packed")
+    pairs = _saved(pairs_ds(300), tmp_path / "pairs")
+    assert packed.data.table.column("input_ids").num_chunks > 5
+    train, _ = split_validation(pairs, 40, seed=3)  # an indices mapping over the chunks
+    for ds in (packed, pairs, train):  # values read in place: views of the memory-mapped file
+        col = data._columns(ds)[0]
+        assert all(not v.flags.owndata for v in col.values)
+
+    def run() -> list:
+        out = []
+        for ds, make in ((packed, lambda d: PackedBatches(d, 8, seed=5)),
+                         (train, lambda d: TokenBudgetBatches(d, 200, seed=5, bucket_size=2))):  # fmt: skip
+            sampler = make(ds)
+            out += [b for _ in range(9) for b in sampler.next(2)]
+            state = sampler.state_dict()
+            resumed = make(ds)
+            resumed.load_state_dict(state)
+            out += [b for _ in range(3) for b in resumed.next(2)]
+        out += eval_batches(packed, batch_size=16) + eval_batches(train, max_tokens=300)
+        in_memory = pairs_ds(120)  # one chunk, and with an indices mapping
+        return (
+            out
+            + eval_batches(in_memory, max_tokens=300)
+            + eval_batches(in_memory.select(range(5, 99, 2)), 7, 300)
+        )
+
+    new = run()
+    monkeypatch.setattr(data, "_columns", _copied_columns)
+    old = run()
+    assert same(new, old)
+    for a, b in zip(new, old, strict=True):  # byte for byte: dtypes and shapes too
+        assert a.input_ids.dtype == b.input_ids.dtype and a.labels.shape == b.labels.shape

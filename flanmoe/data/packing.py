@@ -29,21 +29,27 @@ def write_stream(
     lengths = np.asarray(lengths, np.int64)
     slots = -(-lengths // row_length) * row_length if row_length else lengths
     length = int(slots.sum())
-    stream = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(length,))  # a new file: zeros
-    starts = np.cumsum(slots) - slots
-    doc = 0
-    for chunk in col.chunks:
-        flat = chunk.flatten().to_numpy()
-        n = len(chunk)
-        if row_length:  # each document's tokens from its own start on
-            sizes = lengths[doc : doc + n]
-            shift = np.repeat(starts[doc : doc + n] - (np.cumsum(sizes) - sizes), sizes)
-            stream[np.arange(len(flat)) + shift] = flat
-        else:
-            stream[starts[doc] : starts[doc] + len(flat)] = flat
-        doc += n
-    stream.flush()
-    del stream
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": (length,),
+    }
+    # written front to back, one Arrow chunk at a time (not through a memory map of the whole file,
+    # whose pages would count in the stage's RSS): memory is one chunk's tokens
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        doc = 0
+        for chunk in col.chunks:
+            flat = chunk.flatten().to_numpy().astype(dtype, copy=False)
+            n = len(chunk)
+            if row_length:  # each document's tokens from its own start on, the gaps 0
+                sizes, room = lengths[doc : doc + n], slots[doc : doc + n]
+                shift = np.repeat(np.cumsum(room) - room - (np.cumsum(sizes) - sizes), sizes)
+                piece = np.zeros(int(room.sum()), dtype)
+                piece[np.arange(len(flat)) + shift] = flat
+                flat = piece
+            flat.tofile(f)
+            doc += n
     return length
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import xxhash
 from tokenizers import Tokenizer
 
@@ -212,6 +213,7 @@ def tokenize_pretrain(
     if cfg.salient_fraction > 0:  # one flag per token of the stream
         salient_path = work_dir / "salient.npy"
         write_stream(encoded, "salient", np.int8, salient_path, row)
+    del encoded  # its memory map closed: span corruption reads the stream
     t_encode = time.perf_counter() - t0
 
     n_chunks = stream_length // raw
@@ -246,11 +248,11 @@ def tokenize_pretrain(
     )
     salient_stats = {}
     if salient_path:
-        col = {name: out.data.table.column(name).to_numpy() for name in _SALIENT_FEATURES}
+        col = _sums(out, _SALIENT_FEATURES)
         salient_stats = {
-            "salient_rows": float(col["_salient"].mean()),  # share of rows masked by salient spans
-            "salient_tokens": int(col["_salient_tokens"].sum()),  # salient tokens masked
-            "salient_tail_dropped_tokens": int(col["_tail_dropped"].sum()),  # cut to fit input_length
+            "salient_rows": col["_salient"] / len(out),  # share of rows masked by salient spans
+            "salient_tokens": col["_salient_tokens"],  # salient tokens masked
+            "salient_tail_dropped_tokens": col["_tail_dropped"],  # cut to fit input_length
         }
         out = out.remove_columns(list(_SALIENT_FEATURES))
     in_len, tg_len = corrupted_lengths(raw, cfg.noise_density, cfg.mean_noise_span_length)
@@ -283,6 +285,11 @@ _SALIENT_FEATURES = {
     "_salient_tokens": datasets.Value("int32"),
     "_tail_dropped": datasets.Value("int32"),
 }
+
+
+def _sums(ds: datasets.Dataset, columns) -> dict[str, int]:
+    """The sum of each of ``columns`` (bool or int), chunk by chunk: no column copied whole."""
+    return {name: int(pc.sum(ds.data.table.column(name)).as_py() or 0) for name in columns}
 
 
 def _count_nonpad(ds: datasets.Dataset, column: str) -> int:
@@ -354,7 +361,8 @@ def tokenize_pairs(
         new_fingerprint=_fingerprint(tok.to_str(), _cfg_key(cfg), ds._fingerprint, str(keep_text)),
         desc=f"encode {work_file.stem}",
     )
-    col = {name: out.data.table.column(name).to_numpy() for name in flags}
+    col = _sums(out, flags)
+    either = pc.or_(out.data.table.column(flags[0]), out.data.table.column(flags[1]))  # 1 bit a row
     n = len(out)
     in_tok = int(sum(len(c.flatten()) for c in out.data.table.column("input_ids").chunks))
     tg_tok = int(sum(len(c.flatten()) for c in out.data.table.column("labels").chunks))
@@ -363,13 +371,11 @@ def tokenize_pairs(
         "input_tokens": in_tok,
         "target_tokens": tg_tok,
         "tokens": in_tok + tg_tok,
-        "input_truncation_rate": float(col["_input_truncated"].mean()),
-        "target_truncation_rate": float(col["_target_truncated"].mean()),
+        "input_truncation_rate": col["_input_truncated"] / n,
+        "target_truncation_rate": col["_target_truncated"] / n,
         # examples with inputs or targets cut, and the tokens cut away
-        "truncation_rate": float((col["_input_truncated"] | col["_target_truncated"]).mean()),
-        "truncated_tokens": int(col["_raw_input_tokens"].sum() + col["_raw_target_tokens"].sum())
-        - in_tok
-        - tg_tok,
+        "truncation_rate": int(pc.sum(either).as_py() or 0) / n,
+        "truncated_tokens": col["_raw_input_tokens"] + col["_raw_target_tokens"] - in_tok - tg_tok,
         "seconds": time.perf_counter() - t0,
     }
     out = out.remove_columns(flags)
@@ -401,11 +407,13 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
         docs = datasets.load_from_disk(str(prepared_dir / "pretrain"))
         pre, stats["pretrain"] = tokenize_pretrain(docs, tok, cfg, work / "pretrain")
         prepared.save(pre, tmp / "pretrain")
+        del docs, pre  # each part's memory maps closed once it is written: their pages leave the RSS
 
         if (prepared_dir / "flan").is_dir():
             flan = datasets.load_from_disk(str(prepared_dir / "flan"))
             flan_tok, stats["flan"] = tokenize_pairs(flan, tok, cfg, work / "flan.arrow", keep_text=False)
             prepared.save(flan_tok, tmp / "flan")
+            del flan, flan_tok
 
         if (prepared_dir / "finetune").is_dir():
             stats["finetune"] = {}
@@ -429,7 +437,6 @@ def tokenize_prepared(prepared_dir: Path, out_dir: Path, cfg: TokenizeConfig) ->
                 "No knowledge probe: only the embedded pretraining corpus has one (its people).\n"
             )
 
-        del docs, pre
         shutil.rmtree(work, ignore_errors=True)
         stats["seconds"] = time.perf_counter() - t0
     return stats

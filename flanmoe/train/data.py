@@ -80,33 +80,53 @@ _COUNTS = ("num_input_tokens", "num_target_tokens", "padded_input_tokens", "padd
 
 
 class _Column:
-    """A list-of-int column held once as numpy: flat ``values`` [total], ``starts`` and ``lengths`` [N]."""
+    """A list-of-int column read in place: the values stay in their Arrow chunks (memory-mapped when
+    the dataset was loaded from disk, so nothing the size of the data is copied into RAM); per row
+    ``lengths`` [N], the ``chunk`` holding it [N] and its ``starts`` in that chunk's flat values [N].
 
-    def __init__(self, col: pa.ChunkedArray):
+    ``rows`` (an indices mapping, e.g. ``Dataset.select``): row i is row ``rows[i]`` of ``col``."""
+
+    def __init__(self, col: pa.ChunkedArray, rows: np.ndarray | None = None):
         self.fixed = pa.types.is_fixed_size_list(col.type)  # packed rows: one length for all
-        arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-        # flatten() honours slices; copied into RAM: no page faults on, or mmap of, a file a stage may replace
-        self.values = arr.flatten().to_numpy(zero_copy_only=False).copy()
-        self.lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        chunks = [c for c in col.chunks if len(c)]
+        # flatten() honours slices; int32 without nulls: a view of the Arrow buffer, no copy (Linux
+        # keeps a memory-mapped file readable when a stage replaces it: rename, not rewrite)
+        self.values = [c.flatten().to_numpy(zero_copy_only=False) for c in chunks]
+        per_chunk = [pc.list_value_length(c).to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks]
+        lengths = np.concatenate(per_chunk) if chunks else np.zeros(0, np.int64)
+        starts = np.concatenate([np.cumsum(n) - n for n in per_chunk]) if chunks else lengths
+        chunk = np.repeat(np.arange(len(chunks), dtype=np.int32), [len(n) for n in per_chunk])
+        if rows is not None:
+            lengths, starts, chunk = lengths[rows], starts[rows], chunk[rows]
+        self.lengths, self.starts, self.chunk = lengths, starts, chunk
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def pad(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` right-padded with 0 to their longest: [len(rows), max length] int32."""
+        rows = np.asarray(rows, np.int64)
         lengths = self.lengths[rows]
-        pos = np.arange(int(lengths.max(initial=0)))
-        if not len(self.values):
-            return np.zeros((len(rows), len(pos)), np.int32)
-        idx = np.minimum(self.starts[rows, None] + pos, len(self.values) - 1)  # clamped: masked out below
-        return np.where(pos < lengths[:, None], self.values[idx], PAD_ID).astype(np.int32, copy=False)
+        out = np.zeros((len(rows), int(lengths.max(initial=0))), np.int32)
+        if len(self.values) == 1 and len(self.values[0]):  # one chunk (built in memory): one gather
+            values, pos = self.values[0], np.arange(out.shape[1])
+            idx = np.minimum(self.starts[rows, None] + pos, len(values) - 1)  # clamped: masked below
+            return np.where(pos < lengths[:, None], values[idx], PAD_ID).astype(np.int32, copy=False)
+        # rows spread over chunks (memory-mapped record batches): row by row, as fast as one
+        # vectorized gather per chunk at a batch's size, and nothing but the rows is read
+        for i, (k, start, n) in enumerate(
+            zip(self.chunk[rows].tolist(), self.starts[rows].tolist(), lengths.tolist(), strict=True)
+        ):
+            out[i, :n] = self.values[k][start : start + n]
+        return out
 
 
 def _columns(ds: datasets.Dataset) -> tuple[_Column, _Column]:
-    """``input_ids`` and ``labels`` as numpy, read from Arrow once (an indices mapping is applied)."""
-    table = ds.select_columns(["input_ids", "labels"]).with_format("arrow")[:]
-    return _Column(table.column("input_ids")), _Column(table.column("labels"))
+    """``input_ids`` and ``labels`` read in place from the dataset's Arrow table (an indices mapping
+    is kept as row numbers, not applied by copying the rows)."""
+    table = ds.data.table
+    rows = None if ds._indices is None else ds._indices.column(0).to_numpy()
+    return _Column(table.column("input_ids"), rows), _Column(table.column("labels"), rows)
 
 
 def _is_packed(inputs: _Column, labels: _Column) -> bool:

@@ -32,8 +32,11 @@ from pathlib import Path
 
 # Run as `python bench/x.py`: the repo root, not bench/, first on the path (bench/tokenize.py would
 # shadow the stdlib module of that name).
+# Only when run as a script: imported (tests/test_data_scale.py), sys.path[0] is someone else's (under
+# pytest, tests/, which spawned processes need to import the test modules).
 REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)
+if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
+    sys.path[0] = str(REPO)
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402

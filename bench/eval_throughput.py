@@ -32,7 +32,8 @@ from pathlib import Path
 
 # Run as `python bench/x.py`: put the repo root, not bench/, first on the path (bench/tokenize.py
 # would shadow the stdlib module of that name).
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:  # run as a script
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.cpu import prepare_cpu
 

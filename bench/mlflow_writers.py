@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 # bench/ first on sys.path would let bench/tokenize.py shadow the standard library's tokenize
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:  # run as a script
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import json

@@ -47,7 +47,8 @@ from pathlib import Path
 # Run as `python bench/x.py`: the repo root, not bench/, first on the path (bench/tokenize.py would
 # shadow the stdlib module of that name).
 REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)
+if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":  # run as a script, not imported
+    sys.path[0] = str(REPO)
 
 import yaml  # noqa: E402
 

@@ -51,7 +51,8 @@ from pathlib import Path
 # Run as `python bench/x.py`: put the repo root, not bench/, first on the path (bench/tokenize.py
 # would shadow the stdlib module of that name).
 REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)
+if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":  # run as a script, not imported
+    sys.path[0] = str(REPO)
 
 from bench.cpu import prepare_cpu
 

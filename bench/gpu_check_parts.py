@@ -498,7 +498,7 @@ def layer_one(plan: Plan, name: str, budget: Budget) -> dict[str, Any]:
 
 
 def step_one(plan: Plan, name: str, budget: Budget) -> dict[str, Any]:
-    from bench.train_step import hf_model
+    from bench.train_step import hf_model, optimizer_step
 
     size, which = name.split("/")[1:]
     V, S, T, B = plan.vocab, plan.enc_len, plan.dec_len, plan.step_batch
@@ -511,14 +511,7 @@ def step_one(plan: Plan, name: str, budget: Budget) -> dict[str, Any]:
 
     def steps() -> None:
         for _ in range(plan.chunk):
-            with plan.autocast:
-                if which == "hf":
-                    out = model(input_ids=x, attention_mask=x != 0, labels=y, output_router_logits=True)
-                else:
-                    out = model(x, x != 0, labels=y)
-            out.loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(model, opt, x, y, which == "hf", plan.autocast)
 
     reset_peak_memory(plan.device)
     t = timed(steps, plan, budget)

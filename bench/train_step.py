@@ -32,6 +32,7 @@ prepare_cpu()  # before torch is imported
 
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -76,18 +77,26 @@ def hf_model(cfg: ModelConfig, vocab: int, enc_len: int, dec_len: int) -> torch.
     return SwitchTransformersForConditionalGeneration(hf_cfg)
 
 
+def optimizer_step(
+    model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tensor, hf: bool, autocast=None
+) -> None:
+    """One training step of ours or HF's model (the same loss, the same optimizer), under ``autocast``."""
+    with autocast if autocast is not None else contextlib.nullcontext():
+        if hf:
+            out = model(input_ids=x, attention_mask=x != 0, labels=y, output_router_logits=True)
+        else:
+            out = model(x, x != 0, labels=y)
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def make_step(model: torch.nn.Module, hf: bool):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # same optimizer for both
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
         t0 = time.perf_counter()
-        if hf:
-            out = model(input_ids=x, attention_mask=x != 0, labels=y, output_router_logits=True)
-        else:
-            out = model(x, x != 0, labels=y)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(model, opt, x, y, hf)
         return time.perf_counter() - t0
 
     return step

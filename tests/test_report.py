@@ -279,6 +279,32 @@ def test_markdown_findings_and_html_standalone():
     assert md.index("headline.png") < md.index("## Single-task") < md.index("routing_switch.png")
 
 
+def test_bbh_chance_bases_named_in_the_caption():
+    """Real BBH data: the caption says where each task's chance level came from (its answer space);
+    the embedded suite's table-given chances add nothing."""
+    plain = build_table(arch_results(default_metrics()), TASKS, SCENARIOS)
+    assert plain.chance_bases == {} and "answer space" not in to_markdown(plain, findings(plain))
+    m = default_metrics()
+    bases = {
+        "boolean_expressions": "labels",
+        "date_understanding": "options",
+        "word_sorting": "free_form",
+        "navigate": "labels",
+    }
+    for key in ("dense-instruct", "dense-pretrain", "switch-instruct", "switch-pretrain"):
+        for block in m[key]["bbh"].values():
+            block["tasks"] = {t: {**block["tasks"]["t"], "chance_basis": b} for t, b in bases.items()}
+    table = build_table(arch_results(m), TASKS, SCENARIOS)
+    assert table.chance_bases == {"free_form": 1, "labels": 2, "options": 1}
+    note = (
+        "BBH chance levels from each task's answer space: none (free-form: chance 0) in 1 task;"
+        " its distinct targets (a label set) in 2 tasks; the options listed in the input in 1 task."
+    )
+    md = to_markdown(table, findings(table))
+    assert note in md and md.index("## Held-out evaluation") < md.index(note) < md.index("## Single-task")
+    assert note.replace("'", "&#x27;") in to_html(table, findings(table))
+
+
 def curve(steps: int, start: float, validate_every: int = 2) -> list[dict]:
     """plots/<stage>/<name>.json: a falling loss, validated every ``validate_every`` rows."""
     return [
@@ -386,7 +412,26 @@ def test_figures_are_readable_pngs_and_byte_identical(tmp_path):
     # nothing fine-tuned, no routing or curves: those figures are left out, not drawn empty
     bare = build_table(arch_results(default_metrics()), [], SCENARIOS)
     (tmp_path / "c").mkdir()
-    assert [f.file for f in write_figures(tmp_path / "c", bare)] == ["headline.png", "it_gain.png"]
+    bare_figs = write_figures(tmp_path / "c", bare)
+    assert [f.file for f in bare_figs] == ["headline.png", "it_gain.png"]
+    # the IT-gain figure's caption names its intervals: MOVER, or the paired ones the table got
+    assert bare_figs[1].caption.endswith("[95% CI: MOVER].")
+    bare.it_gain_intervals.update({"seed t", "paired bootstrap"})
+    assert write_figures(tmp_path / "c", bare)[1].caption.endswith("[95% CI: paired bootstrap, seed t].")
+
+
+def test_across_seeds_claim_names_the_archs_with_extra_seeds():
+    """One base seed, dense and switch with extra seeds: the across-seeds claim stays unmeasured
+    (the ablation archs have one seed) but says which findings are over seeds."""
+    table = build_table(
+        arch_results(default_metrics()), TASKS, SCENARIOS, seeds=1, arch_seeds={"dense": 8, "switch": 8}
+    )
+    why = next(f for f in findings(table) if f.id == "across_seeds").why_not_measured
+    assert "only dense 8, switch 8 seeds here (base.extra_seeds)" in why
+    plain = build_table(arch_results(default_metrics()), TASKS, SCENARIOS)
+    assert next(f for f in findings(plain) if f.id == "across_seeds").why_not_measured.startswith(
+        "several seeds (base.seeds) aggregated"
+    )
 
 
 def test_stage_writes_report_and_metrics(tmp_path):

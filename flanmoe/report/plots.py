@@ -284,7 +284,9 @@ def write_figures(
             (
                 "it_gain.png",
                 "Instruction-tuning gain per arch",
-                "Instruction-tuned minus pretrained only, held-out normalized average [95% MOVER CI].",
+                "Instruction-tuned minus pretrained only, held-out normalized average [95% CI: "
+                + (", ".join(sorted(table.it_gain_intervals)) or "MOVER")
+                + "].",
                 "heldout",
                 it_gain(table),
             )

@@ -15,7 +15,7 @@ from flanmoe.report.findings import Finding, power_note
 from flanmoe.report.heldout_pairs import POWER_METHOD
 from flanmoe.report.knowledge import MEASURE_LABEL, RELATIONS, exposure
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
-from flanmoe.report.table import AVERAGE, Table
+from flanmoe.report.table import AVERAGE, Table, chance_note
 
 SUITE_LABEL = {"mmlu": "MMLU", "bbh": "BBH", AVERAGE: "normalized avg"}
 MODEL_LABEL = {"pretrain": "pretrained only", "instruct": "instruction-tuned"}
@@ -272,7 +272,8 @@ def to_markdown(
         "Each suite: normalized score [95% CI] (chance 0, perfect 100) · raw score (acc) · chance level."
         " IT gain = instruction-tuned - pretrained only, in normalized points [95% CI"
         + (f": {', '.join(sorted(t.it_gain_intervals))}" if t.it_gain_intervals else "")
-        + "].",
+        + "]."
+        + chance_note(t),
         "",
         md_table(*heldout_rows(t)),
         "",
@@ -386,7 +387,9 @@ def to_html(
         "<p>Each suite: normalized score [95% CI] (chance 0, perfect 100), below it the raw score and the"
         " chance level. IT gain = instruction-tuned − pretrained only, in normalized points [95% CI"
         + (f": {e(', '.join(sorted(t.it_gain_intervals)))}" if t.it_gain_intervals else "")
-        + "].</p>",
+        + "]."
+        + e(chance_note(t))
+        + "</p>",
         _html_table(*heldout_rows(t), gain_label="IT gain"),
         *_html_figures(figures, "heldout"),
     ]

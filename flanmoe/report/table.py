@@ -91,6 +91,9 @@ class Table:
     arch_seeds: dict[str, int] = field(default_factory=dict)
     # how the IT-gain intervals were made (findings.pair_it_gains); empty: MOVER of the two cells
     it_gain_intervals: set[str] = field(default_factory=set)
+    # BBH tasks per chance basis (options, labels, free_form, ...), from their answer spaces; empty
+    # when the chance levels come from the embedded suite's table
+    chance_bases: dict[str, int] = field(default_factory=dict)
 
     def seeds_of(self, arch: str) -> int:
         """The replicates aggregated in ``arch``'s held-out cells (its fine-tuned ones: ``seeds``)."""
@@ -128,6 +131,34 @@ def heldout_cell(
         _estimate(block, "score", where),
         float(_require(block, ("chance",), where)),
     )
+
+
+def chance_bases(metrics: Mapping) -> dict[str, int]:
+    """How many BBH tasks of one evaluate metrics dict got their chance level from each basis
+    (``chance_basis``: inferred from the task's answer space, ``flanmoe.eval.answer_space``)."""
+    counts: dict[str, int] = {}
+    for block in (metrics.get("bbh") or {}).values():
+        for task in (block.get("tasks") or {}).values() if isinstance(block, Mapping) else ():
+            if isinstance(task, Mapping) and "chance_basis" in task:
+                counts[task["chance_basis"]] = counts.get(task["chance_basis"], 0) + 1
+        if counts:  # every mode scores the same tasks: one mode's count
+            break
+    return dict(sorted(counts.items()))
+
+
+def chance_note(t: Table) -> str:
+    """The held-out caption's sentence on where BBH chance levels come from ('' for the table's)."""
+    if not t.chance_bases:
+        return ""
+    parts = [f"{BASIS_WORDS.get(b, b)} in {n} task{'s' if n != 1 else ''}" for b, n in t.chance_bases.items()]
+    return " BBH chance levels from each task's answer space: " + "; ".join(parts) + "."
+
+
+BASIS_WORDS = {
+    "options": "the options listed in the input",
+    "labels": "its distinct targets (a label set)",
+    "free_form": "none (free-form: chance 0)",
+}
 
 
 def finetune_cell(metrics: Mapping, where: str = "fine-tuned metrics") -> ScoreCell:
@@ -223,4 +254,5 @@ def build_table(
         seeds,
         knowledge,
         {a: n for a, n in (arch_seeds or {}).items() if n != seeds},
+        chance_bases=chance_bases(archs[0].evaluate["instruct"]) if archs else {},
     )

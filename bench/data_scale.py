@@ -14,6 +14,14 @@ memory-mapped Arrow files, page cache the kernel drops under pressure). The smal
 and its data/prepared and data/tokenized must match file for file (``identical``).
 
 ``--quick``: sizes 0.5 and 1 MB and a 0.2 MB tokenizer training budget (a test runs it in seconds).
+
+``--memory-cap MB`` (Linux, a writable memory cgroup, v1 or v2: root in a container, or a delegated
+systemd scope): each stage runs in a cgroup of its own whose memory (anonymous memory *and* page
+cache, mapped files included) is capped at MB. RSS counts the pages of memory-mapped Arrow files the
+stage has touched, which stay resident while nothing else wants the RAM; under the cap the kernel
+reclaims them, so a stage that finishes under a cap far below its uncapped peak RSS shows that what
+it needs is bounded, and the wall-time ratio shows what the reclaim costs. A stage killed by the cap
+is reported (``oom_killed``), not raised.
 """
 
 from __future__ import annotations
@@ -123,12 +131,65 @@ def _sample_anon(pid: int, peak: list[int], stop: threading.Event) -> None:
         stop.wait(0.02)
 
 
-def run_stage(stage: str, workdir: Path, env: dict) -> dict:
-    """``python -m stages.<stage>`` in ``workdir``: wall seconds, peak RSS, peak anonymous memory."""
+class MemoryCgroup:
+    """A child of this process's memory cgroup (v1 ``memory.limit_in_bytes`` or v2 ``memory.max``)
+    capped at ``mb``; ``join`` (a ``preexec_fn``) moves the calling process into it."""
+
+    def __init__(self, mb: float):
+        self.path, self.v2 = _own_memory_cgroup()
+        self.path = self.path / f"flanmoe-bench-{os.getpid()}"
+        self.path.mkdir()
+        limit = "memory.max" if self.v2 else "memory.limit_in_bytes"
+        (self.path / limit).write_text(str(int(mb * 2**20)))
+        self.mb = mb
+
+    def join(self) -> None:
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def oom_kills(self) -> int:
+        """OOM kills in the cgroup so far (v1: the failcnt of hitting the limit is not a kill)."""
+        if self.v2:
+            for line in (self.path / "memory.events").read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+            return 0
+        for line in (self.path / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+def _own_memory_cgroup() -> tuple[Path, bool]:
+    """This process's memory cgroup directory and whether it is cgroup v2; exits 2 if none is writable."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, rel = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            path, v2 = Path("/sys/fs/cgroup/memory") / rel.lstrip("/"), False
+            break
+    else:
+        rel = next((ln.split(":", 2)[2] for ln in Path("/proc/self/cgroup").read_text().splitlines()
+                    if ln.startswith("0::")), "/")  # fmt: skip
+        path, v2 = Path("/sys/fs/cgroup") / rel.lstrip("/"), True
+    if not (path.is_dir() and os.access(path, os.W_OK)):
+        sys.exit(f"--memory-cap: no writable memory cgroup at {path} (needs root or a delegated cgroup)")
+    return path, v2
+
+
+def run_stage(stage: str, workdir: Path, env: dict, cap: MemoryCgroup | None = None) -> dict:
+    """``python -m stages.<stage>`` in ``workdir``: wall seconds, peak RSS, peak anonymous memory;
+    with ``cap``, inside that memory cgroup (a stage the cap kills is reported, not raised)."""
     t0 = time.perf_counter()
+    kills = cap.oom_kills() if cap else 0
     proc = subprocess.Popen(
         [sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=cap.join if cap else None,
     )  # fmt: skip
     peak, stop = [0], threading.Event()
     sampler = threading.Thread(target=_sample_anon, args=(proc.pid, peak, stop), daemon=True)
@@ -139,6 +200,8 @@ def run_stage(stage: str, workdir: Path, env: dict) -> dict:
     stop.set()
     sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
+    if cap and cap.oom_kills() > kills:
+        return {"seconds": wall, "oom_killed": True, "log": out}
     if proc.returncode != 0:
         raise RuntimeError(f"{stage} failed ({proc.returncode}):\n{out[-3000:]}")
     return {"seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "peak_anon_mb": peak[0] / 2**20,
@@ -156,7 +219,9 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def run_size(mb: float, scratch: Path, tokenizer_mb: float, num_proc: int, seed: int) -> dict:
+def run_size(
+    mb: float, scratch: Path, tokenizer_mb: float, num_proc: int, seed: int, cap: MemoryCgroup | None = None
+) -> dict:
     """Write ``mb`` MB of jsonl, run prepare + tokenize on it in a fresh workspace under ``scratch``."""
     work = Path(tempfile.mkdtemp(prefix=f"{mb:g}mb-", dir=scratch))
     (work / "raw").mkdir()
@@ -167,9 +232,14 @@ def run_size(mb: float, scratch: Path, tokenizer_mb: float, num_proc: int, seed:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns.db'}",
            "HF_DATASETS_CACHE": str(work / "hf_cache")}  # fmt: skip
     row = {"input_mb": (c4_bytes + flan_bytes) / 1e6, "c4_mb": c4_bytes / 1e6, "flan_mb": flan_bytes / 1e6}
-    prep = run_stage("prepare", work, env)
+    prep = run_stage("prepare", work, env, cap)
     shutil.rmtree(work / "hf_cache", ignore_errors=True)  # load_dataset's Arrow copy of the jsonl
-    tok = run_stage("tokenize", work, env)
+    if prep.get("oom_killed"):
+        return row | {"prepare": {"seconds": prep["seconds"], "oom_killed": True}}
+    tok = run_stage("tokenize", work, env, cap)
+    if tok.get("oom_killed"):
+        prep = {k: v for k, v in prep.items() if k != "log"}
+        return row | {"prepare": prep, "tokenize": {"seconds": tok["seconds"], "oom_killed": True}}
     metrics = json.loads((work / "metrics" / "tokenize.json").read_text())
     tokens = metrics["pretrain"]["tokens"] + metrics.get("flan", {}).get("tokens", 0)
     row["prepare"] = {k: v for k, v in prep.items() if k != "log"} | {
@@ -194,40 +264,53 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="of the generated text")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--keep", type=Path, default=None, help="keep the workspaces under this folder")
+    ap.add_argument("--memory-cap", type=float, default=None, metavar="MB",
+                    help="run each stage in a memory cgroup capped at MB (page cache included)")  # fmt: skip
     args = ap.parse_args(argv)
     sizes = [0.5, 1.0] if args.quick else sorted(args.sizes)
     tokenizer_mb = args.tokenizer_mb or (
         0.2 if args.quick else _params(Path(), Path(), 20.0, 1)["tokenize"]["tokenizer_train_mb"]
     )
+    cap = MemoryCgroup(args.memory_cap) if args.memory_cap else None
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="bench-data-scale-"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        rows = [run_size(mb, scratch, tokenizer_mb, args.num_proc, args.seed) for mb in sizes]
-        again = run_size(sizes[0], scratch, tokenizer_mb, args.num_proc, args.seed)
-        identical = again["digest"] == rows[0]["digest"]
+        rows = [run_size(mb, scratch, tokenizer_mb, args.num_proc, args.seed, cap) for mb in sizes]
+        again = run_size(sizes[0], scratch, tokenizer_mb, args.num_proc, args.seed, cap)
+        identical = "digest" in again and again.get("digest") == rows[0].get("digest")
     finally:
+        if cap:
+            cap.remove()
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
     print(f"{'input MB':>9} | {'stage':8} | {'wall s':>7} | {'MB/s':>6} | {'Mtok/s':>6} | "
           f"{'peak RSS MB':>11} | {'peak anon MB':>12}")  # fmt: skip
     for row in rows:
         for stage in ("prepare", "tokenize"):
-            r = row[stage]
+            r = row.get(stage)
+            if r is None or r.get("oom_killed"):
+                print(
+                    f"{row['input_mb']:9.1f} | {stage:8} | "
+                    + ("killed by the memory cap" if r else "not run")
+                )
+                continue
             mtok = f"{r['tokens_per_s'] / 1e6:6.3f}" if "tokens_per_s" in r else f"{'':6}"
             print(f"{row['input_mb']:9.1f} | {stage:8} | {r['seconds']:7.1f} | {r['mb_per_s']:6.2f} | {mtok} | "
                   f"{r['peak_rss_mb']:11.0f} | {r['peak_anon_mb']:12.0f}")  # fmt: skip
     growth = {
         stage: rows[-1][stage]["peak_rss_mb"] / rows[0][stage]["peak_rss_mb"]
         for stage in ("prepare", "tokenize")
+        if all("peak_rss_mb" in r.get(stage, {}) for r in (rows[0], rows[-1]))
     }
-    print(
-        f"peak RSS, largest / smallest: prepare {growth['prepare']:.2f}x, tokenize {growth['tokenize']:.2f}x"
-    )
+    print("peak RSS, largest / smallest: " + ", ".join(f"{k} {v:.2f}x" for k, v in growth.items()))
+    if cap:
+        print(f"every stage in a memory cgroup capped at {args.memory_cap:g} MB (page cache included)")
     print(f"same input twice, data/prepared and data/tokenized identical: {identical}")
     result = {
         "sizes_mb": sizes,
         "tokenizer_train_mb": tokenizer_mb,
         "num_proc": args.num_proc,
+        "memory_cap_mb": args.memory_cap,
         "cpus": os.cpu_count(),
         "rows": [{k: v for k, v in row.items() if k != "workdir"} for row in rows],
         "peak_rss_growth": growth,

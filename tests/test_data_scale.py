@@ -43,3 +43,30 @@ def test_quick_run_measures_both_stages_and_repeats_bytes(tmp_path, capsys):
     assert small["digest"] != large["digest"]  # other data, other files
     assert result["identical"]  # the smallest size twice: data/prepared and data/tokenized, byte for byte
     assert "peak RSS" in capsys.readouterr().out
+
+
+def _cgroup_writable() -> bool:
+    try:
+        _bench()._own_memory_cgroup()
+    except SystemExit:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _cgroup_writable(), reason="no writable memory cgroup (needs root or delegation)")
+def test_memory_cap_runs_stages_in_a_cgroup_and_reports_a_kill(tmp_path, capsys):
+    """Under a roomy cap both stages run as without one; under a cap below what Python and torch
+    need to start, the stage is reported killed, the run goes on, and the cgroup is removed."""
+    bench = _bench()
+    roomy = bench.main(["--quick", "--memory-cap", "4096"])
+    assert roomy["memory_cap_mb"] == 4096 and roomy["identical"]
+    assert all("peak_rss_mb" in r[s] for r in roomy["rows"] for s in ("prepare", "tokenize"))
+    tight = bench.main(["--quick", "--memory-cap", "40"])
+    assert all(
+        r["prepare"] == {"seconds": r["prepare"]["seconds"], "oom_killed": True} for r in tight["rows"]
+    )
+    assert "tokenize" not in tight["rows"][0] and not tight["identical"]
+    assert "killed by the memory cap" in capsys.readouterr().out
+    parent, _ = bench._own_memory_cgroup()
+    assert not list(parent.glob("flanmoe-bench-*"))

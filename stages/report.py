@@ -247,7 +247,10 @@ def knowledge_pairs(params, table, records: dict) -> list:
     if not all(k in records for k in keys):
         return []
     by_model = {f"{arch}-{model}": records[(arch, model)] for arch, model in keys}
-    return paired_rows(by_model, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
+    try:
+        return paired_rows(by_model, params.archs.run, moe_dense_pairs(table), table.knowledge.strata)
+    except ValueError as e:  # a probe row lacking a key
+        fail(str(e))
 
 
 def main(argv: list[str] | None = None) -> None:

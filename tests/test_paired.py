@@ -23,9 +23,14 @@ def test_answers_keeps_the_knowledge_measures_per_stratum():
     recs += records({"zoology": [1]}, "mmlu", "zero_shot") + records({"people_x4": [1]}, "mmlu", "few_shot")
     got = answers(recs)
     assert got == {
-        ("cloze", "people_x4"): {"people_x4 q0": 1.0, "people_x4 q1": 0.0},
-        ("mmlu", "people_x4"): {"people_x4 q0": 0.0},
+        ("cloze", "people_x4"): {("people_x4 q0", 0): 1.0, ("people_x4 q1", 0): 0.0},
+        ("mmlu", "people_x4"): {("people_x4 q0", 0): 0.0},
     }
+    # the held-out suites' parser: a prompt asked twice is two questions; a row lacking a key is named
+    twice = records({"people_x4": [1]}) * 2
+    assert answers(twice) == {("cloze", "people_x4"): {("people_x4 q0", 0): 1.0, ("people_x4 q0", 1): 1.0}}
+    with pytest.raises(ValueError, match=r"evals/x.jsonl: row 2 \(probe\) lacks correct"):
+        answers([twice[0], {k: v for k, v in twice[1].items() if k != "correct"}], "evals/x.jsonl")
 
 
 def test_one_seed_is_a_paired_bootstrap_over_the_same_questions():
@@ -75,3 +80,11 @@ def test_models_with_different_seeds_are_paired_over_the_seeds_both_have():
     assert it == seed_interval([0.75 - np.mean(c) for c in per_seed.values()])
     assert paired_rows({**by_model, "s-pretrain": {9: records({"people_x4": [1]})}}, [], [("s", "d")],
                        ["people_x4"]) == []  # fmt: skip
+
+
+def test_a_record_lacking_a_key_is_named_by_model_and_seed():
+    bad = records({"people_x4": [1, 0]})
+    del bad[1]["correct"]
+    by_model = {"d-pretrain": {3: bad}, "d-instruct": {3: records({"people_x4": [1, 1]})}}
+    with pytest.raises(ValueError, match=r"records of d-pretrain, seed 3: row 2 \(probe\) lacks correct"):
+        paired_rows(by_model, ["d"], [], ["people_x4"])

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from flanmoe.grid import HELDOUT
@@ -75,13 +75,21 @@ FINETUNE: Suites = {"finetune": (0.0, 1.0)}  # a fine-tuned model's value: its r
 
 
 def heldout_answers(records: Sequence[Mapping], where: str = "predictions") -> Answers:
-    """The per-question results of the suites of ``PAIRED_SUITES`` in one model's records (``suite``,
-    ``mode``, ``task``, ``prompt``, ``correct``); a prompt asked twice in a task is two questions.
-    Raises ``ValueError`` naming ``where`` and the row when such a row lacks one of those keys."""
+    """The per-question results of the suites of ``PAIRED_SUITES`` in one model's records
+    (``question_answers``)."""
+    return question_answers(records, PAIRED_SUITES, where)
+
+
+def question_answers(
+    records: Sequence[Mapping], suites: Collection[str], where: str = "predictions"
+) -> Answers:
+    """The per-question results of ``suites`` in one model's records (``suite``, ``mode``, ``task``,
+    ``prompt``, ``correct``); a prompt asked twice in a task is two questions. Raises ``ValueError``
+    naming ``where`` and the row when such a row lacks one of those keys."""
     out: Answers = {}
     seen: dict[tuple, int] = {}  # (suite, mode, task, prompt) -> occurrences so far
     for i, r in enumerate(records):
-        if r.get("suite") not in PAIRED_SUITES:
+        if r.get("suite") not in suites:
             continue
         missing = [k for k in ("mode", "task", "prompt", "correct") if k not in r]
         if missing:

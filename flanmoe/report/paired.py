@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flanmoe.report.heldout_pairs import Key, question_answers
 from flanmoe.report.knowledge import MEASURES, STRATUM
 from flanmoe.report.power import paired_over_seeds
 from flanmoe.report.seeds import by_seed, shared_seeds
@@ -29,7 +30,7 @@ from flanmoe.report.stats import Estimate
 # (measure, model stage) compared between a MoE arch and its dense twin
 MOE_DENSE = (("cloze", "pretrain"), ("qa", "pretrain"), ("mmlu", "instruct"))
 Records = Sequence[Mapping]  # one model's predictions.jsonl rows
-Answers = dict[tuple[str, str], dict[str, float]]  # (measure, stratum) -> {prompt: correct}
+Answers = dict[tuple[str, str], dict[Key, float]]  # (measure, stratum) -> {question: correct}
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,16 @@ class PairedRow:
     cells: dict[str, Estimate]
 
 
-def answers(records: Records) -> Answers:
-    """Correctness per question (keyed by its prompt) of the knowledge measures, per stratum."""
-    source = {(section, mode): measure for measure, section, mode in MEASURES}
+def answers(records: Records, where: str = "predictions") -> Answers:
+    """Correctness per question of the knowledge measures, per stratum: the held-out suites' parser
+    (``heldout_pairs.question_answers``: a question is its prompt and its occurrence in the task; a
+    row lacking a key raises ``ValueError`` naming ``where``), regrouped by measure."""
+    per = question_answers(records, {section for _, section, _ in MEASURES}, where)
     out: Answers = {}
-    for r in records:
-        measure = source.get((r.get("suite"), r.get("mode")))
-        if measure is not None and STRATUM.fullmatch(str(r.get("task"))):
-            out.setdefault((measure, r["task"]), {})[r["prompt"]] = float(r["correct"])
+    for measure, section, mode in MEASURES:
+        for task, questions in per.get((section, mode), {}).items():
+            if STRATUM.fullmatch(task):
+                out[(measure, task)] = questions
     return out
 
 
@@ -78,7 +81,10 @@ def paired_rows(
     """``by_model[f"{arch}-{model}"]``: that model's records per seed, ``{seed: records}`` (two models
     are paired over the seeds both have) or a list (every model the same seeds in the same order).
     Rows: IT - PT per arch and measure, then MoE - dense per pair (``MOE_DENSE``)."""
-    ans = {name: {s: answers(r) for s, r in by_seed(seeds).items()} for name, seeds in by_model.items()}
+    ans = {
+        name: {s: answers(r, f"records of {name}, seed {s}") for s, r in by_seed(seeds).items()}
+        for name, seeds in by_model.items()
+    }
     wanted = [(f"{a}-instruct", f"{a}-pretrain", m) for a in archs for m, _, _ in MEASURES]
     wanted += [(f"{moe}-{model}", f"{dense}-{model}", m) for moe, dense in pairs for m, model in MOE_DENSE]
     rows = []

@@ -26,7 +26,7 @@ def summary(table: Table, fs: list[Finding]) -> dict:
     suite; fine-tuning gains (after_it - direct) per arch and task; every finding with its verdict;
     with a probe section, ``knowledge``: per arch, model, measure and stratum the score (``flat``)."""
     out = {
-        "it_gain_interval": ", ".join(sorted(table.it_gain_intervals)) or "independent (MOVER)",
+        "it_gain_interval": table.it_gain_interval_names or "independent (MOVER)",
         "it_gain": {
             arch: {
                 mode: {suite: e.as_dict() for (suite, m), e in gains.items() if m == mode}

@@ -371,12 +371,15 @@ def _freeze_finding(table: Table, option: str, helps: bool, records: Records = N
     return f
 
 
+ACROSS_SEEDS_NEEDS = (
+    "several seeds (base.seeds) aggregated: the CIs here cover the test sample, not training randomness"
+)
 # Claims of the paper this pipeline can make but a run may not measure: (id, claim, what measures it)
 NOT_MEASURED_CLAIMS = [
     (
         "across_seeds",
         "The findings above hold across training seeds, not only across test questions.",
-        "several seeds (base.seeds) aggregated: the CIs here cover the test sample, not training randomness",
+        ACROSS_SEEDS_NEEDS,
     ),
     (
         "scaling",
@@ -415,7 +418,7 @@ def _seeds_why(table: Table) -> str:
     (``base.extra_seeds``): the findings between those are over seeds, the rest over questions."""
     many = {a: n for a, n in table.arch_seeds.items() if n > 1}
     if not many:
-        return NOT_MEASURED_CLAIMS[0][2]
+        return ACROSS_SEEDS_NEEDS
     counts = ", ".join(f"{a} {n}" for a, n in many.items())
     return (
         f"several seeds (base.seeds) for every arch: only {counts} seeds here (base.extra_seeds), so only"

@@ -285,7 +285,7 @@ def write_figures(
                 "it_gain.png",
                 "Instruction-tuning gain per arch",
                 "Instruction-tuned minus pretrained only, held-out normalized average [95% CI: "
-                + (", ".join(sorted(table.it_gain_intervals)) or "MOVER")
+                + (table.it_gain_interval_names or "MOVER")
                 + "].",
                 "heldout",
                 it_gain(table),

@@ -271,7 +271,7 @@ def to_markdown(
         "",
         "Each suite: normalized score [95% CI] (chance 0, perfect 100) · raw score (acc) · chance level."
         " IT gain = instruction-tuned - pretrained only, in normalized points [95% CI"
-        + (f": {', '.join(sorted(t.it_gain_intervals))}" if t.it_gain_intervals else "")
+        + (f": {t.it_gain_interval_names}" if t.it_gain_intervals else "")
         + "]."
         + chance_note(t),
         "",
@@ -386,7 +386,7 @@ def to_html(
         "<h2>Held-out evaluation (scenario 2: instruction tuning, then zero- and few-shot)</h2>",
         "<p>Each suite: normalized score [95% CI] (chance 0, perfect 100), below it the raw score and the"
         " chance level. IT gain = instruction-tuned − pretrained only, in normalized points [95% CI"
-        + (f": {e(', '.join(sorted(t.it_gain_intervals)))}" if t.it_gain_intervals else "")
+        + (f": {e(t.it_gain_interval_names)}" if t.it_gain_intervals else "")
         + "]."
         + e(chance_note(t))
         + "</p>",

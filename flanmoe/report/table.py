@@ -7,6 +7,7 @@ where they come from is the caller's business.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -95,6 +96,11 @@ class Table:
     # when the chance levels come from the embedded suite's table
     chance_bases: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def it_gain_interval_names(self) -> str:
+        """``it_gain_intervals`` as the captions name them ('' when the cells are MOVER's)."""
+        return ", ".join(sorted(self.it_gain_intervals))
+
     def seeds_of(self, arch: str) -> int:
         """The replicates aggregated in ``arch``'s held-out cells (its fine-tuned ones: ``seeds``)."""
         return self.arch_seeds.get(arch, self.seeds)
@@ -136,13 +142,9 @@ def heldout_cell(
 def chance_bases(metrics: Mapping) -> dict[str, int]:
     """How many BBH tasks of one evaluate metrics dict got their chance level from each basis
     (``chance_basis``: inferred from the task's answer space, ``flanmoe.eval.answer_space``)."""
-    counts: dict[str, int] = {}
-    for block in (metrics.get("bbh") or {}).values():
-        for task in (block.get("tasks") or {}).values() if isinstance(block, Mapping) else ():
-            if isinstance(task, Mapping) and "chance_basis" in task:
-                counts[task["chance_basis"]] = counts.get(task["chance_basis"], 0) + 1
-        if counts:  # every mode scores the same tasks: one mode's count
-            break
+    modes = [b for b in (metrics.get("bbh") or {}).values() if isinstance(b, Mapping)]
+    tasks = (modes[0].get("tasks") or {}).values() if modes else ()  # every mode scores the same tasks
+    counts = Counter(t["chance_basis"] for t in tasks if isinstance(t, Mapping) and "chance_basis" in t)
     return dict(sorted(counts.items()))
 
 

@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=seed,
         max_examples=cfg.max_examples,
         max_labels=cfg.max_labels,
+        answer_form=params.tokenize.answer_form,
     )
     ev = Evaluator(model, tok, settings)
     tags = describe(model_dir, args.task)

@@ -327,6 +327,13 @@ def main(argv: list[str] | None = None) -> None:
         f" process (pretrain.parallel.threads): {threads}; the scores reproduce bit for bit on the same CPU"
         " model only."
     )
+    form = params.tokenize.answer_form
+    source += (
+        " Answers in the sentinel slot (tokenize.answer_form: sentinel): every instruction pair and every"
+        " scored prompt ends with <extra_id_0>, the answer is the span after it."
+        if form == "sentinel"
+        else " Answers in FLAN's plain form (tokenize.answer_form: plain)."
+    )
     report = summary(table, fs)
     routing = {k.removeprefix("routing/"): v for k, v in metrics.items() if k.startswith("routing/")}
     curves = curve_panels(params, metrics)

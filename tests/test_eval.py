@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flanmoe.data.answer_slot import AnswerSlot
 from flanmoe.data.sources import SourceSpec, load_source
 from flanmoe.data.tokenizer import EOS_ID, PAD_ID, sentinel_ids, train_tokenizer
 from flanmoe.eval.metrics import (
@@ -1027,3 +1028,66 @@ def test_probe_bad_data(tok, moe_model, splits, match) -> None:
 def test_probe_unknown_mode(tok, moe_model) -> None:
     with pytest.raises(ValueError, match="zero_shot"):
         evaluate_probe(Evaluator(moe_model, tok, settings()), probe_splits(), "zero_shot")
+
+
+# =====================================================================================  answer form
+
+
+def test_sentinel_answer_form_scores_and_reads_the_answer_in_the_slot(tok, moe_model) -> None:
+    """``answer_form: sentinel``: every prompt ends with ``<extra_id_0>``, every candidate is the span
+    after it (``<extra_id_0> answer<extra_id_1></s>``), as the tokenize stage writes the pairs; the
+    answer of a generation is read out of the slot."""
+    s0, s1 = tok.token_to_id("<extra_id_0>"), tok.token_to_id("<extra_id_1>")
+    ev = Evaluator(moe_model, tok, settings(answer_form="sentinel"))
+
+    def slot_prompt(text: str) -> list[int]:
+        return tok.encode(text).ids[:-1] + [s0, EOS_ID]
+
+    def slot_answer(text: str) -> list[int]:
+        return [s0, *bare(tok, " " + text), s1, EOS_ID]
+
+    res = ev.mmlu(mmlu_splits(), shots=0)
+    by_question = {r["question"]: r for r in MMLU_TEST}
+    for rec in res.records:
+        row = by_question[rec["prompt"].split("\n", 1)[0]]
+        ref = [
+            reference_logprob(moe_model, slot_prompt(rec["prompt"]), slot_answer(c)) for c in row["choices"]
+        ]
+        assert rec["logprob_sum"] == pytest.approx(ref, abs=1e-4)
+        assert rec["prediction"] == row["choices"][int(np.argmax(ref))]
+    plain = Evaluator(moe_model, tok, settings()).mmlu(mmlu_splits(), shots=0)
+    assert [r["logprob_sum"] for r in plain.records] != [r["logprob_sum"] for r in res.records]
+    # pairs: labels ranked in the slot form, generations from the slot prompt, answer read out of it
+    labels = {"sentiment": ["negative", "positive"]}
+    got = ev.pairs("heldout", PAIRS, chance={"sentiment": 0.5}, labels=labels)
+    for rec in got.records:
+        row = next(r for r in PAIRS if r["inputs"] == rec["prompt"])
+        gen = reference_generate(moe_model, slot_prompt(row["inputs"]), 4)
+        assert rec.get("generation", rec["prediction"]) == tok.decode(ev.slot.answer(gen))
+        if row["task"] == "sentiment":
+            ref = [
+                reference_logprob(moe_model, slot_prompt(row["inputs"]), slot_answer(x))
+                for x in labels["sentiment"]
+            ]
+            assert rec["prediction"] == labels["sentiment"][int(np.argmax(ref))]
+
+
+def test_answer_slot_reads_the_span_between_its_sentinels(tok) -> None:
+    s0, s1 = tok.token_to_id("<extra_id_0>"), tok.token_to_id("<extra_id_1>")
+    slot = AnswerSlot.of("sentinel", tok)
+    assert slot.answer([s0, 7, 8, s1, 9, 10]) == [7, 8]  # what follows the closing sentinel is dropped
+    assert slot.answer([7, 8]) == [7, 8]  # a model that never opens the slot: its whole generation
+    assert slot.inputs([5, 6, EOS_ID]) == [5, 6, s0, EOS_ID] and slot.target([7, EOS_ID]) == [
+        s0,
+        7,
+        s1,
+        EOS_ID,
+    ]
+    assert slot.target_text("  Paris") == " Paris"
+    plain = AnswerSlot.of("plain", tok)
+    assert plain.answer([s0, 7, s1]) == [s0, 7, s1] and plain.inputs([5, EOS_ID]) == [5, EOS_ID]
+    one = train_tokenizer(_corpus()[:50], vocab_size=300, kind="bpe", num_sentinels=1)
+    with pytest.raises(ValueError, match=r"answer_form: 'sentinel' needs <extra_id_0> and <extra_id_1>"):
+        AnswerSlot.of("sentinel", one)
+    with pytest.raises(ValueError, match="answer_form: 'span' is not one of"):
+        AnswerSlot.of("span", tok)

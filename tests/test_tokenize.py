@@ -396,3 +396,34 @@ def test_write_stream_chunk_by_chunk_matches_the_documents(tmp_path: Path, row_l
         want += d.tolist() + [0] * ((-len(d) % row_length) if row_length else 0)
     got = np.load(tmp_path / "s.npy")
     assert length == len(want) and got.dtype == np.int32 and got.tolist() == want
+
+
+def test_sentinel_answer_form_puts_every_pair_in_the_slot(
+    tokenized: tuple[Path, dict], tmp_path: Path
+) -> None:
+    tok = load_tokenizer(tokenized[0] / "tokenizer.json", 20)
+    s0, s1 = tok.token_to_id("<extra_id_0>"), tok.token_to_id("<extra_id_1>")
+    pairs = datasets.Dataset.from_dict(
+        {"inputs": ["x y z", "y " * 40], "targets": ["z", "x " * 10], "task_name": ["ft"] * 2}
+    )
+    plain, _ = tokenize_pairs(
+        pairs, tok, _cfg(max_input_length=24, max_target_length=6), tmp_path / "p.arrow", True
+    )
+    cfg = _cfg(max_input_length=24, max_target_length=6, answer_form="sentinel")
+    slot, stats = tokenize_pairs(pairs, tok, cfg, tmp_path / "s.arrow", True)
+    # short pair: the plain ids with the slot opened before eos, the answer as the span after it
+    assert slot[0]["input_ids"] == plain[0]["input_ids"][:-1] + [s0, EOS_ID]
+    assert slot[0]["labels"] == [s0, *tok.encode(" z", add_special_tokens=False).ids, s1, EOS_ID]
+    # long pair: cut to the limits with the slot kept (never cut away)
+    assert len(slot[1]["input_ids"]) == 24 and slot[1]["input_ids"][-2:] == [s0, EOS_ID]
+    assert (
+        len(slot[1]["labels"]) == 6 and slot[1]["labels"][0] == s0 and slot[1]["labels"][-2:] == [s1, EOS_ID]
+    )
+    assert stats["input_truncation_rate"] == 0.5 and stats["target_truncation_rate"] == 0.5
+
+
+def test_sentinel_answer_form_needs_two_sentinels() -> None:
+    with pytest.raises(ValidationError, match="answer_form: 'sentinel' needs num_sentinels >= 2"):
+        _cfg(num_sentinels=1, answer_form="sentinel")
+    with pytest.raises(ValidationError, match="answer_form"):
+        _cfg(answer_form="span")

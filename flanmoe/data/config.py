@@ -111,6 +111,10 @@ class TokenizeConfig(StrictModel):
     # stream: T5's packing (documents end to end, cut into chunks); document: every document starts a
     # chunk, its last chunk padded (no chunk holds two documents)
     packing: Literal["stream", "document"] = "stream"
+    # plain: FLAN's pairs (inputs -> answer); sentinel: inputs end with <extra_id_0>, the answer is
+    # written as its span (<extra_id_0> answer <extra_id_1>), the form span corruption teaches
+    # (flanmoe/data/answer_slot.py); the evaluate stage scores in the same form
+    answer_form: Literal["plain", "sentinel"] = "plain"
 
     @model_validator(mode="after")
     def _check(self) -> TokenizeConfig:
@@ -118,6 +122,11 @@ class TokenizeConfig(StrictModel):
             raise ValueError(
                 f"vocab_size: byte-level BPE needs more than 3 + num_sentinels + 256 = "
                 f"{3 + self.num_sentinels + 256} (got {self.vocab_size})"
+            )
+        if self.answer_form == "sentinel" and self.num_sentinels < 2:
+            raise ValueError(
+                f"answer_form: 'sentinel' needs num_sentinels >= 2 (<extra_id_0> and <extra_id_1>; "
+                f"got {self.num_sentinels})"
             )
         raw, targets = self.raw_and_target_lengths()
         if targets > self.target_length:

@@ -14,7 +14,8 @@ with ``flanmoe.data.prepared.save``, byte-deterministic):
   ``packing: document``: every document starts a chunk and its last chunk is padded, so no chunk
   holds two documents; a row's padding is dropped from its inputs and targets after corruption.
 - ``flan``: Dataset, ``input_ids``, ``labels`` (variable length, truncated, each ending with eos),
-  ``task_source``, ``task_name``, ``template_type``; the raw text is dropped.
+  ``task_source``, ``task_name``, ``template_type``; the raw text is dropped. ``answer_form:
+  sentinel``: the pairs in ``flanmoe.data.answer_slot``'s form (truncation leaves room for it).
 - ``finetune/<task>``: DatasetDict (train/validation/test), ``input_ids``, ``labels`` plus all the
   original columns (``inputs``, ``targets``, ``task_name``: the evaluation compares text).
 - ``mmlu``, ``bbh``, ``probe`` (the knowledge probe, embedded corpus only): DatasetDicts copied with all
@@ -42,6 +43,7 @@ from tokenizers import Tokenizer
 
 from flanmoe.atomic import atomic_dir
 from flanmoe.data import prepared
+from flanmoe.data.answer_slot import AnswerSlot
 from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
 from flanmoe.data.packing import drop_pad, write_stream
 from flanmoe.data.salient import check_salient, encode_salient, salient_corrupt, salient_noise_mask
@@ -60,11 +62,13 @@ def _fingerprint(*parts: str) -> str:
     return xxhash.xxh64("\x00".join(parts).encode()).hexdigest()
 
 
-def _cfg_key(cfg: TokenizeConfig, without_salient: bool = True) -> str:
+def _cfg_key(cfg: TokenizeConfig, without_salient: bool = True, without_answer: bool = True) -> str:
     """The config as fingerprinted (saved in state.json): as it was before ``salient_fraction`` and
-    ``packing`` where they change nothing, so outputs stay byte-identical."""
-    exclude = ({"salient_fraction"} if without_salient else set()) | (
-        {"packing"} if cfg.packing == "stream" else set()
+    ``packing`` and ``answer_form`` where they change nothing, so outputs stay byte-identical."""
+    exclude = (
+        ({"salient_fraction"} if without_salient else set())
+        | ({"packing"} if cfg.packing == "stream" else set())
+        | ({"answer_form"} if without_answer else set())
     )
     return cfg.model_dump_json(exclude=exclude or None)
 
@@ -308,9 +312,11 @@ def _truncate(ids: list[list[int]], max_len: int) -> tuple[list[list[int]], list
     return cut, [n > max_len for n in lengths], lengths
 
 
-def _encode_pairs(batch: dict, tok: Tokenizer, max_input_length: int, max_target_length: int) -> dict:
-    inputs, in_cut, in_len = _truncate(_encode(tok, batch["inputs"]), max_input_length)
-    labels, tg_cut, tg_len = _truncate(_encode(tok, batch["targets"]), max_target_length)
+def _encode_pairs(batch: dict, tok: Tokenizer, max_input_length: int, max_target_length: int, slot) -> dict:
+    inputs, in_cut, in_len = _truncate(_encode(tok, batch["inputs"]), max_input_length - slot.input_extra)
+    targets = [slot.target_text(t) for t in batch["targets"]]
+    labels, tg_cut, tg_len = _truncate(_encode(tok, targets), max_target_length - slot.target_extra)
+    inputs, labels = [slot.inputs(x) for x in inputs], [slot.target(y) for y in labels]
     return {
         "input_ids": inputs,
         "labels": labels,
@@ -336,6 +342,7 @@ def tokenize_pairs(
         feats.pop("inputs"), feats.pop("targets")
     ids = datasets.Sequence(datasets.Value("int32"))
     feats.update(input_ids=ids, labels=ids)
+    key = _cfg_key(cfg, without_answer=cfg.answer_form == "plain")  # the pretraining data never has it
     flags = ["_input_truncated", "_target_truncated", "_raw_input_tokens", "_raw_target_tokens"]
     if len(ds) == 0:  # map would not add the new columns to an empty dataset
         out = datasets.Dataset.from_dict({k: [] for k in feats}, features=datasets.Features(feats))
@@ -354,11 +361,12 @@ def tokenize_pairs(
             "tok": tok,
             "max_input_length": cfg.max_input_length,
             "max_target_length": cfg.max_target_length,
+            "slot": AnswerSlot.of(cfg.answer_form, tok),
         },
         features=datasets.Features(feats),
         cache_file_name=str(work_file),
         load_from_cache_file=False,
-        new_fingerprint=_fingerprint(tok.to_str(), _cfg_key(cfg), ds._fingerprint, str(keep_text)),
+        new_fingerprint=_fingerprint(tok.to_str(), key, ds._fingerprint, str(keep_text)),
         desc=f"encode {work_file.stem}",
     )
     col = _sums(out, flags)

@@ -96,8 +96,8 @@ def evaluate_probe(ev: Evaluator, splits: Mapping[str, Any], mode: str, split: s
         prompts = [ev.tok.decode(e.ids[:-1], skip_special_tokens=False) for e in enc]
         return ev.multiple_choice(SUITE, mode, items, enc, cands, cand_ids, "sum", prompts)
     queries = [mc_prompt(r["question"], r["choices"], "question") for r in items]
-    enc = encode_prompts(ev.encode, queries, None, ev.s.max_input_length)
-    return ev.multiple_choice(SUITE, mode, items, enc, cands, [ev.encode(c) for c in cands])
+    enc = encode_prompts(ev.encode_prompt, queries, None, ev.s.max_input_length)
+    return ev.multiple_choice(SUITE, mode, items, enc, cands, [ev.encode_answers(c) for c in cands])
 
 
 __all__ = ["COLUMNS", "SUITE", "check_probe", "cloze_ids", "evaluate_probe"]

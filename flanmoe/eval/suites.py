@@ -17,10 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from flanmoe.data.answer_slot import AnswerForm, AnswerSlot
 from flanmoe.eval.answer_space import task_chance
-from flanmoe.eval.metrics import best_constant, bootstrap_ci, exact_match, normalize_answer, normalized_score
+from flanmoe.eval.metrics import best_constant, exact_match, normalize_answer
 from flanmoe.eval.prompts import Encoded, MCFormat, encode_prompts, exemplar, mc_candidates, mc_prompt
 from flanmoe.eval.scoring import generate, score_candidates
+from flanmoe.eval.summary import _round, summarize
 from flanmoe.model.stats import RouterStatsAccumulator
 
 Headline = Literal["sum", "mean"]
@@ -41,6 +43,7 @@ class EvalSettings:
     seed: int = 0
     max_examples: int | None = None  # per task (quick looks); None = all
     max_labels: int = 16  # BBH without a chance table: this many distinct targets at most form a label set
+    answer_form: AnswerForm = "plain"  # where the answer goes (flanmoe.data.answer_slot): as trained
 
 
 @dataclass
@@ -56,74 +59,12 @@ class SuiteResult:
     values: list[float] | dict[str, list[float]] = field(default_factory=list)
 
 
-def _round(x: float) -> float:
-    return round(float(x), 6)
-
-
-def _score_row(n: int, ci: tuple[float, float, float], chance: float) -> dict[str, Any]:
-    """A score with its CI, chance level and normalized score (with the CI's endpoints mapped)."""
-    score, lo, hi = ci
-    return {
-        "n": n,
-        "score": score,
-        "score_lo": lo,
-        "score_hi": hi,
-        "chance": chance,
-        "normalized": normalized_score(score, chance),
-        "normalized_lo": normalized_score(lo, chance),
-        "normalized_hi": normalized_score(hi, chance),
-    }
-
-
-def summarize(
-    correct: Mapping[str, Sequence[float]],
-    chance: Mapping[str, float],
-    baselines: Mapping[str, float],
-    truncated: Mapping[str, int],
-    settings: EvalSettings,
-    average: Literal["tasks", "examples"] = "tasks",
-    extra: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-) -> dict[str, Any]:
-    """Summary of per-task 0/1 results: per task and overall ``score`` (mean), ``score_lo/hi`` (CI),
-    ``chance``, ``normalized`` (+ CI), ``best_constant``, ``n``, ``truncated``.
-
-    ``average`` "tasks" is the mean of task means (BBH), "examples" the mean over every example
-    (MMLU). ``extra`` adds other per-example measures (e.g. ``acc_mean``) as plain means.
-    """
-    b = {"n_resamples": settings.bootstrap, "confidence": settings.confidence, "seed": settings.seed}
-    tasks: dict[str, Any] = {}
-    for task, vals in correct.items():
-        row = _score_row(len(vals), bootstrap_ci(list(vals), **b), chance[task])
-        row.update(best_constant=baselines[task], truncated=truncated.get(task, 0))
-        for name, per_task in (extra or {}).items():
-            row[name] = sum(per_task[task]) / max(len(per_task[task]), 1)
-        tasks[task] = {k: _round(v) if isinstance(v, float) else v for k, v in row.items()}
-    n_all = sum(len(v) for v in correct.values())
-    if average == "examples":
-        pooled = [x for v in correct.values() for x in v]
-        score, lo, hi = bootstrap_ci(pooled, **b)
-
-        def weighted(key: str) -> float:
-            return sum(tasks[t][key] * tasks[t]["n"] for t in tasks) / max(n_all, 1)
-    else:
-        score, lo, hi = bootstrap_ci({t: list(v) for t, v in correct.items()}, **b)
-
-        def weighted(key: str) -> float:
-            return sum(tasks[t][key] for t in tasks) / max(len(tasks), 1)
-
-    overall = _score_row(n_all, (score, lo, hi), weighted("chance"))
-    overall.update(best_constant=weighted("best_constant"), truncated=sum(truncated.values()))
-    for name in extra or {}:
-        overall[name] = weighted(name)
-    overall = {k: _round(v) if isinstance(v, float) else v for k, v in overall.items()}
-    return {**overall, "average": average, "tasks": tasks}
-
-
 class Evaluator:
     """Scores one model (in eval mode) with one tokenizer on the suites."""
 
     def __init__(self, model, tokenizer, settings: EvalSettings):
         self.model, self.tok, self.s = model, tokenizer, settings
+        self.slot = AnswerSlot.of(settings.answer_form, tokenizer)
         self.routing: dict[str, dict[str, RouterStatsAccumulator]] = defaultdict(dict)
         self._is_moe = model.cfg.moe is not None
 
@@ -134,8 +75,20 @@ class Evaluator:
             return []
         return [e.ids for e in self.tok.encode_batch(list(texts))]
 
+    def encode_prompt(self, texts: Sequence[str]) -> list[list[int]]:
+        """Prompts as ``encode``, the answer slot opened at their end (``answer_form``)."""
+        return [self.slot.inputs(x) for x in self.encode(texts)]
+
+    def encode_answers(self, texts: Sequence[str]) -> list[list[int]]:
+        """Answers (candidates, labels) as the decoder writes them in the answer form."""
+        return [self.slot.target(x) for x in self.encode([self.slot.target_text(t) for t in texts])]
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)
+
+    def read_answer(self, generated: Sequence[int]) -> str:
+        """The answer text of a greedy generation (read out of the answer slot)."""
+        return self.decode(self.slot.answer(generated))
 
     def _hook(self, suite: str, task: str) -> Callable[[dict], None] | None:
         if not self._is_moe:
@@ -198,9 +151,9 @@ class Evaluator:
             ]
             for r in items
         ]
-        enc = encode_prompts(self.encode, queries, exemplars, s.max_input_length)
+        enc = encode_prompts(self.encode_prompt, queries, exemplars, s.max_input_length)
         cands = [mc_candidates(r["choices"], s.mmlu_format) for r in items]
-        return self.multiple_choice(suite, mode, items, enc, cands, [self.encode(c) for c in cands])
+        return self.multiple_choice(suite, mode, items, enc, cands, [self.encode_answers(c) for c in cands])
 
     def subject_items(self, rows) -> list[dict]:
         """``rows`` (each with a ``subject``) grouped by subject in sorted order, at most
@@ -318,7 +271,7 @@ class Evaluator:
                 rng = random.Random(f"{s.seed}-{task}-{i}")
                 pick = rng.sample(others, min(shots, len(others)))
                 exemplars.append([exemplar(inputs[j], targets[j]) for j in pick])
-            enc = encode_prompts(self.encode, inputs[:n], exemplars, s.max_input_length)
+            enc = encode_prompts(self.encode_prompt, inputs[:n], exemplars, s.max_input_length)
             gen = generate(
                 self.model,
                 [e.ids for e in enc],
@@ -326,7 +279,7 @@ class Evaluator:
                 s.batch_size,
                 self._hook(suite, task),
             )
-            preds = [self.decode(g) for g in gen]
+            preds = [self.read_answer(g) for g in gen]
             correct[task] = [float(exact_match(p, t)) for p, t in zip(preds, targets[:n], strict=True)]
             truncated[task] = sum(e.truncated for e in enc)
             baselines[task] = best_constant(targets[:n])[1]
@@ -388,17 +341,19 @@ class Evaluator:
             if all("input_ids" in r for r in items):  # already encoded by the tokenize stage: as is
                 enc = [Encoded(list(r["input_ids"]), 0, False) for r in items]
             else:
-                enc = encode_prompts(self.encode, [r["inputs"] for r in items], None, s.max_input_length)
+                enc = encode_prompts(
+                    self.encode_prompt, [r["inputs"] for r in items], None, s.max_input_length
+                )
             hook = self._hook(suite, task)
             preds = [
-                self.decode(g)
+                self.read_answer(g)
                 for g in generate(self.model, [e.ids for e in enc], s.max_new_tokens, s.batch_size, hook)
             ]
             em[task] = [float(exact_match(p, t)) for p, t in zip(preds, targets, strict=True)]
             label_set = list((labels or {}).get(task) or [])
             picks: list[str | None] = [None] * len(items)
             if label_set:
-                label_ids = self.encode(label_set)
+                label_ids = self.encode_answers(label_set)
                 sc = score_candidates(
                     self.model, [e.ids for e in enc], [label_ids] * len(items), s.batch_size
                 )

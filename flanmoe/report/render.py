@@ -181,7 +181,8 @@ KNOWLEDGE_TEXT = (
     "Held-out people of the pretraining corpus, by the number N of biographies each has there"
     " (people_x<N>): accuracy [95% CI] of choosing the true fact among its options by log-likelihood."
     " Storage: the probe's cloze (the fact in the corpus's span-corruption form); extraction: the probe's"
-    " bare question (no options shown) and the MMLU-style people questions zero-shot (instruction format)."
+    " bare question (no options shown) and the MMLU-style people questions zero-shot (instruction format),"
+    " both in the answer form of the header."
     " A model that stores a fact but cannot extract it scores above chance on cloze only."
 )
 RELATIONS_TEXT = "Held-out relations (secondary probe): MMLU zero-shot score [95% CI] per subject."

@@ -148,15 +148,8 @@ class MemoryCgroup:
 
     def oom_kills(self) -> int:
         """OOM kills in the cgroup so far (v1: the failcnt of hitting the limit is not a kill)."""
-        if self.v2:
-            for line in (self.path / "memory.events").read_text().splitlines():
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-            return 0
-        for line in (self.path / "memory.oom_control").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-        return 0
+        counts = (self.path / ("memory.events" if self.v2 else "memory.oom_control")).read_text()
+        return next((int(ln.split()[1]) for ln in counts.splitlines() if ln.startswith("oom_kill ")), 0)
 
     def remove(self) -> None:
         try:

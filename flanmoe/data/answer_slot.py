@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from flanmoe.data.tokenizer import EOS_ID, sentinel_ids
 
 AnswerForm = Literal["plain", "sentinel"]
-ANSWER_FORMS: tuple[str, ...] = ("plain", "sentinel")
+ANSWER_FORMS: tuple[str, ...] = get_args(AnswerForm)
 
 
 @dataclass(frozen=True)
@@ -67,19 +67,15 @@ class AnswerSlot:
 
     def inputs(self, ids: Sequence[int]) -> list[int]:
         """Encoded inputs (ending with eos) with the slot opened before the eos."""
-        ids = list(ids)
         if self.form == "plain":
-            return ids
-        body = ids[:-1] if ids and ids[-1] == EOS_ID else ids
-        return [*body, self.open_id, EOS_ID]
+            return list(ids)
+        return [*_without_eos(ids), self.open_id, EOS_ID]
 
     def target(self, ids: Sequence[int]) -> list[int]:
-        """An encoded answer (of ``target_text``, ending with eos) as the decoder writes it."""
-        ids = list(ids)
+        """An encoded answer (of ``target_text``, with or without its eos) as the decoder writes it."""
         if self.form == "plain":
-            return ids
-        body = ids[:-1] if ids and ids[-1] == EOS_ID else ids
-        return [self.open_id, *body, self.close_id, EOS_ID]
+            return list(ids)
+        return [self.open_id, *_without_eos(ids), self.close_id, EOS_ID]
 
     def answer(self, generated: Sequence[int]) -> list[int]:
         """The answer's ids in a greedy generation (eos already cut): after the opening sentinel,
@@ -90,6 +86,10 @@ class AnswerSlot:
         if out and out[0] == self.open_id:
             out = out[1:]
         return out[: out.index(self.close_id)] if self.close_id in out else out
+
+
+def _without_eos(ids: Sequence[int]) -> list[int]:
+    return list(ids[:-1]) if ids and ids[-1] == EOS_ID else list(ids)
 
 
 __all__ = ["ANSWER_FORMS", "AnswerForm", "AnswerSlot"]

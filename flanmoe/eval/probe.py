@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flanmoe.data.tokenizer import EOS_ID, sentinel_ids
+from flanmoe.data.answer_slot import AnswerSlot
+from flanmoe.data.tokenizer import sentinel_ids
 from flanmoe.eval.prompts import Encoded, encode_prompts, mc_prompt
 from flanmoe.eval.suites import Evaluator, SuiteResult
 from flanmoe.grid import PROBE_MODES
@@ -60,7 +61,7 @@ def cloze_ids(
         raise ValueError(
             f"tokenizer: the cloze probe needs <extra_id_0> and <extra_id_1> (has {len(sentinels)})"
         )
-    s0, s1 = sentinels[:2]
+    slot = AnswerSlot("sentinel", *sentinels[:2])  # the candidates: the masked span's targets
 
     def bare(texts: list[str]) -> list[list[int]]:  # no eos
         return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)] if texts else []
@@ -69,13 +70,13 @@ def cloze_ids(
     suffixes = [e.ids for e in tok.encode_batch([r["suffix"] for r in rows])] if rows else []
     prompts = []
     for p, s in zip(prefixes, suffixes, strict=True):
-        ids = [*p, s0, *s]
+        ids = [*p, slot.open_id, *s]
         prompts.append(Encoded(ids[-max_length:], 0, len(ids) > max_length))
     spaced = [(" " if r["prefix"].endswith(" ") else "", list(r["choices"])) for r in rows]
     flat = bare([sp + c for sp, choices in spaced for c in choices])
     cands, k = [], 0
     for _, choices in spaced:
-        cands.append([[s0, *ids, s1, EOS_ID] for ids in flat[k : k + len(choices)]])
+        cands.append([slot.target(ids) for ids in flat[k : k + len(choices)]])
         k += len(choices)
     return prompts, cands
 

@@ -22,7 +22,7 @@ from flanmoe.eval.answer_space import task_chance
 from flanmoe.eval.metrics import best_constant, exact_match, normalize_answer
 from flanmoe.eval.prompts import Encoded, MCFormat, encode_prompts, exemplar, mc_candidates, mc_prompt
 from flanmoe.eval.scoring import generate, score_candidates
-from flanmoe.eval.summary import _round, summarize
+from flanmoe.eval.summary import round6, summarize
 from flanmoe.model.stats import RouterStatsAccumulator
 
 Headline = Literal["sum", "mean"]
@@ -112,9 +112,9 @@ class Evaluator:
                         continue
                     entry = layers.setdefault(layer, {"expert_fraction": []})
                     if what.startswith("expert_fraction/"):
-                        entry["expert_fraction"].append(_round(value))
+                        entry["expert_fraction"].append(round6(value))
                     else:
-                        entry[what] = _round(value)
+                        entry[what] = round6(value)
                 out.setdefault(suite, {})[task] = layers
         return out
 
@@ -224,8 +224,8 @@ class Evaluator:
                     "prediction": c[pick],
                     "correct": pick == r["answer"],
                     "truncated": e.truncated,
-                    "logprob_sum": [_round(x.logprob) for x in sc],
-                    "logprob_mean": [_round(x.mean_logprob) for x in sc],
+                    "logprob_sum": [round6(x.logprob) for x in sc],
+                    "logprob_mean": [round6(x.mean_logprob) for x in sc],
                 }
             )
         result.summary = summarize(

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from flanmoe.eval.suites import EvalSettings
 
 
-def _round(x: float) -> float:
+def round6(x: float) -> float:
     return round(float(x), 6)
 
 
@@ -54,7 +54,7 @@ def summarize(
         row.update(best_constant=baselines[task], truncated=truncated.get(task, 0))
         for name, per_task in (extra or {}).items():
             row[name] = sum(per_task[task]) / max(len(per_task[task]), 1)
-        tasks[task] = {k: _round(v) if isinstance(v, float) else v for k, v in row.items()}
+        tasks[task] = {k: round6(v) if isinstance(v, float) else v for k, v in row.items()}
     n_all = sum(len(v) for v in correct.values())
     if average == "examples":
         pooled = [x for v in correct.values() for x in v]
@@ -72,8 +72,8 @@ def summarize(
     overall.update(best_constant=weighted("best_constant"), truncated=sum(truncated.values()))
     for name in extra or {}:
         overall[name] = weighted(name)
-    overall = {k: _round(v) if isinstance(v, float) else v for k, v in overall.items()}
+    overall = {k: round6(v) if isinstance(v, float) else v for k, v in overall.items()}
     return {**overall, "average": average, "tasks": tasks}
 
 
-__all__ = ["summarize"]
+__all__ = ["round6", "summarize"]

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
+from flanmoe.data.config import AnswerForm
 from flanmoe.data.tokenizer import EOS_ID, sentinel_ids
 
-AnswerForm = Literal["plain", "sentinel"]
 ANSWER_FORMS: tuple[str, ...] = get_args(AnswerForm)
 
 

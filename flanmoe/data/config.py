@@ -12,6 +12,8 @@ from flanmoe.data.span_corruption import noise_span_counts, random_spans_helper
 from flanmoe.params_base import StrictModel
 
 SourceKind = Literal["embedded", "hub", "local"]
+# where an instruction's answer goes (flanmoe.data.answer_slot); here, so params load without a tokenizer
+AnswerForm = Literal["plain", "sentinel"]
 
 
 class SourceSpec(StrictModel):
@@ -114,7 +116,7 @@ class TokenizeConfig(StrictModel):
     # plain: FLAN's pairs (inputs -> answer); sentinel: inputs end with <extra_id_0>, the answer is
     # written as its span (<extra_id_0> answer <extra_id_1>), the form span corruption teaches
     # (flanmoe/data/answer_slot.py); the evaluate stage scores in the same form
-    answer_form: Literal["plain", "sentinel"] = "plain"
+    answer_form: AnswerForm = "plain"
 
     @model_validator(mode="after")
     def _check(self) -> TokenizeConfig:

@@ -1,5 +1,5 @@
 """The tokenize stage's library: tokenizer, T5 span-corrupted packed pretraining data, (inputs, targets)
-pairs for instruction tuning and fine-tuning, evaluation sets passed through.
+pairs for instruction tuning and fine-tuning (``flanmoe.data.pairs``), evaluation sets passed through.
 
 Entry point: ``tokenize_prepared(prepared_dir, out_dir, cfg) -> stats``. Output layout (all written
 with ``flanmoe.data.prepared.save``, byte-deterministic):
@@ -37,15 +37,14 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pyarrow.compute as pc
-import xxhash
 from tokenizers import Tokenizer
 
 from flanmoe.atomic import atomic_dir
 from flanmoe.data import prepared
-from flanmoe.data.answer_slot import AnswerSlot
 from flanmoe.data.config import TokenizeConfig  # noqa: F401 (re-exported: params live there)
+from flanmoe.data.encoding import cfg_key, column_sums, encode, fingerprint
 from flanmoe.data.packing import drop_pad, write_stream
+from flanmoe.data.pairs import tokenize_pairs
 from flanmoe.data.salient import check_salient, encode_salient, salient_corrupt, salient_noise_mask
 from flanmoe.data.span_corruption import (
     corrupted_lengths,
@@ -56,28 +55,6 @@ from flanmoe.data.tokenizer import EOS_ID, PAD_ID, load_tokenizer, sentinel_ids,
 
 BLOCK = 64  # raw chunks per random block: the unit seeded by (seed, block index)
 NO_PROBE = "NO_PROBE"  # the file data/tokenized/probe holds when the corpus has no probe
-
-
-def _fingerprint(*parts: str) -> str:
-    return xxhash.xxh64("\x00".join(parts).encode()).hexdigest()
-
-
-def _cfg_key(cfg: TokenizeConfig, without_salient: bool = True, without_answer: bool = True) -> str:
-    """The config as fingerprinted (saved in state.json): as it was before ``salient_fraction`` and
-    ``packing`` and ``answer_form`` where they change nothing, so outputs stay byte-identical."""
-    exclude = (
-        ({"salient_fraction"} if without_salient else set())
-        | ({"packing"} if cfg.packing == "stream" else set())
-        | ({"answer_form"} if without_answer else set())
-    )
-    return cfg.model_dump_json(exclude=exclude or None)
-
-
-def _encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, each ending with eos (the post-processor adds it)."""
-    # encode_batch_fast (tokenizers >= 0.21) skips the character offsets we never use: ~20% faster
-    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
-    return [e.ids for e in encode(texts)]
 
 
 def _first_chars(ds: datasets.Dataset, budget: int) -> tuple[list[str], int]:
@@ -119,7 +96,7 @@ def get_tokenizer(prepared_dir: Path, cfg: TokenizeConfig) -> tuple[Tokenizer, d
 
 
 def _encode_docs(batch: dict, tok: Tokenizer) -> dict:
-    ids = _encode(tok, batch["text"])
+    ids = encode(tok, batch["text"])
     offsets = np.cumsum([len(x) for x in ids])
     values = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(offsets[-1]) if len(ids) else 0)
     # a list of numpy arrays becomes an Arrow list column in one copy (no per-int Python objects)
@@ -188,7 +165,7 @@ def tokenize_pretrain(
     check_salient(docs, cfg, "the pretraining corpus")
     t0 = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
-    fp = _fingerprint(tok.to_str(), _cfg_key(cfg, cfg.salient_fraction == 0))
+    fp = fingerprint(tok.to_str(), cfg_key(cfg, cfg.salient_fraction == 0))
     # only salient masking needs the character offsets (the offset-returning encode is slower)
     columns = ["text", "salient_spans"] if cfg.salient_fraction > 0 else ["text"]
     features = {"ids": datasets.Sequence(datasets.Value("int32"))}
@@ -252,7 +229,7 @@ def tokenize_pretrain(
     )
     salient_stats = {}
     if salient_path:
-        col = _sums(out, _SALIENT_FEATURES)
+        col = column_sums(out, _SALIENT_FEATURES)
         salient_stats = {
             "salient_rows": col["_salient"] / len(out),  # share of rows masked by salient spans
             "salient_tokens": col["_salient_tokens"],  # salient tokens masked
@@ -291,103 +268,10 @@ _SALIENT_FEATURES = {
 }
 
 
-def _sums(ds: datasets.Dataset, columns) -> dict[str, int]:
-    """The sum of each of ``columns`` (bool or int), chunk by chunk: no column copied whole."""
-    return {name: int(pc.sum(ds.data.table.column(name)).as_py() or 0) for name in columns}
-
-
 def _count_nonpad(ds: datasets.Dataset, column: str) -> int:
     # padding is the only place pad id 0 occurs (text is encoded with encode_special_tokens)
     col = ds.data.table.column(column)
     return int(sum(np.count_nonzero(c.flatten().to_numpy() != PAD_ID) for c in col.chunks))
-
-
-# ---------------------------------------------------------------- (inputs, targets) pairs
-
-
-def _truncate(ids: list[list[int]], max_len: int) -> tuple[list[list[int]], list[bool], list[int]]:
-    """Cut each sequence to ``max_len`` keeping its final eos; also return truncated flags and raw lengths."""
-    lengths = [len(x) for x in ids]
-    cut = [x if len(x) <= max_len else x[: max_len - 1] + [EOS_ID] for x in ids]
-    return cut, [n > max_len for n in lengths], lengths
-
-
-def _encode_pairs(batch: dict, tok: Tokenizer, max_input_length: int, max_target_length: int, slot) -> dict:
-    inputs, in_cut, in_len = _truncate(_encode(tok, batch["inputs"]), max_input_length - slot.input_extra)
-    targets = [slot.target_text(t) for t in batch["targets"]]
-    labels, tg_cut, tg_len = _truncate(_encode(tok, targets), max_target_length - slot.target_extra)
-    inputs, labels = [slot.inputs(x) for x in inputs], [slot.target(y) for y in labels]
-    return {
-        "input_ids": inputs,
-        "labels": labels,
-        "_input_truncated": in_cut,
-        "_target_truncated": tg_cut,
-        "_raw_input_tokens": in_len,
-        "_raw_target_tokens": tg_len,
-    }
-
-
-def tokenize_pairs(
-    ds: datasets.Dataset, tok: Tokenizer, cfg: TokenizeConfig, work_file: Path, keep_text: bool
-) -> tuple[datasets.Dataset, dict]:
-    """Encode ``inputs``/``targets`` into ``input_ids``/``labels`` (truncated, eos-terminated).
-
-    Keeps the other columns; drops ``inputs``/``targets`` unless ``keep_text``. Returns the dataset
-    and its stats (examples, tokens after truncation, truncation rates, tokens lost to truncation).
-    """
-    t0 = time.perf_counter()
-    work_file.parent.mkdir(parents=True, exist_ok=True)
-    feats = dict(ds.features)
-    if not keep_text:
-        feats.pop("inputs"), feats.pop("targets")
-    ids = datasets.Sequence(datasets.Value("int32"))
-    feats.update(input_ids=ids, labels=ids)
-    key = _cfg_key(cfg, without_answer=cfg.answer_form == "plain")  # the pretraining data never has it
-    flags = ["_input_truncated", "_target_truncated", "_raw_input_tokens", "_raw_target_tokens"]
-    if len(ds) == 0:  # map would not add the new columns to an empty dataset
-        out = datasets.Dataset.from_dict({k: [] for k in feats}, features=datasets.Features(feats))
-        keys = ["examples", "input_tokens", "target_tokens", "tokens", "truncated_tokens"]
-        rates = ["input_truncation_rate", "target_truncation_rate", "truncation_rate", "seconds"]
-        return out, {**dict.fromkeys(keys, 0), **dict.fromkeys(rates, 0.0)}
-    feats.update({f: datasets.Value("bool") for f in flags[:2]})
-    feats.update({f: datasets.Value("int64") for f in flags[2:]})
-    out = ds.map(
-        _encode_pairs,
-        batched=True,
-        batch_size=cfg.batch_size,
-        num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > cfg.batch_size else None,
-        remove_columns=[] if keep_text else ["inputs", "targets"],
-        fn_kwargs={
-            "tok": tok,
-            "max_input_length": cfg.max_input_length,
-            "max_target_length": cfg.max_target_length,
-            "slot": AnswerSlot.of(cfg.answer_form, tok),
-        },
-        features=datasets.Features(feats),
-        cache_file_name=str(work_file),
-        load_from_cache_file=False,
-        new_fingerprint=_fingerprint(tok.to_str(), key, ds._fingerprint, str(keep_text)),
-        desc=f"encode {work_file.stem}",
-    )
-    col = _sums(out, flags)
-    either = pc.or_(out.data.table.column(flags[0]), out.data.table.column(flags[1]))  # 1 bit a row
-    n = len(out)
-    in_tok = int(sum(len(c.flatten()) for c in out.data.table.column("input_ids").chunks))
-    tg_tok = int(sum(len(c.flatten()) for c in out.data.table.column("labels").chunks))
-    stats = {
-        "examples": n,
-        "input_tokens": in_tok,
-        "target_tokens": tg_tok,
-        "tokens": in_tok + tg_tok,
-        "input_truncation_rate": col["_input_truncated"] / n,
-        "target_truncation_rate": col["_target_truncated"] / n,
-        # examples with inputs or targets cut, and the tokens cut away
-        "truncation_rate": int(pc.sum(either).as_py() or 0) / n,
-        "truncated_tokens": col["_raw_input_tokens"] + col["_raw_target_tokens"] - in_tok - tg_tok,
-        "seconds": time.perf_counter() - t0,
-    }
-    out = out.remove_columns(flags)
-    return out, stats
 
 
 # ---------------------------------------------------------------- the stage

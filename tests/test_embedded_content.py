@@ -13,8 +13,9 @@ from flanmoe.data.embedded.corpus import UNIT_FACTS, build_corpus
 from flanmoe.data.embedded.families import FAMILIES, GenContext
 from flanmoe.data.embedded.families.classification import BRACKETS
 from flanmoe.data.embedded.families.translation import build_lexicon, caesar, pig_latin
-from flanmoe.data.embedded.mixture import render
+from flanmoe.data.embedded.mixture import LETTERS, render, render_fewshot
 from flanmoe.data.embedded.world import HELDOUT_RELATIONS, build_world
+from flanmoe.eval.prompts import listed_options
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,15 @@ def test_family_examples_render_and_answer_is_an_option(fam, ctx):
                 inputs, target = render(t, ex, style)
                 assert not re.search(r"\{[A-Za-z_]+\}", inputs)  # every field filled
                 assert target == ex.answer or f"\n{target} {ex.answer}" in inputs
+                # the evaluate stage reads the options back (held-in format): exactly those offered
+                offered = {
+                    "none": None,
+                    "dash": list(ex.options),
+                    "letter": [f"({c})" for c in LETTERS[: len(ex.options)]],
+                }
+                assert listed_options(inputs) == offered[style]
+                fewshot, _ = render_fewshot(t, [ex, ex], ex, style)  # exemplars' blocks are not the query's
+                assert listed_options(fewshot) == offered[style]
         if fam.category != "reading_comprehension":  # its raw material is the passage alone
             assert ex.answer in fam.plain_text(ex)
 

@@ -34,6 +34,7 @@ from flanmoe.eval.prompts import (
 )
 from flanmoe.eval.scoring import generate, score_candidates
 from flanmoe.eval.suites import EvalSettings, Evaluator, label_set, summarize
+from flanmoe.eval.summary import options_summary
 from flanmoe.model.config import ModelConfig
 from flanmoe.model.generate import greedy_generate
 from flanmoe.model.transformer import build_model
@@ -819,6 +820,47 @@ def test_pairs_rank_classification_and_exact_match(tok, moe_model) -> None:
     ]
     again = ev.pairs("heldout", encoded, chance={"sentiment": 0.5}, labels=labels)
     assert again.records == res.records
+
+
+def test_pairs_count_the_options_answered(tok, moe_model) -> None:
+    """Held-in format: of the pairs whose prompt lists options, the share whose generation is one of them."""
+    ev = Evaluator(moe_model, tok, settings())
+    rows = [
+        {"task": "mc", "inputs": mc_prompt("Pick one.", ["blue", "sky"], "options"), "targets": "blue"},
+        {"task": "mc", "inputs": mc_prompt("Pick one.", ["x", "y"], "letters"), "targets": "(A)"},
+        {"task": "copy", "inputs": "Repeat: blue sky", "targets": "blue sky"},  # no options: not counted
+    ]
+    res = ev.pairs("heldin", rows)
+    gens = {r["prompt"]: r["prediction"] for r in res.records}
+    g = [gens[r["inputs"]] for r in rows[:2]]
+    answered = [
+        exact_match(g[0], "blue") or exact_match(g[0], "sky"),
+        exact_match(g[1], "(A)") or exact_match(g[1], "(B)"),
+    ]
+    assert res.summary["options_rows"] == 2
+    assert res.summary["options_answered"] == pytest.approx(sum(answered) / 2, abs=1e-6)
+    assert res.summary["options_exact_match"] == pytest.approx(
+        (exact_match(g[0], "blue") + exact_match(g[1], "(A)")) / 2, abs=1e-6
+    )
+    assert "options_rows" not in ev.pairs("heldin", rows[2:]).summary
+
+
+def test_options_summary_reads_the_generation_not_the_pick() -> None:
+    opt = mc_prompt("Which?", ["red", "green", "blue"], "options")
+    records = [
+        {"prompt": opt, "prediction": " green", "target": "red", "correct": False},  # an option, wrong
+        {"prompt": opt, "prediction": "red", "target": "red", "correct": True},
+        {"prompt": opt, "prediction": "purple", "target": "red", "correct": False},  # not an option
+        # rank classification picked a label, but the generation is what shows the format
+        {"prompt": opt, "prediction": "red", "generation": "3", "target": "red", "correct": True},
+        {"prompt": "Repeat: red", "prediction": "red", "target": "red", "correct": True},  # free-form
+    ]
+    assert options_summary(records) == {
+        "options_rows": 4,
+        "options_answered": 0.5,
+        "options_exact_match": 0.25,
+    }
+    assert options_summary(records[-1:]) == {}
 
 
 def test_label_set() -> None:

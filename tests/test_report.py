@@ -882,3 +882,35 @@ def test_knowledge_cells_over_two_seeds(tmp_path):
     assert hi - lo > 2 * 12.706 * 0.05 / 2**0.5  # the seeds' spread, not the bootstrap's 0.08
     rep = json.loads((tmp_path / "metrics" / "report.json").read_text())
     assert rep["knowledge"]["dense"]["pretrain"]["cloze"]["people_x48"] == pytest.approx(0.55)
+
+
+def test_heldin_rows_count_learned_tasks_and_the_format():
+    from flanmoe.report.heldin import heldin_rows
+
+    cell = {
+        "score": 0.25,
+        "score_lo": 0.2,
+        "score_hi": 0.3,
+        "n": 40,
+        "best_constant": 0.3,
+        "options_rows": 20,
+        "options_answered": 0.65,
+        "options_exact_match": 0.35,
+        "tasks": {
+            "a": {"score": 0.5, "best_constant": 0.25},  # learned
+            "b": {"score": 0.25, "best_constant": 0.25},  # a constant's level: not learned
+            "c": {"score": 0.0, "best_constant": 0.5},
+        },
+    }
+    head, rows = heldin_rows({"dense": {"zero_shot": cell}, "switch": {"few_shot": cell}})
+    assert len(rows) == 1 and len(rows[0]) == len(head)  # switch has no zero-shot held-in cell
+    assert rows[0] == [
+        "dense",
+        "0.250 [0.200, 0.300] (n 40)",
+        "0.300",
+        "1 of 3",
+        "1 of 3",
+        "0.650 (n 20)",
+        "0.350",
+    ]
+    assert heldin_rows({})[1] == []

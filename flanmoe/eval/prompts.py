@@ -21,6 +21,8 @@ either way the example is counted as truncated.
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -48,6 +50,25 @@ def mc_candidates(choices: Sequence[str], fmt: MCFormat) -> list[str]:
     if fmt == "letters":
         return [f"({LETTERS[i]})" for i in range(len(choices))]
     return list(choices)
+
+
+def listed_options(prompt: str) -> list[str] | None:
+    """The answers the last options block of ``prompt`` offers, as ``mc_prompt`` and the mixture write
+    them: the texts of FLAN's ``OPTIONS:`` block of ``- text`` lines, or the letters ``(A)``, ``(B)``,
+    ... of an ``Options:`` block of ``(A) text`` lines. None when the prompt ends without one (free-form)."""
+    dash, letter = prompt.rfind("\nOPTIONS:\n"), prompt.rfind("\nOptions:\n")
+    if dash < 0 and letter < 0:
+        return None
+    start = max(dash, letter)
+    lines = prompt[start:].split("\n")[2:]
+    if dash > letter:
+        found = list(itertools.takewhile(lambda line: line.startswith("- "), lines))
+        offered = [line[2:] for line in found]
+    else:
+        found = list(itertools.takewhile(lambda line: re.match(r"\([A-Z]\) ", line), lines))
+        offered = [line[:3] for line in found]
+    # the block must close the prompt (an exemplar's block is followed by its answer and the query)
+    return offered if offered and not "".join(lines[len(found) :]).strip() else None
 
 
 def exemplar(prompt: str, answer: str) -> str:
@@ -108,6 +129,7 @@ __all__ = [
     "encode_prompts",
     "exemplar",
     "join_fewshot",
+    "listed_options",
     "mc_candidates",
     "mc_prompt",
 ]

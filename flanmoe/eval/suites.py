@@ -22,7 +22,7 @@ from flanmoe.eval.answer_space import task_chance
 from flanmoe.eval.metrics import best_constant, exact_match, normalize_answer
 from flanmoe.eval.prompts import Encoded, MCFormat, encode_prompts, exemplar, mc_candidates, mc_prompt
 from flanmoe.eval.scoring import generate, score_candidates
-from flanmoe.eval.summary import round6, summarize
+from flanmoe.eval.summary import options_summary, round6, summarize
 from flanmoe.model.stats import RouterStatsAccumulator
 
 Headline = Literal["sum", "mean"]
@@ -382,6 +382,7 @@ class Evaluator:
         result.summary = summarize(
             correct, ch, baselines, truncated, s, average="examples", extra={"exact_match": em}
         )
+        result.summary.update(options_summary(result.records))
         for task in result.summary["tasks"]:
             result.summary["tasks"][task]["metric"] = (
                 "accuracy" if (labels or {}).get(task) else "exact_match"

@@ -1,13 +1,15 @@
 """The summary of one suite's 0/1 results: per task and overall, the score with its bootstrap CI, the
 chance level, the paper's normalized score (CI endpoints mapped), a best-constant baseline and
-truncation counts."""
+truncation counts; for generated answers, how many of the prompts that list options were answered with
+one of them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from flanmoe.eval.metrics import bootstrap_ci, normalized_score
+from flanmoe.eval.metrics import bootstrap_ci, exact_match, normalized_score
+from flanmoe.eval.prompts import listed_options
 
 if TYPE_CHECKING:
     from flanmoe.eval.suites import EvalSettings
@@ -76,4 +78,22 @@ def summarize(
     return {**overall, "average": average, "tasks": tasks}
 
 
-__all__ = ["round6", "summarize"]
+def options_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Format against skill, over the records whose prompt ends with an options block
+    (``listed_options``): ``options_rows``, ``options_answered`` (the share whose generated answer is
+    one of the options listed: the format learned) and ``options_exact_match``. Empty when no prompt
+    lists options."""
+    rows = [(r, o) for r in records if (o := listed_options(str(r["prompt"]))) is not None]
+    if not rows:
+        return {}
+    generated = [str(r.get("generation", r["prediction"])) for r, _ in rows]  # not a rank-classified pick
+    answered = [any(exact_match(g, x) for x in o) for g, (_, o) in zip(generated, rows, strict=True)]
+    em = [exact_match(g, str(r["target"])) for g, (r, _) in zip(generated, rows, strict=True)]
+    return {
+        "options_rows": len(rows),
+        "options_answered": round6(sum(answered) / len(rows)),
+        "options_exact_match": round6(sum(em) / len(rows)),
+    }
+
+
+__all__ = ["options_summary", "round6", "summarize"]

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flanmoe.grid import scenario_label
+from flanmoe.report.css import CSS
 from flanmoe.report.findings import Finding, power_note
+from flanmoe.report.heldin import HELDIN_HEADING, HELDIN_TEXT, heldin_rows
 from flanmoe.report.heldout_pairs import POWER_METHOD
 from flanmoe.report.knowledge import MEASURE_LABEL, RELATIONS, exposure
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
@@ -289,6 +291,8 @@ def to_markdown(
         if rel_rows:
             out += [RELATIONS_TEXT, "", md_table(rel_head, rel_rows), ""]
         out += _md_figures(figures, "knowledge")
+    if (held := heldin_rows(t.heldin))[1]:
+        out += [f"## {HELDIN_HEADING}", "", HELDIN_TEXT, "", md_table(*held), ""]
     head, rows = finetune_rows(t)
     out += ["## Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)", ""]
     if rows:
@@ -325,22 +329,6 @@ def to_markdown(
     return "\n".join(out)
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:86rem;
-color:#1b1f24;line-height:1.45;padding:0 1rem}
-h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #d0d7de}
-table{border-collapse:collapse;margin:.75rem 0;font-size:.9rem}
-th,td{border:1px solid #d0d7de;padding:.3rem .55rem;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.gain td{background:#fbfbf0;font-weight:600}
-.side{color:#57606a;font-size:.8rem;display:block}
-.v{font-weight:700;padding:0 .35rem;border-radius:.25rem}
-.holds{background:#dafbe1;color:#116329}.doesnot{background:#ffebe9;color:#a40e26}
-.noise{background:#fff8c5;color:#6a5300}.unmeasured{background:#eaeef2;color:#424a53}
-li{margin:.25rem 0}.rule{color:#57606a;font-size:.85rem}
-figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
-figcaption{color:#57606a;font-size:.85rem}
-"""
 _VERDICT_CLASS = {HOLDS: "holds", DOES_NOT_HOLD: "doesnot", WITHIN_NOISE: "noise", NOT_MEASURED: "unmeasured"}
 
 
@@ -377,7 +365,7 @@ def to_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
     if source:
@@ -407,6 +395,8 @@ def to_html(
         if rel_rows:
             out += [f"<p>{e(RELATIONS_TEXT)}</p>", _html_table(rel_head, rel_rows)]
         out += _html_figures(figures, "knowledge")
+    if (held := heldin_rows(t.heldin))[1]:
+        out += [f"<h2>{HELDIN_HEADING}</h2>", f"<p>{e(HELDIN_TEXT)}</p>", _html_table(*held)]
     head, rows = finetune_rows(t)
     out.append("<h2>Single-task fine-tuning (scenario 1: direct; scenario 3: after IT)</h2>")
     out.append(

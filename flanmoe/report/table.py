@@ -95,6 +95,8 @@ class Table:
     # BBH tasks per chance basis (options, labels, free_form, ...), from their answer spaces; empty
     # when the chance levels come from the embedded suite's table
     chance_bases: dict[str, int] = field(default_factory=dict)
+    # arch -> the instruction-tuned model's held-in metrics (flanmoe.report.heldin); empty: not scored
+    heldin: dict[str, Mapping] = field(default_factory=dict)
 
     @property
     def it_gain_interval_names(self) -> str:
@@ -257,4 +259,5 @@ def build_table(
         knowledge,
         {a: n for a, n in (arch_seeds or {}).items() if n != seeds},
         chance_bases=chance_bases(archs[0].evaluate["instruct"]) if archs else {},
+        heldin={a.name: h for a in archs if isinstance(h := a.evaluate["instruct"].get("heldin"), Mapping)},
     )

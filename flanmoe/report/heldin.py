@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flanmoe.report.stats import Estimate
+from flanmoe.report.stats import Estimate, fmt_score
 
 HELDIN_HEADING = "Held-in tasks (the instruction mixture's validation pairs)"
 HELDIN_TEXT = (
@@ -23,10 +23,6 @@ HELDIN_TEXT = (
     " With a few pairs per task (evaluate.heldin_examples, instruct.val_examples) a task's best constant"
     " runs high: 2 pairs give at least .5."
 )
-
-
-def _score(x: float) -> str:
-    return f"{x:.3f}"
 
 
 def heldin_rows(blocks: Mapping[str, Mapping]) -> tuple[list[str], list[list[str]]]:
@@ -54,12 +50,12 @@ def heldin_rows(blocks: Mapping[str, Mapping]) -> tuple[list[str], list[list[str
         rows.append(
             [
                 arch,
-                f"{_score(em.value)} [{_score(em.lo)}, {_score(em.hi)}] (n {cell.get('n', '?')})",
-                _score(cell.get("best_constant", 0.0)),
+                f"{fmt_score(em)} (n {cell.get('n', '?')})",
+                f"{cell.get('best_constant', 0.0):.3f}",
                 f"{learned} of {len(tasks)}",
                 f"{zero} of {len(tasks)}",
-                f"{_score(cell['options_answered'])} (n {n_opt})" if n_opt else "—",
-                _score(cell["options_exact_match"]) if n_opt else "—",
+                f"{cell['options_answered']:.3f} (n {n_opt})" if n_opt else "—",
+                f"{cell['options_exact_match']:.3f}" if n_opt else "—",
             ]
         )
     return head, rows

@@ -16,7 +16,15 @@ from flanmoe.report.findings import Finding, power_note
 from flanmoe.report.heldin import HELDIN_HEADING, HELDIN_TEXT, heldin_rows
 from flanmoe.report.heldout_pairs import POWER_METHOD
 from flanmoe.report.knowledge import MEASURE_LABEL, RELATIONS, exposure
-from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE, Estimate
+from flanmoe.report.stats import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    NOT_MEASURED,
+    WITHIN_NOISE,
+    Estimate,
+    fmt_points,
+    fmt_score,
+)
 from flanmoe.report.table import AVERAGE, Table, chance_note
 
 SUITE_LABEL = {"mmlu": "MMLU", "bbh": "BBH", AVERAGE: "normalized avg"}
@@ -104,18 +112,6 @@ def _html_figures(figures: Sequence[ReportFigure], section: str) -> list[str]:
         for f in figures
         if f.section == section
     ]
-
-
-def fmt_points(e: Estimate, sign: bool = False) -> str:
-    """Normalized points: ``-10.4 [-13.5, -7.0]`` (``sign``: ``+5.3 [+1.0, +9.8]``)."""
-    f = "{:+.1f}" if sign else "{:.1f}"
-    return f"{f.format(e.value)} [{f.format(e.lo)}, {f.format(e.hi)}]"
-
-
-def fmt_score(e: Estimate, sign: bool = False) -> str:
-    """A raw score: ``0.108 [0.083, 0.135]``."""
-    f = "{:+.3f}" if sign else "{:.3f}"
-    return f"{f.format(e.value)} [{f.format(e.lo)}, {f.format(e.hi)}]"
 
 
 def _mode_label(mode: str, k: int | None) -> str:

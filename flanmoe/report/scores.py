@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flanmoe.grid import MODES, SUITES
-from flanmoe.report.render import fmt_points, fmt_score, md_table
-from flanmoe.report.stats import Estimate
+from flanmoe.report.render import md_table
+from flanmoe.report.stats import Estimate, fmt_points, fmt_score
 from flanmoe.report.table import AVERAGE
 
 SECTIONS = (AVERAGE, *SUITES, "finetune")  # the sections of evaluate metrics with a score

@@ -1,4 +1,5 @@
-"""Point estimates with 95% intervals, differences of them, and the verdict a difference gives.
+"""Point estimates with 95% intervals, differences of them, the verdict a difference gives, and how an
+estimate is printed (normalized points, raw scores).
 
 Every score of the evaluate stage comes with a percentile-bootstrap CI computed per model. A gain
 (instruction-tuned minus pretrained-only, MoE minus dense, ...) needs an interval too, and the two
@@ -72,3 +73,15 @@ def combine_verdicts(verdicts: list[str]) -> str:
     if any(v == DOES_NOT_HOLD for v in verdicts):
         return DOES_NOT_HOLD
     return WITHIN_NOISE
+
+
+def fmt_points(e: Estimate, sign: bool = False) -> str:
+    """Normalized points: ``-10.4 [-13.5, -7.0]`` (``sign``: ``+5.3 [+1.0, +9.8]``)."""
+    f = "{:+.1f}" if sign else "{:.1f}"
+    return f"{f.format(e.value)} [{f.format(e.lo)}, {f.format(e.hi)}]"
+
+
+def fmt_score(e: Estimate, sign: bool = False) -> str:
+    """A raw score: ``0.108 [0.083, 0.135]``."""
+    f = "{:+.3f}" if sign else "{:.3f}"
+    return f"{f.format(e.value)} [{f.format(e.lo)}, {f.format(e.hi)}]"

@@ -52,6 +52,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":  # run as 
 
 import yaml  # noqa: E402
 
+from flanmoe.env import cpu_model  # noqa: E402
+
 PROBE = REPO / "bench" / "overhead_probe"
 PARTS = ("start", "imports", "params", "data", "model", "work", "export", "mlflow", "hashing", "other", "dvc")
 IMPORT_GROUPS = ("torch", "mlflow", "datasets", "other")
@@ -66,16 +68,6 @@ OVERRIDES = {
     "evaluate": {"max_examples": 8, "heldin_examples": 16},
 }  # fmt: skip
 MODEL = f"models/finetune/s1234/{ARCH}-{TASK}-direct"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def workspace(root: Path, label: str, rev: str | None) -> Path:

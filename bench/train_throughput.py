@@ -316,12 +316,9 @@ def short_error(e: BaseException) -> str:
 
 
 def machine_info(threads: int, device: torch.device) -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from flanmoe.env import cpu_model
+
+    cpu = cpu_model()
     info = dict(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         torch=torch.__version__,

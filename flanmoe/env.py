@@ -28,19 +28,38 @@ def apply_offline_env() -> None:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``): floats, and so
-    every score, reproduce bit for bit on the same CPU model only."""
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU model, as exactly as ``/proc/cpuinfo`` (or ``cpuinfo``, its text) tells it: the model
+    name, then family / model / stepping and the widest vector unit, e.g. ``AMD EPYC (family 25
+    model 1 stepping 1, avx2)``. Floats, and so every score, reproduce bit for bit on the same CPU model
+    only, and a virtual machine's model name alone names several of them (two VMs that both said ``AMD
+    EPYC`` gave different scores from the same params). Elsewhere (no ``/proc/cpuinfo``):
+    ``platform.processor()``."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor tells it: every core of a machine is the same model
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine() or "unknown"
+    ids = []
+    for label, key in (("family", "cpu family"), ("model", "model"), ("stepping", "stepping")):
+        if fields.get(key):
+            ids.append(f"{label} {fields[key]}")
+    flags = set(fields.get("flags", "").split())
+    simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), None)
+    detail = ", ".join(x for x in (" ".join(ids), simd and simd.removesuffix("f")) if x)
+    return f"{name} ({detail})" if detail else name
 
 
 def machine() -> dict[str, object]:

@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     host = machine()
     threads = params.pretrain.parallel.threads or "torch's default"
     source += (
-        f" Run on {host['cpu_model']} ({host['cpus']} CPUs), torch {host['torch_version']}, training threads per"
+        f" Run on {host['cpu_model']}, {host['cpus']} CPUs, torch {host['torch_version']}, training threads per"
         f" process (pretrain.parallel.threads): {threads}; the scores reproduce bit for bit on the same CPU"
         " model only."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,7 @@ def artifact_paths(workdir: Path, run_id: str, path: str | None = None) -> set[s
     for f in client.list_artifacts(run_id, path):
         out |= artifact_paths(workdir, run_id, f.path) if f.is_dir else {f.path}
     return out
+
+
+# The report header's machine sentence (stages/report.py): the one part of a report that is not golden.
+REPORT_HOST = re.compile(r" Run on (.+?), \d+ CPUs, torch [^,]+, .*? on the same CPU model only\.")

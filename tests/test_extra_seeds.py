@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from flanmoe.report.heldout_pairs import SEED_T
 from flanmoe.report.power import seed_interval
 from flanmoe.report.seeds import aggregate
-from tests.stage_helpers import run_stage, write_params
+from tests.stage_helpers import REPORT_HOST, run_stage, write_params
 from tests.test_heldout_pairs import SKILL, metrics_of, model_records
 from tests.test_report import (
     SCENARIOS,
@@ -33,7 +32,6 @@ BASE, EXTRA = [1, 2], [3, 4]  # expert_choice runs BASE; dense and switch BASE a
 ARCHS = ["dense", "switch", "expert_choice"]
 SKILLS = {**SKILL, "expert_choice-pretrain": 0.30, "expert_choice-instruct": 0.46}
 GOLDEN = Path(__file__).parent / "fixtures" / "report_extra_seeds"
-HOST = re.compile(r" Run on (.+?) \(\d+ CPUs\), torch [^,]+, .*? on the same CPU model only\.")
 
 
 def write_tree(work: Path, extra_seeds: list[int] | None) -> dict[str, dict[int, dict]]:
@@ -93,7 +91,7 @@ def write_tree(work: Path, extra_seeds: list[int] | None) -> dict[str, dict[int,
 def _report(work: Path) -> dict[str, str]:
     md = (work / "docs" / "report" / "report.md").read_text()
     return {
-        "report.md": HOST.sub(" Run on <this machine>.", md),
+        "report.md": REPORT_HOST.sub(" Run on <this machine>.", md),
         "report.json": (work / "metrics" / "report.json").read_text(),
     }
 

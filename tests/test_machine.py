@@ -24,3 +24,19 @@ def test_threads_are_torchs_once_imported():
     import torch
 
     assert machine()["torch_threads"] == torch.get_num_threads()
+
+
+def test_cpu_model_tells_apart_models_behind_one_name():
+    """A VM's model name alone ("AMD EPYC") covers CPUs whose floats differ: family / model / stepping
+    and the widest vector unit are recorded with it, from the first processor's block."""
+
+    def info(model: str, flags: str) -> str:
+        block = f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {model}\n"
+        block += f"model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu sse4_2 {flags}\n"
+        return block + "\n" + block.replace("processor\t: 0", "processor\t: 1")
+
+    milan, genoa = cpu_model(info("1", "avx avx2")), cpu_model(info("17", "avx avx2 avx512f avx512bw"))
+    assert milan == "AMD EPYC (family 25 model 1 stepping 1, avx2)"
+    assert genoa == "AMD EPYC (family 25 model 17 stepping 1, avx512)"
+    assert cpu_model("model name\t: Some CPU\n") == "Some CPU"  # nothing else known: the name alone
+    assert cpu_model("") not in ("", "AMD EPYC")  # no /proc/cpuinfo: platform's answer

@@ -24,7 +24,7 @@ from flanmoe.report import (
     to_markdown,
 )
 from flanmoe.report.stats import DOES_NOT_HOLD, HOLDS, NOT_MEASURED, WITHIN_NOISE
-from tests.stage_helpers import run_stage, write_params
+from tests.stage_helpers import REPORT_HOST, run_stage, write_params
 
 TASKS = ["fact_verification", "list_sum"]
 SCENARIOS = ["direct", "after_it"]
@@ -524,15 +524,13 @@ def test_report_of_fixed_metrics_equals_the_expected_report(tmp_path):
 
     shutil.copytree(GOLDEN / "inputs", tmp_path, dirs_exist_ok=True)
     run_stage("report", tmp_path)
-    import re
 
     from flanmoe.env import cpu_model
 
     md = (tmp_path / "docs" / "report" / "report.md").read_text()
-    host = re.compile(r" Run on (.+?) \(\d+ CPUs\), torch [^,]+, .*? on the same CPU model only\.")
-    assert [m[1] for m in host.finditer(md)] == [cpu_model()]  # the machine: the one part not golden
+    assert [m[1] for m in REPORT_HOST.finditer(md)] == [cpu_model()]  # the machine: the one part not golden
     got = {
-        "report.md": host.sub(" Run on <this machine>.", md),
+        "report.md": REPORT_HOST.sub(" Run on <this machine>.", md),
         "report.json": (tmp_path / "metrics" / "report.json").read_text(),
     }
     if os.environ.get("REFRESH_REPORT_GOLDEN"):

@@ -161,6 +161,12 @@ class Params(StrictModel):
                     f"freeze_ablation: compares with the unfrozen fine-tune; finetune.freeze is "
                     f"{self.finetune.freeze!r} (set it to none)"
                 )
+        held_in = self.evaluate.heldin_examples
+        if "heldin" in self.evaluate.suites and held_in is not None and held_in > self.instruct.val_examples:
+            raise ValueError(
+                f"evaluate.heldin_examples: {held_in} > instruct.val_examples {self.instruct.val_examples} "
+                "(the held-in pairs are the instruct stage's validation split); lower it, or null for all of them"
+            )
         if self.base.extra_seeds:  # without extra seeds the list is inert: archs.run may leave its archs out
             for name in self.base.extra_archs:
                 if name not in self.archs.run:

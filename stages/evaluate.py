@@ -119,7 +119,8 @@ def _heldin_rows(params, decode) -> list[dict]:
 
     ds = load_from_disk(TOKENIZED / "flan")
     _, val = split_validation(ds, params.instruct.val_examples, effective_seed(params, "instruct"))
-    val = val.select(range(min(params.evaluate.heldin_examples, len(val))))
+    if params.evaluate.heldin_examples is not None:  # checked <= instruct.val_examples (flanmoe/config.py)
+        val = val.select(range(params.evaluate.heldin_examples))
     return [
         {"input_ids": x, "targets": decode(y), "task": t}
         for x, y, t in zip(val["input_ids"], val["labels"], val["task_name"], strict=True)

@@ -72,6 +72,13 @@ def _with(repo_root, dotted: str, value) -> dict:
         ),
         ("freeze_ablation.freeze", ["none"], "freeze_ablation.freeze.0: Input should be 'gate', 'experts'"),
         ("prepare.bbh.max_examples", 0, "prepare.bbh.max_examples: Input should be greater than 0"),
+        # the held-in suite scores the instruct stage's validation pairs: no more than there are
+        ("evaluate.heldin_examples", 2000, "evaluate.heldin_examples: 2000 > instruct.val_examples 1024"),
+        (
+            "evaluate.heldin_examples",
+            0,
+            "evaluate.heldin_examples: Input should be greater than or equal to 1",
+        ),
         # invalid combination
         ("prepare.mmlu", {"kind": "hub"}, "prepare.mmlu.path: required with kind 'hub'"),
         (

@@ -272,6 +272,15 @@ def test_knowledge_probe_per_stratum_in_both_modes(tmp_path, tokenized):  # noqa
     assert set(logged_datasets(work, run["run_id"])) == {"data/tokenized/probe"}
 
 
+def test_heldin_scores_every_validation_pair_by_default(tmp_path, tokenized):  # noqa: F811
+    """evaluate.heldin_examples null: the held-in suite is the instruct stage's whole validation split."""
+    work = _workspace(tmp_path, tokenized, suites=["heldin"], heldin_examples=None)
+    _save_random_model(work, "dense", "models/instruct/s1234/dense")
+    run_stage("evaluate", work, args=("models/instruct/s1234/dense",))
+    m = json.loads((work / "metrics" / "evaluate" / "s1234" / "dense-instruct.json").read_text())
+    assert set(m) == {"heldin"} and m["heldin"]["zero_shot"]["n"] == 16  # instruct.val_examples
+
+
 def test_knowledge_probe_missing_or_malformed_exits_2(tmp_path, tokenized):  # noqa: F811
     work = _workspace(tmp_path, tokenized, suites=["mmlu", "probe"])
     shutil.rmtree(work / "data" / "tokenized" / "probe", ignore_errors=True)
@@ -314,6 +323,11 @@ def test_knowledge_probe_missing_or_malformed_exits_2(tmp_path, tokenized):  # n
             ("models/finetune/s1234/dense-fact_verification-direct",),
             {"suites": ["mmlu", "glue"]},
             "evaluate.suites",
+        ),
+        (
+            ("models/instruct/s1234/nope",),
+            {"heldin_examples": 17},
+            "evaluate.heldin_examples: 17 > instruct.val_examples 16",
         ),
         (
             ("models/finetune/s1234/dense-fact_verification-direct", "--bogus"),

@@ -27,7 +27,8 @@ class EvaluateConfig(StrictModel):
     max_input_length: int | None = Field(None, ge=2)  # prompt tokens; None = tokenize.max_input_length
     max_new_tokens: int = Field(32, ge=1)  # greedy generation length cap
     batch_size: int = Field(32, ge=1)  # prompts per batch (MC: all their options together)
-    heldin_examples: int = Field(256, ge=1)  # held-in instruction pairs (from instruct's validation split)
+    heldin_examples: int | None = Field(None, ge=1)  # held-in pairs scored, of instruct's validation
+    # split (never trained on); None: all of them (instruct.val_examples)
     max_labels: int = Field(16, ge=2)  # a fine-tuning task with at most this many distinct targets is
     # scored as classification (rank the labels by log-likelihood: accuracy); else exact match. A real
     # BBH task without options in its inputs and with this many at most: chance 1/labels, else 0

@@ -52,13 +52,14 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     name = fields.get("model name")
     if not name:
         return platform.processor() or platform.machine() or "unknown"
-    ids = []
-    for label, key in (("family", "cpu family"), ("model", "model"), ("stepping", "stepping")):
-        if fields.get(key):
-            ids.append(f"{label} {fields[key]}")
+    ids = " ".join(
+        f"{k} {fields[f]}"
+        for k, f in (("family", "cpu family"), ("model", "model"), ("stepping", "stepping"))
+        if fields.get(f)
+    )
     flags = set(fields.get("flags", "").split())
-    simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), None)
-    detail = ", ".join(x for x in (" ".join(ids), simd and simd.removesuffix("f")) if x)
+    simd = next((f.removesuffix("f") for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "")
+    detail = ", ".join(x for x in (ids, simd) if x)
     return f"{name} ({detail})" if detail else name
 
 

@@ -564,6 +564,10 @@ def test_aggregate_over_seeds_by_hand():
     assert out["score_hi"] == pytest.approx(0.55 + math.hypot(above, seed_half))
     assert (out["chance"], out["n"], out["name"]) == (0.25, 100, "x")  # equal numbers kept, text: first
     assert aggregate([{"m": a}]) == {"m": a}  # one seed: its own numbers
+    # a count that differs between seeds stays a count: the mean per seed, rounded (not 519.875)
+    counts = aggregate([{"rows": r} for r in (519, 520, 521, 520, 520, 519, 520, 520)])["rows"]
+    assert counts == 520 and isinstance(counts, int)
+    assert aggregate([{"x": 1}, {"x": 2.5}])["x"] == pytest.approx(1.75)  # not all counts: a mean
     assert t975(1) == 12.706 and t975(2) == 4.303 and t975(100) == 1.96
     # three identical seeds: no training spread, the interval is the seeds' own
     same = aggregate([a, dict(a), dict(a)])

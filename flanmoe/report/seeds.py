@@ -16,7 +16,10 @@ The two are added in quadrature on each side::
     hi = mean + sqrt(mean(hi_i - k_i)**2 + (t * s / sqrt(n))**2)
 
 With one seed this is that seed's interval, unchanged. Other numbers are averaged (equal across seeds
-for the counts and chance levels the table reads); anything else is taken from the first seed.
+for the chance levels the table reads). A count (an integer in every seed) stays an integer: the
+seeds' mean count, rounded, so a count that differs between seeds (the pairs with listed options in
+each seed's own validation split) reads as pairs per seed, not as 519.875. Anything else is taken
+from the first seed.
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ def aggregate(dicts: Sequence[Mapping]) -> dict:
             out[key], out[f"{key}_lo"], out[f"{key}_hi"] = mean, lo, hi
         elif _number(value) and all(_number(v) for v in present):
             out[key] = statistics.fmean(present)
-            if isinstance(value, int) and all(v == value for v in present):
-                out[key] = value
+            if all(isinstance(v, int) for v in present):  # a count stays a count (module doc)
+                out[key] = round(out[key])
         else:
             out[key] = value
     return out

@@ -40,8 +40,9 @@ study: $(STAMP)
 
 # Two workers, each taking whole test files (module fixtures stay in one process): the suite spends
 # half its time in single-threaded subprocess and server start-ups, so 2 workers on 2 cores run it
-# in ~0.7x the time. PYTEST_ARGS="-n 0" runs it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# in ~0.7x the time. They take the files longest first (tests/conftest.py: HEAVY_FILES), not in
+# xdist's order by test count. PYTEST_ARGS="-n 0" runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -904,8 +904,8 @@ def test_heldin_rows_count_learned_tasks_and_the_format():
             "c": {"score": 0.0, "best_constant": 0.5},
         },
     }
-    head, rows = heldin_rows({"dense": {"zero_shot": cell}, "switch": {"few_shot": cell}})
-    assert len(rows) == 1 and len(rows[0]) == len(head)  # switch has no zero-shot held-in cell
+    head, rows = heldin_rows({"dense": {"zero_shot": cell}})
+    assert len(rows) == 1 and len(rows[0]) == len(head)
     assert rows[0] == [
         "dense",
         "0.250 [0.200, 0.300] (n 40)",
@@ -916,3 +916,29 @@ def test_heldin_rows_count_learned_tasks_and_the_format():
         "0.350",
     ]
     assert heldin_rows({})[1] == []
+
+
+def test_heldin_block_is_read_strictly():
+    """The held-in block reaches the report checked: a missing CI bound, a task without its best
+    constant or a block without its zero-shot cell is named (exit 2), not skipped or filled in."""
+    cell = {
+        "score": 0.25,
+        "score_lo": 0.2,
+        "score_hi": 0.3,
+        "n": 40,
+        "best_constant": 0.3,
+        "tasks": {"a": {"score": 0.5, "best_constant": 0.25}},
+    }
+    m = default_metrics()
+    m["dense-instruct"]["heldin"] = {"zero_shot": cell}
+    table = build_table(arch_results(m), TASKS, SCENARIOS)
+    assert set(table.heldin) == {"dense"} and "Held-in tasks" in to_markdown(table, findings(table))
+    bad = [
+        ({"zero_shot": {k: v for k, v in cell.items() if k != "score_lo"}}, "score_lo"),
+        ({"zero_shot": {**cell, "tasks": {"a": {"score": 0.5}}}}, r"tasks\.a\.best_constant"),
+        ({"few_shot": cell}, "no zero-shot cell"),
+    ]
+    for block, match in bad:
+        m["dense-instruct"]["heldin"] = block
+        with pytest.raises(ReportInputError, match=rf"dense-instruct: heldin.*{match}"):
+            build_table(arch_results(m), TASKS, SCENARIOS)

@@ -27,7 +27,7 @@ HELDIN_TEXT = (
 
 def heldin_rows(blocks: Mapping[str, Mapping]) -> tuple[list[str], list[list[str]]]:
     """One row per arch of ``blocks`` (arch -> the ``heldin`` section of its instruction-tuned model's
-    evaluate metrics); no rows when none was scored zero-shot."""
+    evaluate metrics, as ``flanmoe.report.table`` checked it)."""
     head = [
         "arch",
         "exact match",
@@ -39,19 +39,17 @@ def heldin_rows(blocks: Mapping[str, Mapping]) -> tuple[list[str], list[list[str
     ]
     rows = []
     for arch, block in blocks.items():
-        cell = block.get("zero_shot")
-        if not isinstance(cell, Mapping) or not isinstance(cell.get("score"), int | float):
-            continue
-        em = Estimate(cell["score"], cell.get("score_lo", cell["score"]), cell.get("score_hi", cell["score"]))
-        tasks = [t for t in (cell.get("tasks") or {}).values() if isinstance(t, Mapping)]
-        learned = sum(t["score"] > t.get("best_constant", 0.0) for t in tasks)
+        cell = block["zero_shot"]
+        em = Estimate(cell["score"], cell["score_lo"], cell["score_hi"])
+        tasks = list(cell["tasks"].values())
+        learned = sum(t["score"] > t["best_constant"] for t in tasks)
         zero = sum(t["score"] == 0 for t in tasks)
         n_opt = cell.get("options_rows")
         rows.append(
             [
                 arch,
                 f"{fmt_score(em)} (n {cell.get('n', '?')})",
-                f"{cell.get('best_constant', 0.0):.3f}",
+                f"{cell['best_constant']:.3f}",
                 f"{learned} of {len(tasks)}",
                 f"{zero} of {len(tasks)}",
                 f"{cell['options_answered']:.3f} (n {n_opt})" if n_opt else "—",

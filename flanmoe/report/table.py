@@ -259,5 +259,25 @@ def build_table(
         knowledge,
         {a: n for a, n in (arch_seeds or {}).items() if n != seeds},
         chance_bases=chance_bases(archs[0].evaluate["instruct"]) if archs else {},
-        heldin={a.name: h for a in archs if isinstance(h := a.evaluate["instruct"].get("heldin"), Mapping)},
+        heldin={a.name: h for a in archs if (h := _heldin(a.evaluate["instruct"], a.name)) is not None},
     )
+
+
+def _heldin(metrics: Mapping, arch: str) -> Mapping | None:
+    """The held-in block of one instruction-tuned model's evaluate metrics (None: not scored), with
+    what the held-in section reads checked: its zero-shot exact match with a CI, the mean best
+    constant, and a score and best constant per task."""
+    block = metrics.get("heldin")
+    if block is None:
+        return None
+    where = f"evaluate metrics of {arch}-instruct: heldin"
+    cell = block.get("zero_shot") if isinstance(block, Mapping) else block
+    if not isinstance(cell, Mapping):
+        raise ReportInputError(f"{where}: no zero-shot cell (a mapping), got {block!r}")
+    _estimate(cell, "score", f"{where}.zero_shot")
+    tasks = _require(cell, ("tasks",), f"{where}.zero_shot")
+    for key in ("best_constant", *(f"tasks.{t}.{k}" for t in tasks for k in ("score", "best_constant"))):
+        value = _require(cell, tuple(key.split(".")), f"{where}.zero_shot")
+        if not isinstance(value, int | float):
+            raise ReportInputError(f"{where}.zero_shot: {key} must be a number, got {value!r}")
+    return block

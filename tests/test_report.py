@@ -886,24 +886,28 @@ def test_knowledge_cells_over_two_seeds(tmp_path):
     assert rep["knowledge"]["dense"]["pretrain"]["cloze"]["people_x48"] == pytest.approx(0.55)
 
 
+# a held-in zero-shot cell as the evaluate stage writes it
+HELDIN_CELL = {
+    "score": 0.25,
+    "score_lo": 0.2,
+    "score_hi": 0.3,
+    "n": 40,
+    "best_constant": 0.3,
+    "options_rows": 20,
+    "options_answered": 0.65,
+    "options_exact_match": 0.35,
+    "tasks": {
+        "a": {"score": 0.5, "best_constant": 0.25},  # learned
+        "b": {"score": 0.25, "best_constant": 0.25},  # a constant's level: not learned
+        "c": {"score": 0.0, "best_constant": 0.5},
+    },
+}
+
+
 def test_heldin_rows_count_learned_tasks_and_the_format():
     from flanmoe.report.heldin import heldin_rows
 
-    cell = {
-        "score": 0.25,
-        "score_lo": 0.2,
-        "score_hi": 0.3,
-        "n": 40,
-        "best_constant": 0.3,
-        "options_rows": 20,
-        "options_answered": 0.65,
-        "options_exact_match": 0.35,
-        "tasks": {
-            "a": {"score": 0.5, "best_constant": 0.25},  # learned
-            "b": {"score": 0.25, "best_constant": 0.25},  # a constant's level: not learned
-            "c": {"score": 0.0, "best_constant": 0.5},
-        },
-    }
+    cell = HELDIN_CELL
     head, rows = heldin_rows({"dense": {"zero_shot": cell}})
     assert len(rows) == 1 and len(rows[0]) == len(head)
     assert rows[0] == [
@@ -921,21 +925,17 @@ def test_heldin_rows_count_learned_tasks_and_the_format():
 def test_heldin_block_is_read_strictly():
     """The held-in block reaches the report checked: a missing CI bound, a task without its best
     constant or a block without its zero-shot cell is named (exit 2), not skipped or filled in."""
-    cell = {
-        "score": 0.25,
-        "score_lo": 0.2,
-        "score_hi": 0.3,
-        "n": 40,
-        "best_constant": 0.3,
-        "tasks": {"a": {"score": 0.5, "best_constant": 0.25}},
-    }
+    cell = HELDIN_CELL
     m = default_metrics()
     m["dense-instruct"]["heldin"] = {"zero_shot": cell}
     table = build_table(arch_results(m), TASKS, SCENARIOS)
     assert set(table.heldin) == {"dense"} and "Held-in tasks" in to_markdown(table, findings(table))
     bad = [
         ({"zero_shot": {k: v for k, v in cell.items() if k != "score_lo"}}, "score_lo"),
-        ({"zero_shot": {**cell, "tasks": {"a": {"score": 0.5}}}}, r"tasks\.a\.best_constant"),
+        (
+            {"zero_shot": {**cell, "tasks": {**cell["tasks"], "a": {"score": 0.5}}}},
+            r"tasks\.a\.best_constant",
+        ),
         ({"few_shot": cell}, "no zero-shot cell"),
     ]
     for block, match in bad:

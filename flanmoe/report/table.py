@@ -271,13 +271,13 @@ def _heldin(metrics: Mapping, arch: str) -> Mapping | None:
     if block is None:
         return None
     where = f"evaluate metrics of {arch}-instruct: heldin"
-    cell = block.get("zero_shot") if isinstance(block, Mapping) else block
+    cell = block.get("zero_shot") if isinstance(block, Mapping) else None
     if not isinstance(cell, Mapping):
-        raise ReportInputError(f"{where}: no zero-shot cell (a mapping), got {block!r}")
-    _estimate(cell, "score", f"{where}.zero_shot")
-    tasks = _require(cell, ("tasks",), f"{where}.zero_shot")
-    for key in ("best_constant", *(f"tasks.{t}.{k}" for t in tasks for k in ("score", "best_constant"))):
-        value = _require(cell, tuple(key.split(".")), f"{where}.zero_shot")
-        if not isinstance(value, int | float):
-            raise ReportInputError(f"{where}.zero_shot: {key} must be a number, got {value!r}")
+        raise ReportInputError(f"{where}: no zero-shot cell (a mapping)")
+    where += ".zero_shot"
+    _estimate(cell, "score", where)
+    tasks = _require(cell, ("tasks",), where)
+    for keys in (("best_constant",), *(("tasks", t, k) for t in tasks for k in ("score", "best_constant"))):
+        if not isinstance(value := _require(cell, keys, where), int | float):
+            raise ReportInputError(f"{where}: {'.'.join(keys)} must be a number, got {value!r}")
     return block
